@@ -1,0 +1,69 @@
+"""The `crm-assets` command: run everything, update one field, serve the demo CRM."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crm-assets", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser(
+        "run", help="materialize every asset (sync, then the aggregations over their whole range) and summarize"
+    )
+    run.add_argument("--full-refresh", action="store_true", help="re-read every CRM record, not only changes")
+
+    update = commands.add_parser("update", help="write one field back to the CRM and the warehouse")
+    update.add_argument("--domain", required=True, help="accounts, contacts or deals")
+    update.add_argument("--key", required=True, help="field that selects the records, e.g. deal_id")
+    update.add_argument("--value", required=True, help="value of --key to match")
+    update.add_argument("--key-to-update", required=True, help="field to change, e.g. deal_size")
+    update.add_argument("--update-value", required=True, help="new value, cast to the field's type")
+    update.add_argument("--dry-run", action="store_true", help="show the planned changes, write nothing")
+
+    demo = commands.add_parser("demo-crm", help="serve the Freshsales-compatible demo CRM over HTTP")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8765)
+    demo.add_argument("--accounts", type=int, default=None, help="number of accounts (default: a few hundred)")
+    demo.add_argument("--contacts", type=int, default=None, help="number of contacts")
+    demo.add_argument("--deals", type=int, default=None, help="number of deals")
+    demo.add_argument("--seed", type=int, default=None, help="random seed of the synthetic data")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "run":
+        from crm_assets.run_all import run_all
+
+        return run_all(full_refresh=args.full_refresh)
+    if args.command == "update":
+        from crm_assets.defs.write_back.launch import launch_update
+
+        return launch_update(
+            domain=args.domain,
+            key=args.key,
+            value=args.value,
+            key_to_update=args.key_to_update,
+            update_value=args.update_value,
+            dry_run=args.dry_run,
+        )
+    if args.command == "demo-crm":
+        from crm_assets.demo_crm.server import serve_forever
+
+        return serve_forever(
+            host=args.host,
+            port=args.port,
+            accounts=args.accounts,
+            contacts=args.contacts,
+            deals=args.deals,
+            seed=args.seed,
+        )
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Connecting to the warehouse and bringing its schema up to date."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import URL, Engine, make_url
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+# Any constant works; it only has to be the same in every process that migrates this database.
+_MIGRATION_LOCK_KEY = 7_305_118_402
+
+
+class WarehouseConnectionError(RuntimeError):
+    """The warehouse database cannot be reached; the message says which one (without its password)."""
+
+
+def default_database_url() -> str:
+    """DATABASE_URL, or an SQLite file under $DAGSTER_HOME (or ./.crm_assets/)."""
+    if url := os.environ.get("DATABASE_URL"):
+        return url
+    home = Path(os.environ.get("DAGSTER_HOME") or ".crm_assets")
+    return f"sqlite:///{(home / 'warehouse.db').resolve()}"
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Spell the PostgreSQL driver: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, 2.0 to psycopg2."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def safe_url(url: str | URL) -> str:
+    """The URL for messages and metadata: never with its password."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def create_warehouse_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
+    parsed = normalize_url(url or default_database_url())
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(parsed, **{"connect_args": {"timeout": 60}, **kwargs})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(parsed, **{"pool_pre_ping": True, **kwargs})
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def check_connection(engine: Engine) -> None:
+    """Fail with a plain message when the database cannot be reached."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise WarehouseConnectionError(
+            f"cannot connect to the warehouse database {safe_url(engine.url)}: {reason}. "
+            "Check DATABASE_URL and that the server is running."
+        ) from None
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[sa.Connection]:
+    """One migrator at a time: parallel steps creating tables on a fresh PostgreSQL database race."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+            conn.commit()
+        try:
+            yield conn
+        finally:
+            if engine.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+                conn.commit()
+
+
+def alembic_config(connection: sa.Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision; cheap when it already is."""
+    check_connection(engine)
+    with _migration_lock(engine) as conn:
+        command.upgrade(alembic_config(conn), "head")
+        conn.commit()

@@ -1,0 +1,170 @@
+"""The warehouse schema, as SQLAlchemy Core tables.
+
+Clean tables are derived from the domain declarations; the rest (raw extracts, rejects, sync state,
+aggregations, the write-back audit) are fixed. Alembic migrations under `migrations/` create and evolve
+exactly this metadata.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import TypeEngine
+
+from crm_assets.domains import DOMAINS, ColumnType, Domain
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+SurrogateKey = BigInteger().with_variant(Integer(), "sqlite")
+Payload = JSON().with_variant(JSONB(), "postgresql")
+UtcTimestamp = DateTime(timezone=True)
+Money = Numeric(18, 2, asdecimal=True)
+
+AGGREGATION_TYPES = ("daily", "weekly", "monthly")
+
+_SQL_TYPES: dict[ColumnType, TypeEngine] = {
+    ColumnType.TEXT: Text(),
+    ColumnType.BIGINT: BigInteger(),
+    ColumnType.INTEGER: Integer(),
+    ColumnType.DECIMAL: Money,
+    ColumnType.DATE: Date(),
+    ColumnType.TIMESTAMP: UtcTimestamp,
+    ColumnType.ENUM: Text(),
+}
+
+
+def _in_list(column: str, choices: tuple[str, ...]) -> str:
+    quoted = ", ".join("'" + c.replace("'", "''") + "'" for c in choices)
+    return f"{column} IN ({quoted})"
+
+
+def _clean_table(domain: Domain) -> Table:
+    columns: list[Column] = [Column("id", SurrogateKey, primary_key=True, autoincrement=True)]
+    for col in domain.columns:
+        sql_type = _SQL_TYPES[col.type]
+        if col.type is ColumnType.TEXT and col.name == domain.business_key:
+            sql_type = String(255)
+        fk = next((f for f in domain.foreign_keys if f.column == col.name), None)
+        args = [ForeignKey(f"{fk.domain}.{fk.target_column}", ondelete="CASCADE")] if fk else []
+        columns.append(
+            Column(
+                col.name,
+                sql_type,
+                *args,
+                nullable=col.nullable,
+                unique=col.name == domain.business_key,
+                comment=col.description or None,
+            )
+        )
+    columns += [
+        Column("crm_id", BigInteger, nullable=False, index=True, comment="Freshsales record id"),
+        Column("updated_at", UtcTimestamp, nullable=False, comment="Freshsales updated_at (UTC)"),
+    ]
+    checks = [
+        CheckConstraint(_in_list(c.name, c.choices), name=f"{c.name}_domain")
+        for c in domain.columns
+        if c.type is ColumnType.ENUM
+    ]
+    return Table(domain.name, metadata, *columns, *checks, comment=domain.description or None)
+
+
+def _raw_table(domain: Domain) -> Table:
+    return Table(
+        domain.raw_table,
+        metadata,
+        Column("crm_id", BigInteger, primary_key=True, autoincrement=False),
+        Column("payload", Payload, nullable=False, comment="The record exactly as the CRM returned it"),
+        Column("updated_at", UtcTimestamp, nullable=False),
+        Column("is_deleted", Boolean, nullable=False, default=False),
+        Column("synced_at", UtcTimestamp, nullable=False, index=True),
+        Column("run_id", String(64), nullable=True),
+        comment=f"Freshsales {domain.entity} as extracted, one row per CRM id",
+    )
+
+
+CLEAN_TABLES: dict[str, Table] = {d.name: _clean_table(d) for d in DOMAINS}
+RAW_TABLES: dict[str, Table] = {d.name: _raw_table(d) for d in DOMAINS}
+
+rejected_records = Table(
+    "rejected_records",
+    metadata,
+    Column("id", SurrogateKey, primary_key=True, autoincrement=True),
+    Column("domain", String(64), nullable=False),
+    Column("crm_id", BigInteger, nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("payload", Payload, nullable=True),
+    Column("run_id", String(64), nullable=True),
+    Column("rejected_at", UtcTimestamp, nullable=False),
+    Index("ix_rejected_records_domain", "domain"),
+    comment="Records that could not be loaded, and why; replaced per domain on each clean run",
+)
+
+sync_state = Table(
+    "sync_state",
+    metadata,
+    Column("domain", String(64), primary_key=True),
+    Column("cursor", UtcTimestamp, nullable=True, comment="Highest updated_at seen"),
+    Column("last_full_sync_at", UtcTimestamp, nullable=True),
+    Column("updated_at", UtcTimestamp, nullable=False),
+    comment="Incremental extraction cursors",
+)
+
+deal_aggregations = Table(
+    "deal_aggregations",
+    metadata,
+    Column("id", SurrogateKey, primary_key=True, autoincrement=True),
+    Column("account_id", BigInteger, ForeignKey("accounts.account_id", ondelete="CASCADE"), nullable=True),
+    Column("aggregation_type", String(16), nullable=False),
+    Column("aggregation_date", Date, nullable=False),
+    Column("total_deal_size", Money, nullable=False),
+    Column("deal_count", Integer, nullable=False),
+    UniqueConstraint("account_id", "aggregation_type", "aggregation_date"),
+    CheckConstraint(_in_list("aggregation_type", AGGREGATION_TYPES), name="aggregation_type_domain"),
+    Index("ix_deal_aggregations_type_date", "aggregation_type", "aggregation_date"),
+    comment="Deal totals per account and day / ISO week / month (UTC windows)",
+)
+
+crm_update_audit = Table(
+    "crm_update_audit",
+    metadata,
+    Column("id", SurrogateKey, primary_key=True, autoincrement=True),
+    Column("run_id", String(64), nullable=False),
+    Column("domain", String(64), nullable=False),
+    Column("crm_id", BigInteger, nullable=False),
+    Column("field", String(128), nullable=False),
+    Column("old_value", Text, nullable=True),
+    Column("new_value", Text, nullable=True),
+    Column("status", String(32), nullable=False, comment="applied, skipped, failed, planned"),
+    Column("error", Text, nullable=True),
+    Column("changed_at", UtcTimestamp, nullable=False),
+    Index("ix_crm_update_audit_run", "run_id"),
+    comment="One row per record the update_domain_value job touched or tried to",
+)
+
+Index("ix_deals_created_at", CLEAN_TABLES["deals"].c.created_at)
