@@ -7,9 +7,12 @@ so adding a domain means adding one module and listing it in `crm_assets.domains
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ColumnType(StrEnum):
@@ -32,6 +35,13 @@ class Column:
     nullable: bool = False
     choices: tuple[str, ...] = ()  # canonical labels, for ENUM columns
     description: str = ""
+
+    def __post_init__(self) -> None:
+        # Source paths end up inside SQL JSON-path expressions: allow identifiers only.
+        if not all(_FIELD_NAME.fullmatch(part) for part in self.source.split(".")):
+            raise ValueError(f"column {self.name!r}: invalid Freshsales field path {self.source!r}")
+        if (self.type is ColumnType.ENUM) != bool(self.choices):
+            raise ValueError(f"column {self.name!r}: enum columns, and only they, list choices")
 
     @property
     def is_custom_field(self) -> bool:
@@ -84,7 +94,9 @@ class Domain:
         for col in self.columns:
             if col.name == name:
                 return col
-        raise KeyError(f"{self.name} has no field {name!r}; fields: {', '.join(c.name for c in self.columns)}")
+        raise KeyError(
+            f"{self.name} has no field {name!r}; fields: {', '.join(c.name for c in self.columns)}"
+        )
 
     @property
     def column_names(self) -> tuple[str, ...]:

@@ -1,0 +1,112 @@
+"""The cleaning pipeline every domain goes through (SPEC section 3): coerce, validate, dedup, foreign keys.
+
+Input: one String column per domain column (the raw values), plus `crm_id` and `updated_at`.
+Output: the rows to load, typed, and the rejected records with their reasons. No I/O here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import polars as pl
+
+from crm_assets.domains import Domain
+from crm_assets.transform.coerce import POLARS_TYPES, coerce_column
+
+REJECTED_SCHEMA: dict[str, pl.DataType] = {"crm_id": pl.Int64(), "reason": pl.String()}
+
+
+@dataclass(frozen=True)
+class CleanResult:
+    rows: pl.DataFrame  # domain columns (typed) + crm_id + updated_at
+    rejected: pl.DataFrame  # crm_id, reason
+
+    def rejected_by_reason(self) -> dict[str, int]:
+        """Counts per kind of problem: "deal_size: uncastable", "duplicate deal_id", "orphan account_id"."""
+        if self.rejected.is_empty():
+            return {}
+        part = pl.col("reason").str.split("; ").explode()
+        kind = (
+            part.str.replace(r"^(\w+): cannot use .*$", "${1}: uncastable")
+            .str.replace(r"^(\w+): missing.*$", "${1}: missing")
+            .str.replace(r"^duplicate (\w+) .*$", "duplicate ${1}")
+            .str.replace(r"^orphan: (\w+) .*$", "orphan ${1}")
+        )
+        counts = (
+            self.rejected.select(kind.alias("kind"))
+            .group_by("kind")
+            .len()
+            .sort(["len", "kind"], descending=[True, False])
+        )
+        return {str(k): int(n) for k, n in counts.iter_rows()}
+
+
+def output_schema(domain: Domain) -> dict[str, pl.DataType]:
+    schema = {c.name: POLARS_TYPES[c.type] for c in domain.columns}
+    return schema | {"crm_id": pl.Int64(), "updated_at": pl.Datetime("us", "UTC")}
+
+
+def clean(
+    domain: Domain, raw: pl.DataFrame, loaded_keys: Mapping[str, pl.Series] | None = None
+) -> CleanResult:
+    """Apply the cleaning rules in order; `loaded_keys[domain]` holds the keys foreign keys may point to."""
+    typed, invalid = _coerce(domain, raw)
+    winners, duplicates = _deduplicate(domain, typed)
+    loaded, orphans = _check_foreign_keys(domain, winners, loaded_keys or {})
+    rejected = pl.concat([invalid, duplicates, orphans], how="vertical").sort("crm_id")
+    return CleanResult(rows=loaded.sort(domain.business_key), rejected=rejected)
+
+
+def _coerce(domain: Domain, raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    coerced = {c.name: coerce_column(c, pl.col(c.name)) for c in domain.columns}
+    frame = raw.select(
+        pl.col("crm_id"),
+        pl.col("updated_at"),
+        *(result.value.alias(name) for name, result in coerced.items()),
+        pl.concat_str([r.error for r in coerced.values()], separator="; ", ignore_nulls=True).alias("reason"),
+    )
+    # concat_str of all-null inputs gives "" with ignore_nulls; treat it as "no reason".
+    bad = pl.col("reason").is_not_null() & (pl.col("reason") != "")
+    invalid = frame.filter(bad).select("crm_id", "reason")
+    typed = frame.filter(~bad).drop("reason").select(list(output_schema(domain)))
+    return typed, invalid
+
+
+def _deduplicate(domain: Domain, typed: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Most recently updated wins (instants compared in UTC); ties go to the higher CRM id."""
+    key = domain.business_key
+    ordered = typed.sort([key, "updated_at", "crm_id"], descending=[False, True, True])
+    first = pl.col(key).is_first_distinct()
+    winners = ordered.filter(first)
+    losers = ordered.filter(~first).join(
+        winners.select(key, pl.col("crm_id").alias("winner")), on=key, how="left"
+    )
+    duplicates = losers.select(
+        "crm_id",
+        pl.format(f"duplicate {key} {{}}: CRM record {{}} is more recent", pl.col(key), "winner").alias(
+            "reason"
+        ),
+    )
+    return winners, duplicates
+
+
+def _check_foreign_keys(
+    domain: Domain, rows: pl.DataFrame, loaded_keys: Mapping[str, pl.Series]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    orphans = [pl.DataFrame(schema=REJECTED_SCHEMA)]
+    for fk in domain.foreign_keys:
+        if fk.domain not in loaded_keys:
+            raise ValueError(f"cleaning {domain.name} needs the loaded {fk.domain} keys for {fk.column}")
+        known = loaded_keys[fk.domain].cast(rows.schema[fk.column]).implode()
+        dangling = ~pl.col(fk.column).is_in(known)
+        orphans.append(
+            rows.filter(dangling).select(
+                "crm_id",
+                pl.format(f"orphan: {fk.column} {{}} has no loaded {fk.domain} row", pl.col(fk.column)).alias(
+                    "reason"
+                ),
+            )
+        )
+        rows = rows.filter(~dangling)
+    return rows, pl.concat(orphans, how="vertical")

@@ -1,0 +1,145 @@
+"""Bulk writes: one path per dialect, both ending in a set-based upsert from a staging table.
+
+PostgreSQL stages with COPY (the fastest way in); SQLite stages with executemany. Either way the merge
+into the target is a single `INSERT ... SELECT ... ON CONFLICT DO UPDATE` inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import polars as pl
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+_SQLITE_CHUNK = 20_000
+
+
+def _is_postgres(conn: sa.Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+def create_stage(conn: sa.Connection, like: sa.Table, columns: Sequence[str]) -> sa.Table:
+    """A temporary table with `columns` typed as in `like`, dropped at the end of the transaction."""
+    name = f"stage_{like.name}_{uuid.uuid4().hex[:8]}"
+    prefixes = ["TEMPORARY"]
+    kwargs: dict[str, Any] = {"postgresql_on_commit": "DROP"} if _is_postgres(conn) else {}
+    stage = sa.Table(
+        name,
+        sa.MetaData(),
+        *(sa.Column(c, like.c[c].type) for c in columns),
+        prefixes=prefixes,
+        **kwargs,
+    )
+    stage.create(conn)
+    return stage
+
+
+def fill_stage(conn: sa.Connection, stage: sa.Table, frame: pl.DataFrame) -> None:
+    """Append a frame whose columns match the stage's."""
+    if frame.is_empty():
+        return
+    if _is_postgres(conn):
+        _copy_csv(conn, stage, frame)
+    else:
+        _insert_rows(conn, stage, frame.iter_rows(named=True))
+
+
+def fill_stage_rows(conn: sa.Connection, stage: sa.Table, rows: Iterable[Sequence[Any]]) -> None:
+    """Append Python row tuples in the stage's column order (used for raw JSON payloads)."""
+    names = [c.name for c in stage.columns]
+    if _is_postgres(conn):
+        columns = ", ".join(f'"{n}"' for n in names)
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f'COPY "{stage.name}" ({columns}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row(row)
+    else:
+        _insert_rows(conn, stage, (dict(zip(names, row, strict=True)) for row in rows))
+
+
+def _copy_csv(conn: sa.Connection, stage: sa.Table, frame: pl.DataFrame) -> None:
+    buffer = io.BytesIO()
+    frame.write_csv(buffer, include_header=False, null_value="", quote_style="non_numeric")
+    columns = ", ".join(f'"{c}"' for c in frame.columns)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    sql = f"COPY \"{stage.name}\" ({columns}) FROM STDIN WITH (FORMAT csv, NULL '')"
+    with cursor.copy(sql) as copy:
+        copy.write(buffer.getbuffer())
+
+
+def _insert_rows(conn: sa.Connection, stage: sa.Table, rows: Iterable[dict[str, Any]]) -> None:
+    iterator = iter(rows)
+    while chunk := list(itertools.islice(iterator, _SQLITE_CHUNK)):
+        conn.execute(stage.insert(), chunk)
+
+
+def upsert_from_stage(
+    conn: sa.Connection,
+    target: sa.Table,
+    stage: sa.Table,
+    key: Sequence[str],
+    only_if_changed: Sequence[str] = (),
+) -> int:
+    """Merge every staged row into `target` on `key`; returns the rows inserted or updated.
+
+    With `only_if_changed`, an existing row is rewritten only when one of those columns differs.
+    """
+    columns = [c.name for c in stage.columns]
+    source = sa.select(*(stage.c[c] for c in columns)).where(sa.true())  # WHERE: SQLite parser needs it
+    dialect_insert = postgresql.insert if _is_postgres(conn) else sqlite.insert
+    statement = dialect_insert(target).from_select(columns, source)
+    excluded = statement.excluded
+    changed = sa.or_(*(target.c[c].is_distinct_from(excluded[c]) for c in only_if_changed))
+    statement = statement.on_conflict_do_update(
+        index_elements=list(key),
+        set_={c: excluded[c] for c in columns if c not in key},
+        where=changed if only_if_changed else None,
+    )
+    return conn.execute(statement).rowcount or 0
+
+
+def count_existing(conn: sa.Connection, target: sa.Table, stage: sa.Table, key: str) -> int:
+    """How many staged keys the target already holds."""
+    query = sa.select(sa.func.count()).select_from(stage.join(target, stage.c[key] == target.c[key]))
+    return int(conn.execute(query).scalar_one())
+
+
+def delete_staged_keys(conn: sa.Connection, target: sa.Table, stage: sa.Table, key: str) -> int:
+    result = conn.execute(sa.delete(target).where(target.c[key].in_(sa.select(stage.c[key]))))
+    return result.rowcount or 0
+
+
+def read_frame(conn: sa.Connection, query: sa.Select[Any], schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """Run a query into a polars frame with a fixed schema (COPY on PostgreSQL, a cursor on SQLite)."""
+    if _is_postgres(conn):
+        sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        buffer = io.BytesIO()
+        with cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER false)") as copy:
+            for block in copy:
+                buffer.write(block)
+        if buffer.tell() == 0:
+            return pl.DataFrame(schema=schema)
+        buffer.seek(0)
+        text_schema = {name: pl.String for name in schema}
+        frame = pl.read_csv(buffer, has_header=False, new_columns=list(schema), schema=text_schema)
+        return frame.with_columns(_from_text(name, dtype) for name, dtype in schema.items())
+    rows = conn.execute(query).all()
+    data = {name: [row[i] for row in rows] for i, name in enumerate(schema)}
+    return pl.DataFrame(data, schema=schema, strict=False)
+
+
+def _from_text(name: str, dtype: pl.DataType) -> pl.Expr:
+    column = pl.col(name)
+    if dtype == pl.Boolean:
+        return (column == "t").alias(name)
+    if isinstance(dtype, pl.Datetime):
+        return column.str.to_datetime("%Y-%m-%d %H:%M:%S%.f%#z", time_zone="UTC", time_unit="us").alias(name)
+    if dtype == pl.Date:
+        return column.str.to_date("%Y-%m-%d").alias(name)
+    return column.cast(dtype).alias(name)

@@ -1,0 +1,181 @@
+"""Raw extract tables: CRM records as returned, one row per CRM id."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import polars as pl
+import sqlalchemy as sa
+
+from crm_assets.domains import Domain
+from crm_assets.warehouse.bulk import create_stage, fill_stage_rows, read_frame
+from crm_assets.warehouse.schema import RAW_TABLES, sync_state
+
+RAW_STAGE_COLUMNS = ("crm_id", "payload", "updated_at", "is_deleted", "synced_at", "run_id")
+
+
+@dataclass
+class RawLoadStats:
+    fetched: int = 0
+    inserted: int = 0
+    updated: int = 0
+    marked_deleted: int = 0
+    without_id: int = 0
+    max_updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SyncCursor:
+    cursor: datetime | None
+    last_full_sync_at: datetime | None
+
+
+def parse_instant(value: Any) -> datetime | None:
+    """A Freshsales timestamp (ISO-8601 with an offset or Z) as an aware UTC datetime."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes: they are UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class RawWriter:
+    """Streams record batches into a staging table, then merges them into raw_<domain> in one statement.
+
+    Use inside the caller's transaction: nothing is visible until it commits.
+    """
+
+    def __init__(self, conn: sa.Connection, domain: Domain, run_id: str | None) -> None:
+        self.conn = conn
+        self.domain = domain
+        self.table = RAW_TABLES[domain.name]
+        self.run_id = run_id
+        self.synced_at = datetime.now(UTC)
+        self.stats = RawLoadStats()
+        self.invalid: list[dict[str, Any]] = []
+        self.stage = create_stage(conn, self.table, RAW_STAGE_COLUMNS)
+
+    def add(self, records: Iterable[dict[str, Any]], *, deleted: bool = False) -> None:
+        fill_stage_rows(self.conn, self.stage, self._rows(records, deleted))
+
+    def _rows(self, records: Iterable[dict[str, Any]], deleted: bool) -> Iterator[tuple[Any, ...]]:
+        is_postgres = self.conn.dialect.name == "postgresql"
+        for record in records:
+            self.stats.fetched += 1
+            crm_id = record.get("id")
+            if not isinstance(crm_id, int) or isinstance(crm_id, bool):
+                self.stats.without_id += 1
+                self.invalid.append(record)
+                continue
+            updated_at = parse_instant(record.get("updated_at")) or parse_instant(record.get("created_at"))
+            updated_at = updated_at or self.synced_at
+            if self.stats.max_updated_at is None or updated_at > self.stats.max_updated_at:
+                self.stats.max_updated_at = updated_at
+            payload = orjson.dumps(record).decode() if is_postgres else record
+            is_deleted = deleted or record.get("is_deleted") is True
+            yield (crm_id, payload, updated_at, is_deleted, self.synced_at, self.run_id)
+
+    def merge(self, *, reconcile: bool) -> RawLoadStats:
+        """Upsert the newest staged copy of each id; with `reconcile`, ids not fetched are marked deleted."""
+        stage, table = self.stage, self.table
+        ranked = sa.select(
+            *stage.c,
+            sa.func.row_number()
+            .over(
+                partition_by=stage.c.crm_id, order_by=(stage.c.updated_at.desc(), stage.c.is_deleted.desc())
+            )
+            .label("rank"),
+        ).subquery()
+        newest = sa.select(*(ranked.c[c] for c in RAW_STAGE_COLUMNS)).where(ranked.c.rank == 1)
+        existing = sa.select(sa.func.count()).select_from(
+            sa.select(stage.c.crm_id).distinct().join(table, stage.c.crm_id == table.c.crm_id).subquery()
+        )
+        already_there = int(self.conn.execute(existing).scalar_one())
+        distinct_ids = int(
+            self.conn.execute(sa.select(sa.func.count(stage.c.crm_id.distinct()))).scalar_one()
+        )
+
+        insert = _dialect_insert(self.conn)(table).from_select(list(RAW_STAGE_COLUMNS), newest)
+        changed = sa.or_(
+            table.c.updated_at.is_distinct_from(insert.excluded.updated_at),
+            table.c.is_deleted.is_distinct_from(insert.excluded.is_deleted),
+        )
+        insert = insert.on_conflict_do_update(
+            index_elements=["crm_id"],
+            set_={c: insert.excluded[c] for c in RAW_STAGE_COLUMNS if c != "crm_id"},
+            where=changed,
+        )
+        written = self.conn.execute(insert).rowcount or 0
+        self.stats.inserted = distinct_ids - already_there
+        self.stats.updated = max(written - self.stats.inserted, 0)
+        if reconcile:
+            gone = (
+                sa.update(table)
+                .where(~table.c.is_deleted, table.c.crm_id.not_in(sa.select(stage.c.crm_id)))
+                .values(is_deleted=True, synced_at=self.synced_at, run_id=self.run_id)
+            )
+            self.stats.marked_deleted = self.conn.execute(gone).rowcount or 0
+        return self.stats
+
+
+def _dialect_insert(conn: sa.Connection) -> Any:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+def read_cursor(conn: sa.Connection, domain: Domain) -> SyncCursor:
+    row = conn.execute(
+        sa.select(sync_state.c.cursor, sync_state.c.last_full_sync_at).where(
+            sync_state.c.domain == domain.name
+        )
+    ).first()
+    if row is None:
+        return SyncCursor(None, None)
+    return SyncCursor(as_utc(row.cursor), as_utc(row.last_full_sync_at))
+
+
+def save_cursor(conn: sa.Connection, domain: Domain, cursor: datetime | None, *, full: bool) -> None:
+    now = datetime.now(UTC)
+    values: dict[str, Any] = {"domain": domain.name, "cursor": cursor, "updated_at": now}
+    if full:
+        values["last_full_sync_at"] = now
+    insert = _dialect_insert(conn)(sync_state).values(**values)
+    update = {k: v for k, v in values.items() if k != "domain"}
+    if cursor is None:
+        update.pop("cursor")
+    conn.execute(insert.on_conflict_do_update(index_elements=["domain"], set_=update))
+
+
+def json_field_as_text(
+    conn: sa.Connection, payload: sa.Column[Any], path: tuple[str, ...]
+) -> sa.ColumnElement[Any]:
+    """A JSON field of the payload as text, the same on both dialects (paths are validated identifiers)."""
+    if conn.dialect.name == "postgresql":
+        return sa.literal_column(f"{payload.name} #>> '{{{','.join(path)}}}'")
+    return sa.literal_column(f"CAST(json_extract({payload.name}, '$.{'.'.join(path)}') AS TEXT)")
+
+
+def read_live_fields(conn: sa.Connection, domain: Domain) -> pl.DataFrame:
+    """crm_id, updated_at and each domain column's raw value as text, for records not deleted."""
+    table = RAW_TABLES[domain.name]
+    fields = [json_field_as_text(conn, table.c.payload, c.source_path).label(c.name) for c in domain.columns]
+    query = sa.select(table.c.crm_id, table.c.updated_at, *fields).where(~table.c.is_deleted)
+    schema: dict[str, pl.DataType] = {"crm_id": pl.Int64(), "updated_at": pl.Datetime("us", "UTC")}
+    schema |= {c.name: pl.String() for c in domain.columns}
+    return read_frame(conn, query, schema)
