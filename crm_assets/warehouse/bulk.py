@@ -84,8 +84,8 @@ def upsert_from_stage(
     stage: sa.Table,
     key: Sequence[str],
     only_if_changed: Sequence[str] = (),
-) -> int:
-    """Merge every staged row into `target` on `key`; returns the rows inserted or updated.
+) -> None:
+    """Merge every staged row into `target` on `key`.
 
     With `only_if_changed`, an existing row is rewritten only when one of those columns differs.
     """
@@ -94,19 +94,13 @@ def upsert_from_stage(
     dialect_insert = postgresql.insert if _is_postgres(conn) else sqlite.insert
     statement = dialect_insert(target).from_select(columns, source)
     excluded = statement.excluded
-    changed = sa.or_(*(target.c[c].is_distinct_from(excluded[c]) for c in only_if_changed))
+    changed = sa.or_(sa.false(), *(target.c[c].is_distinct_from(excluded[c]) for c in only_if_changed))
     statement = statement.on_conflict_do_update(
         index_elements=list(key),
         set_={c: excluded[c] for c in columns if c not in key},
         where=changed if only_if_changed else None,
     )
-    return conn.execute(statement).rowcount or 0
-
-
-def count_existing(conn: sa.Connection, target: sa.Table, stage: sa.Table, key: str) -> int:
-    """How many staged keys the target already holds."""
-    query = sa.select(sa.func.count()).select_from(stage.join(target, stage.c[key] == target.c[key]))
-    return int(conn.execute(query).scalar_one())
+    conn.execute(statement)
 
 
 def delete_staged_keys(conn: sa.Connection, target: sa.Table, stage: sa.Table, key: str) -> int:

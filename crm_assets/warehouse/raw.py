@@ -101,28 +101,31 @@ class RawWriter:
             )
             .label("rank"),
         ).subquery()
-        newest = sa.select(*(ranked.c[c] for c in RAW_STAGE_COLUMNS)).where(ranked.c.rank == 1)
-        existing = sa.select(sa.func.count()).select_from(
-            sa.select(stage.c.crm_id).distinct().join(table, stage.c.crm_id == table.c.crm_id).subquery()
-        )
-        already_there = int(self.conn.execute(existing).scalar_one())
-        distinct_ids = int(
-            self.conn.execute(sa.select(sa.func.count(stage.c.crm_id.distinct()))).scalar_one()
-        )
-
-        insert = _dialect_insert(self.conn)(table).from_select(list(RAW_STAGE_COLUMNS), newest)
+        newest = sa.select(*(ranked.c[c] for c in RAW_STAGE_COLUMNS)).where(ranked.c.rank == 1).subquery()
+        matched = newest.outerjoin(table, table.c.crm_id == newest.c.crm_id)
         changed = sa.or_(
-            table.c.updated_at.is_distinct_from(insert.excluded.updated_at),
-            table.c.is_deleted.is_distinct_from(insert.excluded.is_deleted),
+            table.c.updated_at.is_distinct_from(newest.c.updated_at),
+            table.c.is_deleted.is_distinct_from(newest.c.is_deleted),
         )
+        counts = sa.select(
+            sa.func.count().filter(table.c.crm_id.is_(None)),
+            sa.func.count().filter(table.c.crm_id.is_not(None) & changed),
+        ).select_from(matched)
+        self.stats.inserted, self.stats.updated = self.conn.execute(counts).one()
+
+        insert = _dialect_insert(self.conn)(table).from_select(
+            list(RAW_STAGE_COLUMNS), sa.select(*newest.c).where(sa.true())
+        )
+        excluded = insert.excluded
         insert = insert.on_conflict_do_update(
             index_elements=["crm_id"],
-            set_={c: insert.excluded[c] for c in RAW_STAGE_COLUMNS if c != "crm_id"},
-            where=changed,
+            set_={c: excluded[c] for c in RAW_STAGE_COLUMNS if c != "crm_id"},
+            where=sa.or_(
+                table.c.updated_at.is_distinct_from(excluded.updated_at),
+                table.c.is_deleted.is_distinct_from(excluded.is_deleted),
+            ),
         )
-        written = self.conn.execute(insert).rowcount or 0
-        self.stats.inserted = distinct_ids - already_there
-        self.stats.updated = max(written - self.stats.inserted, 0)
+        self.conn.execute(insert)
         if reconcile:
             gone = (
                 sa.update(table)

@@ -1,0 +1,84 @@
+"""Shared fixtures: throwaway warehouse databases on SQLite and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import Engine
+
+from crm_assets.warehouse.engine import create_warehouse_engine, migrate
+
+PG_ADMIN_DSN = os.environ.get("CRM_ASSETS_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_unavailable(reason: str) -> None:
+    """In CI a test that needs PostgreSQL fails; on a laptop without it, it skips and says why."""
+    message = f"PostgreSQL is not reachable at {PG_ADMIN_DSN} ({reason})"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message + "; CI requires it", pytrace=False)
+    pytest.skip(message)
+
+
+def create_pg_database(prefix: str = "crm_assets_test") -> str:
+    """A fresh, empty database; returns its SQLAlchemy URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        _pg_unavailable(str(exc).strip().splitlines()[0])
+    admin = psycopg.conninfo.conninfo_to_dict(PG_ADMIN_DSN)
+    host, port, user = (
+        admin.get("host", "127.0.0.1"),
+        admin.get("port", "5432"),
+        admin.get("user", "postgres"),
+    )
+    return f"postgresql+psycopg://{user}@{host}:{port}/{name}"
+
+
+def drop_pg_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    url = create_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'warehouse.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def warehouse_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The same test on both first-class databases."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'warehouse.db'}"
+        return
+    url = create_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
+
+
+@pytest.fixture
+def warehouse_engine(warehouse_url: str) -> Iterator[Engine]:
+    engine = create_warehouse_engine(warehouse_url)
+    migrate(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()

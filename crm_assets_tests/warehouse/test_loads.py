@@ -1,0 +1,201 @@
+"""Raw and clean loads on both databases: idempotent, change-aware, transactional."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from crm_assets.domains import ACCOUNTS, DEALS
+from crm_assets.transform.clean import clean
+from crm_assets.warehouse import clean_load
+from crm_assets.warehouse.clean_load import apply_clean, read_keys
+from crm_assets.warehouse.engine import create_warehouse_engine, migrate
+from crm_assets.warehouse.raw import RawWriter, read_cursor, read_live_fields, save_cursor
+from crm_assets.warehouse.schema import CLEAN_TABLES, RAW_TABLES, rejected_records
+
+
+def account(
+    crm_id: int, account_id: int, updated: str = "2024-01-01T10:00:00-06:00", **extra: Any
+) -> dict[str, Any]:
+    custom = {
+        "cf_account_id": account_id,
+        "cf_industry": "Tech",
+        "cf_account_value": "1000",
+        "cf_region": "Europe",
+    }
+    return {
+        "id": crm_id,
+        "name": f"Account {account_id}",
+        "updated_at": updated,
+        "custom_field": custom,
+    } | extra
+
+
+def write_raw(engine: Engine, records: list[dict[str, Any]], *, reconcile: bool = False, deleted=()):  # type: ignore[no-untyped-def]
+    with engine.begin() as conn:
+        writer = RawWriter(conn, ACCOUNTS, "run")
+        writer.add(records)
+        writer.add(deleted, deleted=True)
+        return writer.merge(reconcile=reconcile)
+
+
+def load_clean(engine: Engine):  # type: ignore[no-untyped-def]
+    with engine.begin() as conn:
+        return apply_clean(conn, ACCOUNTS, clean(ACCOUNTS, read_live_fields(conn, ACCOUNTS)), "run")
+
+
+def raw_rows(engine: Engine) -> dict[int, bool]:
+    table = RAW_TABLES["accounts"]
+    with engine.connect() as conn:
+        return dict(conn.execute(sa.select(table.c.crm_id, table.c.is_deleted)).all())  # type: ignore[arg-type]
+
+
+def test_raw_merge_counts_new_and_changed_and_skips_unchanged(warehouse_engine: Engine) -> None:
+    first = write_raw(warehouse_engine, [account(1, 10), account(2, 20)])
+    assert (first.inserted, first.updated) == (2, 0)
+    again = write_raw(warehouse_engine, [account(1, 10), account(2, 20)])
+    assert (again.inserted, again.updated) == (0, 0)
+    changed = write_raw(warehouse_engine, [account(1, 10, updated="2024-02-01T00:00:00Z"), account(3, 30)])
+    assert (changed.inserted, changed.updated) == (1, 1)
+
+
+def test_the_same_record_twice_in_one_fetch_keeps_the_newest(warehouse_engine: Engine) -> None:
+    old, new = account(1, 10), account(1, 11, updated="2024-03-01T00:00:00Z")
+    stats = write_raw(warehouse_engine, [new, old])
+    assert stats.inserted == 1
+    load_clean(warehouse_engine)
+    with warehouse_engine.connect() as conn:
+        assert conn.execute(sa.select(CLEAN_TABLES["accounts"].c.account_id)).scalars().all() == [11]
+
+
+def test_recycle_bin_and_reconciliation_remove_records_from_the_clean_table(warehouse_engine: Engine) -> None:
+    write_raw(warehouse_engine, [account(1, 10), account(2, 20), account(3, 30)])
+    load_clean(warehouse_engine)
+    write_raw(warehouse_engine, [], deleted=[account(2, 20, is_deleted=True)])
+    write_raw(warehouse_engine, [account(1, 10)], reconcile=True)  # 3 vanished from the CRM
+    assert raw_rows(warehouse_engine) == {1: False, 2: True, 3: True}
+    changes = load_clean(warehouse_engine)
+    assert (changes.deleted, changes.unchanged) == (2, 1)
+
+
+def test_clean_load_is_idempotent_and_reports_what_changed(warehouse_engine: Engine) -> None:
+    write_raw(warehouse_engine, [account(1, 10), account(2, 20)])
+    first = load_clean(warehouse_engine)
+    assert (first.inserted, first.updated, first.deleted) == (2, 0, 0)
+    second = load_clean(warehouse_engine)
+    assert (second.inserted, second.updated, second.deleted, second.unchanged) == (0, 0, 0, 2)
+    write_raw(warehouse_engine, [account(2, 20, updated="2024-05-01T00:00:00Z", name="Renamed")])
+    third = load_clean(warehouse_engine)
+    assert (third.inserted, third.updated, third.unchanged) == (0, 1, 1)
+    assert third.before["account_name"].to_list() == ["Account 20"]
+
+
+def test_rejected_records_keep_reason_payload_and_run(warehouse_engine: Engine) -> None:
+    bad = account(5, 50)
+    bad["custom_field"]["cf_region"] = "Mars"
+    write_raw(warehouse_engine, [account(1, 10), bad])
+    changes = load_clean(warehouse_engine)
+    assert changes.rejected == 1
+    with warehouse_engine.connect() as conn:
+        row = conn.execute(sa.select(rejected_records)).one()
+    assert (row.domain, row.crm_id, row.run_id) == ("accounts", 5, "run")
+    assert "region: cannot use Mars" in row.reason
+    assert row.payload["custom_field"]["cf_region"] == "Mars"
+
+
+def test_a_failure_in_the_middle_of_a_load_leaves_the_tables_as_they_were(
+    warehouse_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_raw(warehouse_engine, [account(1, 10), account(2, 20)])
+    load_clean(warehouse_engine)
+    write_raw(warehouse_engine, [account(1, 10, updated="2024-06-01T00:00:00Z", name="New")], reconcile=True)
+
+    def explode(*args: Any, **kwargs: Any) -> int:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(clean_load, "upsert_from_stage", explode)  # after the delete of account 20
+    with pytest.raises(RuntimeError, match="disk full"):
+        load_clean(warehouse_engine)
+    with warehouse_engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(CLEAN_TABLES["accounts"].c.account_name).order_by("account_id")
+        ).scalars()
+        assert rows.all() == ["Account 10", "Account 20"]
+
+
+def test_deals_reference_loaded_accounts(warehouse_engine: Engine) -> None:
+    write_raw(warehouse_engine, [account(1, 10)])
+    load_clean(warehouse_engine)
+    with warehouse_engine.begin() as conn:
+        writer = RawWriter(conn, DEALS, "run")
+        custom = {"cf_deal_id": 1, "cf_probability_of_closure": "high", "cf_deal_stage": "Negotiation"}
+        base = {
+            "name": "D",
+            "amount": "5.0",
+            "created_at": "2024-01-01T00:00:00Z",
+            "updated_at": "2024-01-01T00:00:00Z",
+        }
+        writer.add([base | {"id": 100, "custom_field": custom | {"cf_account_id": 10}}])
+        writer.add([base | {"id": 101, "custom_field": custom | {"cf_deal_id": 2, "cf_account_id": 99}}])
+        writer.merge(reconcile=False)
+        result = clean(DEALS, read_live_fields(conn, DEALS), {"accounts": read_keys(conn, ACCOUNTS)})
+        changes = apply_clean(conn, DEALS, result, "run")
+    assert (changes.inserted, changes.rejected) == (1, 1)
+
+
+def test_sync_cursor_round_trips(warehouse_engine: Engine) -> None:
+    instant = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+    with warehouse_engine.begin() as conn:
+        save_cursor(conn, ACCOUNTS, instant, full=True)
+        save_cursor(conn, ACCOUNTS, None, full=False)
+    with warehouse_engine.connect() as conn:
+        state = read_cursor(conn, ACCOUNTS)
+    assert state.cursor == instant
+    assert state.last_full_sync_at is not None
+
+
+@pytest.mark.postgres
+def test_parallel_first_migrations_do_not_race(pg_url: str) -> None:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        engine = create_warehouse_engine(pg_url)
+        try:
+            migrate(engine)
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+        finally:
+            engine.dispose()
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert set(CLEAN_TABLES) <= set(sa.inspect(create_warehouse_engine(pg_url)).get_table_names())
+
+
+def test_unreachable_database_names_the_url_without_password() -> None:
+    from crm_assets.warehouse.engine import WarehouseConnectionError, check_connection
+
+    engine = create_warehouse_engine("postgresql+psycopg://crm:s3cret-pw@127.0.0.1:1/nowhere")
+    with pytest.raises(WarehouseConnectionError) as caught:
+        check_connection(engine)
+    assert "127.0.0.1:1/nowhere" in str(caught.value)
+    assert "s3cret-pw" not in str(caught.value)
+
+
+def test_read_frame_types_match_on_both_dialects(warehouse_engine: Engine) -> None:
+    write_raw(warehouse_engine, [account(1, 10)])
+    with warehouse_engine.connect() as conn:
+        frame = read_live_fields(conn, ACCOUNTS)
+    assert frame.schema["updated_at"] == pl.Datetime("us", "UTC")
+    assert frame.row(0, named=True)["account_value"] == "1000"
+    assert frame.row(0, named=True)["updated_at"] == datetime(2024, 1, 1, 16, tzinfo=UTC)
