@@ -12,7 +12,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser(
-        "run", help="materialize every asset (sync, then the aggregations over their whole range) and summarize"
+        "run",
+        help="materialize every asset (sync, then the aggregations over their whole range) and summarize",
     )
     run.add_argument("--full-refresh", action="store_true", help="re-read every CRM record, not only changes")
 
@@ -27,7 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo-crm", help="serve the Freshsales-compatible demo CRM over HTTP")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8765)
-    demo.add_argument("--accounts", type=int, default=None, help="number of accounts (default: a few hundred)")
+    demo.add_argument(
+        "--accounts", type=int, default=None, help="number of accounts (default: a few hundred)"
+    )
     demo.add_argument("--contacts", type=int, default=None, help="number of contacts")
     demo.add_argument("--deals", type=int, default=None, help="number of deals")
     demo.add_argument("--seed", type=int, default=None, help="random seed of the synthetic data")

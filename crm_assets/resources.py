@@ -7,6 +7,7 @@ import os
 from functools import cache
 
 import dagster as dg
+import httpx
 from pydantic import Field
 from sqlalchemy.engine import Engine
 
@@ -35,12 +36,6 @@ class CrmResource(dg.ConfigurableResource):
 
     def get_client(self, log: logging.Logger | None = None) -> FreshsalesClient:
         log = log or logging.getLogger("crm_assets.crm")
-        limits = {
-            "rate_limit_per_minute": self.rate_limit_per_minute,
-            "rate_limit_per_hour": self.rate_limit_per_hour,
-            "max_concurrency": self.max_concurrency,
-            "log": log,
-        }
         if self.uses_demo:
             from crm_assets.demo_crm import DEMO_API_KEY, DEMO_BASE_URL, embedded_demo_crm
 
@@ -48,14 +43,26 @@ class CrmResource(dg.ConfigurableResource):
                 "CRM_BASE_URL is not set: reading the embedded demo CRM (synthetic data). "
                 "Set CRM_BASE_URL and CRM_API_KEY to sync a real Freshsales account."
             )
-            demo = embedded_demo_crm()
-            return FreshsalesClient(DEMO_BASE_URL, DEMO_API_KEY, transport=demo.transport(), **limits)
+            return self._client(DEMO_BASE_URL, DEMO_API_KEY, log, embedded_demo_crm().transport())
         if not self.api_key:
             raise dg.Failure(
                 description="CRM_BASE_URL is set but CRM_API_KEY is not: set CRM_API_KEY to your Freshsales "
                 "API key (Profile settings > API settings)."
             )
-        return FreshsalesClient(self.base_url or "", self.api_key, **limits)
+        return self._client(self.base_url or "", self.api_key, log, None)
+
+    def _client(
+        self, base_url: str, api_key: str, log: logging.Logger, transport: httpx.BaseTransport | None
+    ) -> FreshsalesClient:
+        return FreshsalesClient(
+            base_url,
+            api_key,
+            transport=transport,
+            rate_limit_per_minute=self.rate_limit_per_minute,
+            rate_limit_per_hour=self.rate_limit_per_hour,
+            max_concurrency=self.max_concurrency,
+            log=log,
+        )
 
 
 @cache

@@ -23,8 +23,7 @@ def table_schema(domain: Domain) -> dg.TableSchema:
         dg.TableColumn(
             name=c.name,
             type=_SQL_TYPE_NAMES[c.type],
-            description=(f"one of {', '.join(c.choices)}; " if c.choices else "")
-            + f"from Freshsales {c.source}",
+            description=(f"one of {', '.join(c.choices)}; " if c.choices else "") + f"from Freshsales {c.source}",
             constraints=dg.TableColumnConstraints(nullable=c.nullable, unique=c.name == domain.business_key),
         )
         for c in domain.columns

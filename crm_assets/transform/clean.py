@@ -24,22 +24,25 @@ class CleanResult:
 
     def rejected_by_reason(self) -> dict[str, int]:
         """Counts per kind of problem: "deal_size: uncastable", "duplicate deal_id", "orphan account_id"."""
-        if self.rejected.is_empty():
-            return {}
-        part = pl.col("reason").str.split("; ").explode()
-        kind = (
-            part.str.replace(r"^(\w+): cannot use .*$", "${1}: uncastable")
-            .str.replace(r"^(\w+): missing.*$", "${1}: missing")
-            .str.replace(r"^duplicate (\w+) .*$", "duplicate ${1}")
-            .str.replace(r"^orphan: (\w+) .*$", "orphan ${1}")
-        )
-        counts = (
-            self.rejected.select(kind.alias("kind"))
-            .group_by("kind")
-            .len()
-            .sort(["len", "kind"], descending=[True, False])
-        )
-        return {str(k): int(n) for k, n in counts.iter_rows()}
+        counts: dict[str, int] = {}
+        for reason in self.rejected["reason"]:
+            for kind in reason_kinds(reason):
+                counts[kind] = counts.get(kind, 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def reason_kinds(reason: str) -> list[str]:
+    """The kinds of problem a rejection reason names, without the values."""
+    kinds = []
+    for part in reason.split("; "):
+        if part.startswith("duplicate "):
+            kinds.append(" ".join(part.split()[:2]))
+        elif part.startswith("orphan: "):
+            kinds.append("orphan " + part.split()[1])
+        else:
+            field, _, rest = part.partition(": ")
+            kinds.append(f"{field}: {'missing' if rest.startswith('missing') else 'uncastable'}")
+    return kinds
 
 
 def output_schema(domain: Domain) -> dict[str, pl.DataType]:

@@ -1,7 +1,5 @@
 """Dated JSON and CSV exports of the clean tables, written atomically."""
 
-from __future__ import annotations
-
 import os
 import tempfile
 from collections.abc import Callable

@@ -1,9 +1,7 @@
 """Raw and clean assets, built from the domain declarations: one pair per domain."""
 
-from __future__ import annotations
-
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
@@ -11,12 +9,11 @@ import polars as pl
 from pydantic import Field
 
 from crm_assets.defs.metadata import markdown_table, table_schema
-from crm_assets.domains import DOMAINS, Domain, get_domain
+from crm_assets.domains import DOMAINS, Domain
 from crm_assets.freshsales.client import FreshsalesClient
+from crm_assets.pipeline import clean_domain, extract_domain
 from crm_assets.resources import CrmResource, WarehouseResource
-from crm_assets.transform.clean import clean
-from crm_assets.warehouse.clean_load import TableChanges, apply_clean, read_keys
-from crm_assets.warehouse.raw import RawWriter, read_cursor, read_live_fields, save_cursor
+from crm_assets.warehouse.clean_load import TableChanges
 
 RAW_GROUP = "crm_raw"
 CLEAN_GROUP = "crm_clean"
@@ -39,18 +36,6 @@ class RawSyncConfig(dg.Config):
     )
 
 
-def _is_full_sync(
-    config: RawSyncConfig, last_full: datetime | None, cursor: datetime | None
-) -> tuple[bool, str]:
-    if config.full_refresh:
-        return True, "full refresh requested"
-    if cursor is None or last_full is None:
-        return True, "first sync"
-    if datetime.now(UTC) - last_full >= timedelta(days=config.reconcile_every_days):
-        return True, f"last full reconciliation is over {config.reconcile_every_days} days old"
-    return False, "incremental"
-
-
 def _extract(
     context: dg.AssetExecutionContext,
     domain: Domain,
@@ -59,41 +44,31 @@ def _extract(
     warehouse: WarehouseResource,
 ) -> dg.MaterializeResult:
     started = time.monotonic()
-    engine = warehouse.get_engine()
-    with engine.begin() as conn:
-        state = read_cursor(conn, domain)
-        full, why = _is_full_sync(config, state.last_full_sync_at, state.cursor)
-        since = None if full else state.cursor - timedelta(minutes=config.overlap_minutes)  # type: ignore[operator]
-        context.log.info(
-            f"{domain.name}: {'full' if full else 'incremental'} sync ({why})"
-            + (f", records updated since {since.isoformat()}" if since else "")
-        )
-        writer = RawWriter(conn, domain, context.run_id)
-        for batch in client.iter_records(domain.entity, domain.views, updated_after=since):
-            writer.add(batch)
-        # The Recycle Bin is small and deletions need not bump updated_at: read it whole every time.
-        for batch in client.iter_view(domain.entity, domain.deleted_view):
-            writer.add(batch, deleted=True)
-        stats = writer.merge(reconcile=full)
-        save_cursor(conn, domain, stats.max_updated_at or state.cursor, full=full)
-    if writer.invalid:
-        context.log.warning(
-            f"{domain.name}: {len(writer.invalid)} records without a numeric CRM id were skipped"
-        )
+    result = extract_domain(
+        warehouse.get_engine(),
+        domain,
+        client,
+        context.run.run_id,
+        full_refresh=config.full_refresh,
+        reconcile_every=timedelta(days=config.reconcile_every_days),
+        overlap=timedelta(minutes=config.overlap_minutes),
+        log=context.log,
+    )
+    stats = result.stats
     context.log.info(
-        f"{domain.raw_table}: {stats.fetched:,} records fetched, {stats.inserted:,} new, {stats.updated:,} changed, "
-        f"{stats.marked_deleted:,} marked deleted"
+        f"{domain.raw_table}: {stats.fetched:,} records fetched, {stats.inserted:,} new, {stats.updated:,} "
+        f"changed, {stats.marked_deleted:,} marked deleted"
     )
     return dg.MaterializeResult(
         metadata={
-            "mode": "full" if full else "incremental",
-            "reason": why,
+            "mode": "full" if result.plan.full else "incremental",
+            "reason": result.plan.reason,
             "fetched": stats.fetched,
             "inserted": stats.inserted,
             "updated": stats.updated,
             "marked_deleted": stats.marked_deleted,
             "skipped_without_id": stats.without_id,
-            "cursor": (stats.max_updated_at or state.cursor or datetime.now(UTC)).isoformat(),
+            "cursor": result.cursor.isoformat() if result.cursor else "",
             "crm_requests": client.stats.requests,
             "crm_retries": client.stats.retries,
             "crm_rate_limit_waits": client.stats.rate_limit_waits,
@@ -126,9 +101,9 @@ def build_raw_asset(domain: Domain) -> dg.AssetsDefinition:
 
 def _touched_dates(changes: TableChanges) -> list[str]:
     """UTC created_at dates of every inserted, updated or deleted deal, old and new versions alike."""
-    dates = pl.concat(
-        [changes.before.select("created_at"), changes.after.select("created_at")], how="vertical"
-    ).select(pl.col("created_at").dt.date().unique().sort())
+    dates = pl.concat([changes.before.select("created_at"), changes.after.select("created_at")], how="vertical").select(
+        pl.col("created_at").dt.date().unique().sort()
+    )
     return [d.isoformat() for d in dates["created_at"].drop_nulls()]
 
 
@@ -163,12 +138,7 @@ def build_clean_asset(domain: Domain) -> dg.AssetsDefinition:
     )
     def clean_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         started = time.monotonic()
-        with warehouse.get_engine().begin() as conn:
-            raw = read_live_fields(conn, domain)
-            context.log.info(f"{domain.name}: cleaning {raw.height:,} live records")
-            loaded_keys = {fk.domain: read_keys(conn, get_domain(fk.domain)) for fk in domain.foreign_keys}
-            result = clean(domain, raw, loaded_keys)
-            changes = apply_clean(conn, domain, result, context.run_id)
+        result, changes = clean_domain(warehouse.get_engine(), domain, context.run.run_id, log=context.log)
         reasons = result.rejected_by_reason()
         context.log.info(
             f"{domain.name}: {result.rows.height:,} rows; {changes.inserted:,} inserted, {changes.updated:,} "

@@ -4,8 +4,6 @@ The database constraints already refuse bad rows; these checks make the guarante
 and catch drift in databases that were loaded by other means.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 
 import dagster as dg
@@ -54,9 +52,7 @@ def _not_null(domain: Domain) -> dg.AssetChecksDefinition:
     def probe(t: sa.Table) -> sa.Select:
         return sa.select(t.c.crm_id).where(sa.or_(*(t.c[c].is_(None) for c in required)))
 
-    return _check(
-        domain, "required_columns_present", f"no NULL in {', '.join(required)}", probe, "rows with NULLs"
-    )
+    return _check(domain, "required_columns_present", f"no NULL in {', '.join(required)}", probe, "rows with NULLs")
 
 
 def _enum_domain(domain: Domain, column: str, choices: tuple[str, ...]) -> dg.AssetChecksDefinition:
@@ -72,9 +68,7 @@ def _enum_domain(domain: Domain, column: str, choices: tuple[str, ...]) -> dg.As
     )
 
 
-def _foreign_key(
-    domain: Domain, column: str, target_domain: str, target_column: str
-) -> dg.AssetChecksDefinition:
+def _foreign_key(domain: Domain, column: str, target_domain: str, target_column: str) -> dg.AssetChecksDefinition:
     def probe(t: sa.Table) -> sa.Select:
         target = CLEAN_TABLES[target_domain]
         return sa.select(t.c[column]).where(t.c[column].not_in(sa.select(target.c[target_column]))).distinct()

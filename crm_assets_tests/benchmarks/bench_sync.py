@@ -1,0 +1,328 @@
+"""Sync benchmark: N deals (+ N/10 accounts, N/2 contacts) from the demo CRM over loopback HTTP into PostgreSQL.
+
+Prints, per stage (fetch, parse and clean, load), records/s and peak RSS; beside them, measured in the same
+run, a plain COPY of the same deal rows and an origin-style ORM row-by-row load of a 5,000-row sample; then
+a re-sync after 1% of the records changed. Not a test: it prints figures.
+
+    python crm_assets_tests/benchmarks/bench_sync.py --deals 1000000
+    python crm_assets_tests/benchmarks/bench_sync.py --compare 250000,1000000   # RSS growth between sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+import sqlalchemy as sa
+
+from crm_assets.demo_crm import DEMO_API_KEY
+from crm_assets.domains import DOMAINS, get_domain
+from crm_assets.freshsales.client import FreshsalesClient
+from crm_assets.pipeline import extract_domain
+from crm_assets.transform.clean import clean
+from crm_assets.warehouse.clean_load import apply_clean, read_keys
+from crm_assets.warehouse.engine import create_warehouse_engine, migrate
+from crm_assets.warehouse.raw import read_live_fields
+
+ADMIN_DSN = os.environ.get("CRM_ASSETS_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+T = TypeVar("T")
+
+
+class PeakRss:
+    """Samples this process's resident set size; `peak` is the highest seen since `reset`."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def current() -> int:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self.current())
+
+    def reset(self) -> None:
+        self.peak = self.current()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@dataclass
+class Stage:
+    name: str
+    records: int
+    seconds: float
+    peak_rss: int
+
+    def line(self) -> str:
+        rate = self.records / self.seconds if self.seconds else float("inf")
+        return (
+            f"  {self.name:<22} {self.records:>10,} records {self.seconds:>8.2f} s {rate:>11,.0f} rec/s"
+            f"   peak RSS {self.peak_rss / 2**20:>7.0f} MiB"
+        )
+
+
+@dataclass
+class Report:
+    stages: list[Stage] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def measure(report: Report, rss: PeakRss, name: str, action: Callable[[], tuple[int, T]]) -> T:
+    rss.reset()
+    started = time.perf_counter()
+    records, value = action()
+    report.stages.append(Stage(name, records, time.perf_counter() - started, rss.peak))
+    print(report.stages[-1].line(), flush=True)
+    return value
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def demo_server(deals: int) -> Iterator[str]:
+    port = free_port()
+    command = [
+        str(Path(sys.executable).with_name("crm-assets")),
+        "demo-crm",
+        "--port",
+        str(port),
+        "--deals",
+        str(deals),
+        "--accounts",
+        str(max(deals // 10, 1)),
+        "--contacts",
+        str(max(deals // 2, 1)),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/crm/sales"
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_demo/stats", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield base
+    finally:
+        process.kill()
+        process.wait()
+
+
+def touch(base: str, entity: str, fraction: float) -> None:
+    root = base.split("/crm/")[0]
+    body = json.dumps({"entity": entity, "fraction": fraction}).encode()
+    request = urllib.request.Request(
+        f"{root}/_demo/touch", data=body, headers={"Content-Type": "application/json"}
+    )
+    urllib.request.urlopen(request, timeout=120).read()
+
+
+@contextmanager
+def throwaway_database() -> Iterator[str]:
+    name = f"crm_bench_{os.getpid()}"
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def fetch_all(engine: sa.Engine, client: FreshsalesClient, full: bool) -> tuple[int, None]:
+    results = [extract_domain(engine, d, client, "bench", full_refresh=full) for d in DOMAINS]
+    return sum(r.stats.fetched for r in results), None
+
+
+def clean_and_load(engine: sa.Engine, report: Report, rss: PeakRss, label: str) -> int:
+    total = 0
+    parse_seconds = load_seconds = 0.0
+    parse_peak = load_peak = 0
+    records = rows_written = 0
+    for domain in DOMAINS:
+        with engine.begin() as conn:
+            rss.reset()
+            started = time.perf_counter()
+            raw = read_live_fields(conn, domain)
+            keys = {fk.domain: read_keys(conn, get_domain(fk.domain)) for fk in domain.foreign_keys}
+            result = clean(domain, raw, keys)  # the steps of pipeline.clean_domain, timed apart
+            parse_seconds += time.perf_counter() - started
+            parse_peak = max(parse_peak, rss.peak)
+            records += raw.height
+            rss.reset()
+            started = time.perf_counter()
+            changes = apply_clean(conn, domain, result, "bench")
+            load_seconds += time.perf_counter() - started
+            load_peak = max(load_peak, rss.peak)
+            rows_written += result.rows.height
+            total += changes.inserted + changes.updated + changes.deleted
+    report.stages.append(Stage(f"{label} parse+clean", records, parse_seconds, parse_peak))
+    print(report.stages[-1].line(), flush=True)
+    report.stages.append(Stage(f"{label} load", rows_written, load_seconds, load_peak))
+    print(report.stages[-1].line(), flush=True)
+    return total
+
+
+def plain_copy_seconds(engine: sa.Engine) -> tuple[int, float]:
+    """The ceiling: COPY the loaded deal rows into a table with no constraints."""
+    with engine.connect() as conn:
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        buffer = io.BytesIO()
+        with cursor.copy("COPY (SELECT * FROM deals) TO STDOUT") as copy:
+            for block in copy:
+                buffer.write(block)
+        cursor.execute("CREATE TEMP TABLE deals_copy (LIKE deals INCLUDING DEFAULTS)")
+        started = time.perf_counter()
+        with cursor.copy("COPY deals_copy FROM STDIN") as copy:
+            copy.write(buffer.getbuffer())
+        conn.commit()
+        elapsed = time.perf_counter() - started
+        rows = int(conn.execute(sa.text("SELECT count(*) FROM deals_copy")).scalar_one())
+    return rows, elapsed
+
+
+def orm_row_by_row_seconds(engine: sa.Engine, sample: int = 5000) -> tuple[int, float]:
+    """The origin project's way: one ORM object and one commit per row."""
+    from sqlalchemy.orm import DeclarativeBase, Session
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Deal(Base):
+        __table__ = sa.Table(
+            "deals_orm",
+            Base.metadata,
+            sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+            sa.Column("deal_id", sa.BigInteger, unique=True),
+            sa.Column("deal_name", sa.Text),
+            sa.Column("deal_size", sa.Numeric(18, 2)),
+            sa.Column("probability_of_closure", sa.Text),
+            sa.Column("deal_stage", sa.Text),
+            sa.Column("account_id", sa.BigInteger),
+            sa.Column("created_at", sa.DateTime(timezone=True)),
+        )
+
+    Base.metadata.create_all(engine)
+    with engine.connect() as conn:
+        columns = "deal_id, deal_name, deal_size, probability_of_closure, deal_stage, account_id, created_at"
+        rows = conn.execute(sa.text(f"SELECT {columns} FROM deals LIMIT {sample}")).mappings().all()
+    started = time.perf_counter()
+    with Session(engine) as session:
+        for row in rows:
+            session.add(Deal(**row))
+            session.commit()
+    return len(rows), time.perf_counter() - started
+
+
+def run(deals: int) -> Report:
+    report = Report()
+    rss = PeakRss()
+    print(
+        f"== sync benchmark: {deals:,} deals, {deals // 10:,} accounts, {deals // 2:,} contacts ==",
+        flush=True,
+    )
+    with throwaway_database() as url, demo_server(deals) as base:
+        engine = create_warehouse_engine(url)
+        migrate(engine)
+        client = FreshsalesClient(
+            base, DEMO_API_KEY, rate_limit_per_minute=0, rate_limit_per_hour=0, max_concurrency=4
+        )
+        started = time.perf_counter()
+        measure(report, rss, "full fetch", lambda: fetch_all(engine, client, full=True))
+        clean_and_load(engine, report, rss, "full")
+        full_seconds = time.perf_counter() - started
+        report.extra["full_sync_seconds"] = full_seconds
+        print(f"  full sync total          {full_seconds:.1f} s", flush=True)
+
+        copy_rows, copy_seconds = plain_copy_seconds(engine)
+        load = next(s for s in report.stages if s.name == "full load")
+        deal_load_rate = load.records / load.seconds
+        copy_rate = copy_rows / copy_seconds
+        report.extra |= {"copy_rate": copy_rate, "load_rate": deal_load_rate}
+        print(
+            f"  plain COPY of the deals  {copy_rows:>10,} rows   {copy_seconds:>8.2f} s {copy_rate:>11,.0f} rows/s"
+        )
+        print(f"  load stage / plain COPY  {deal_load_rate / copy_rate:.0%}  (target >= 40%)")
+        orm_rows, orm_seconds = orm_row_by_row_seconds(engine)
+        print(
+            f"  ORM row by row (origin)  {orm_rows:>10,} rows   {orm_seconds:>8.2f} s {orm_rows / orm_seconds:>11,.0f} rows/s"
+        )
+
+        for domain in DOMAINS:
+            touch(base, domain.entity, 0.01)
+        started = time.perf_counter()
+        measure(report, rss, "re-sync fetch (1%)", lambda: fetch_all(engine, client, full=False))
+        clean_and_load(engine, report, rss, "re-sync")
+        resync = time.perf_counter() - started
+        report.extra["resync_seconds"] = resync
+        print(
+            f"  re-sync after 1% changed {resync:.1f} s = {resync / full_seconds:.1%} of the full sync (target < 5%)"
+        )
+        print(
+            f"  peak RSS of the run      {max(s.peak_rss for s in report.stages) / 2**20:.0f} MiB (target < 1024)"
+        )
+        print(f"  CRM requests             {client.stats.requests:,}")
+        client.close()
+        engine.dispose()
+    rss.stop()
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--deals", type=int, default=100_000)
+    parser.add_argument(
+        "--compare", help="comma-separated sizes, each run in its own process, e.g. 250000,1000000"
+    )
+    args = parser.parse_args()
+    if not args.compare:
+        run(args.deals)
+        return
+    peaks = {}
+    for size in (int(s) for s in args.compare.split(",")):
+        out = subprocess.run(
+            [sys.executable, __file__, "--deals", str(size)], capture_output=True, text=True, check=True
+        ).stdout
+        print(out, flush=True)
+        peaks[size] = max(
+            float(line.split("peak RSS")[1].split()[0])
+            for line in out.splitlines()
+            if "peak RSS" in line and "MiB" in line
+        )
+    sizes = sorted(peaks)
+    print(
+        f"peak RSS: {', '.join(f'{s:,} deals {peaks[s]:.0f} MiB' for s in sizes)}; "
+        f"growth {peaks[sizes[-1]] / peaks[sizes[0]] - 1:.0%} (target < 25%)"
+    )
+
+
+if __name__ == "__main__":
+    main()
