@@ -1,0 +1,31 @@
+"""Freshsales (Freshworks CRM) API access: the client, its errors and its progress events."""
+
+from crm_assets.freshsales.client import ClientStats, FreshsalesClient, parse_instant
+from crm_assets.freshsales.errors import (
+    CrmAuthError,
+    CrmBadRequestError,
+    CrmError,
+    CrmNotFoundError,
+    CrmPermissionError,
+    CrmRateLimitError,
+    CrmResponseError,
+    CrmUnavailableError,
+    CrmViewNotFoundError,
+)
+from crm_assets.freshsales.progress import ProgressEvent
+
+__all__ = [
+    "ClientStats",
+    "CrmAuthError",
+    "CrmBadRequestError",
+    "CrmError",
+    "CrmNotFoundError",
+    "CrmPermissionError",
+    "CrmRateLimitError",
+    "CrmResponseError",
+    "CrmUnavailableError",
+    "CrmViewNotFoundError",
+    "FreshsalesClient",
+    "ProgressEvent",
+    "parse_instant",
+]

@@ -1,0 +1,689 @@
+"""The Freshsales (Freshworks CRM) REST client: views, paging, budgets, retries and plain-worded errors.
+
+One client serves every entity. Pages of a full scan are fetched concurrently (a thread pool over one
+shared httpx.Client) but handed out in page order; an incremental scan reads newest-first and stops as
+soon as it reaches records older than the cursor, so it costs about changed/100 + 1 requests per view.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, NoReturn
+
+import httpx
+import orjson
+
+from crm_assets.freshsales.errors import (
+    CrmAuthError,
+    CrmBadRequestError,
+    CrmError,
+    CrmNotFoundError,
+    CrmPermissionError,
+    CrmRateLimitError,
+    CrmResponseError,
+    CrmUnavailableError,
+    CrmViewNotFoundError,
+    parse_error_body,
+)
+from crm_assets.freshsales.progress import ProgressEvent, ProgressTracker
+from crm_assets.freshsales.ratelimit import RateLimiter
+from crm_assets.freshsales.retry import (
+    backoff_delay,
+    is_retryable_exception,
+    is_retryable_status,
+    server_hint,
+)
+
+__all__ = ["ClientStats", "FreshsalesClient", "ProgressEvent"]
+
+Record = dict[str, Any]
+Page = list[Record]
+
+_RECORD_PATH = re.compile(r"^/api/[a-z_]+/\d+$")
+_BASE_URL_EXAMPLE = "https://<account>.myfreshworks.com/crm/sales"
+# Header values must be visible ASCII; anything else would make httpx raise an error quoting the key.
+_HEADER_SAFE = re.compile(r"^[\x21-\x7e]+$")
+
+_TRANSPORT_REASONS: tuple[tuple[type[Exception], str], ...] = (
+    (httpx.ConnectTimeout, "connection timed out"),
+    (httpx.ReadTimeout, "response timed out"),
+    (httpx.TimeoutException, "timed out"),
+    (httpx.ConnectError, "could not connect"),
+    (httpx.RemoteProtocolError, "connection dropped"),
+    (httpx.ReadError, "connection dropped while reading"),
+    (httpx.WriteError, "connection dropped while sending"),
+)
+
+
+@dataclass
+class ClientStats:
+    """Counters of one client's traffic; safe to update from every worker thread."""
+
+    requests: int = 0
+    retries: int = 0
+    rate_limit_waits: int = 0
+    waited_seconds: float = 0.0  # rate-limit waits plus retry backoff
+    transport_errors: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def record_status(self, status: int) -> None:
+        with self._lock:
+            self.requests += 1
+            self.by_status[status] = self.by_status.get(status, 0) + 1
+
+    def record_transport_error(self) -> None:
+        with self._lock:
+            self.requests += 1
+            self.transport_errors += 1
+
+    def record_retry(self, seconds: float) -> None:
+        with self._lock:
+            self.retries += 1
+            self.waited_seconds += seconds
+
+    def record_rate_limit_wait(self, seconds: float) -> None:
+        with self._lock:
+            self.rate_limit_waits += 1
+            self.waited_seconds += seconds
+
+    def as_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "retries": self.retries,
+                "rate_limit_waits": self.rate_limit_waits,
+                "waited_seconds": round(self.waited_seconds, 3),
+                "transport_errors": self.transport_errors,
+                "by_status": dict(sorted(self.by_status.items())),
+            }
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """Why an attempt failed, for the retry log line and the final error."""
+
+    reason: str
+    status: int | None = None
+    response: httpx.Response | None = None
+
+
+class _Secret:
+    """Holds the API key so that repr(), vars() and debuggers show stars instead."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "'********'"
+
+
+def parse_instant(value: Any) -> datetime | None:
+    """A Freshsales timestamp (ISO-8601 with an offset or Z) as an aware UTC datetime; None if unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _is_newer(candidate: Any, current: Any) -> bool:
+    """Whether updated_at `candidate` is a later instant than `current` (unreadable values lose)."""
+    new, old = parse_instant(candidate), parse_instant(current)
+    if new is None:
+        return False
+    return old is None or new > old
+
+
+def _transport_reason(exc: Exception) -> str:
+    for kind, reason in _TRANSPORT_REASONS:
+        if isinstance(exc, kind):
+            return reason
+    return type(exc).__name__
+
+
+def _validated_base_url(base_url: str) -> httpx.URL:
+    try:
+        url = httpx.URL(base_url.strip())
+    except httpx.InvalidURL:
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise CrmError(f"CRM_BASE_URL must be an http:// or https:// URL like {_BASE_URL_EXAMPLE}")
+    path = url.path.rstrip("/")
+    if path.endswith("/api"):  # the client appends /api/... itself
+        path = path[: -len("/api")]
+    return url.copy_with(path=path or "/", query=None, fragment=None, username=None, password=None)
+
+
+def _is_local(host: str) -> bool:
+    return host in ("localhost", "127.0.0.1", "::1") or host.endswith((".invalid", ".localhost", ".test"))
+
+
+def _validated_api_key(api_key: str) -> str:
+    key = api_key.strip()
+    if not key:
+        raise CrmAuthError("CRM_API_KEY is empty: set it to your Freshsales API key")
+    if not _HEADER_SAFE.fullmatch(key):
+        raise CrmAuthError(
+            "CRM_API_KEY contains spaces, line breaks or non-ASCII characters: copy the key again from "
+            "Freshsales (Profile settings > API settings)"
+        )
+    return key
+
+
+class FreshsalesClient:
+    """Synchronous Freshsales API client, safe to share between threads."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        rate_limit_per_minute: int = 400,
+        rate_limit_per_hour: int = 1000,
+        max_concurrency: int = 4,
+        per_page: int = 100,
+        timeout: float = 30.0,
+        max_retries: int = 6,
+        backoff_base: float = 1.0,
+        backoff_max: float = 60.0,
+        log: logging.Logger | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        on_progress: Callable[[ProgressEvent], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_concurrency < 1 or per_page < 1 or max_retries < 0:
+            raise ValueError("max_concurrency and per_page must be positive, max_retries not negative")
+        self._base = _validated_base_url(base_url)
+        self._key = _Secret(_validated_api_key(api_key))
+        self.log = log or logging.getLogger("crm_assets.freshsales")
+        if self._base.scheme == "http" and not _is_local(self._base.host):
+            self.log.warning(f"CRM_BASE_URL {self.base_url} uses http://: the API key travels unencrypted")
+        self.max_concurrency = max_concurrency
+        self.per_page = per_page
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.stats = ClientStats()
+        self._sleep = sleep
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._on_progress = on_progress
+        self._rng = random.Random()
+        self._limiter = RateLimiter(rate_limit_per_minute, rate_limit_per_hour, clock=clock, sleep=sleep, log=self.log)
+        self._views: dict[str, dict[str, int]] = {}
+        self._views_lock = threading.Lock()
+        self._http = httpx.Client(
+            base_url=self._base,
+            headers={
+                "Authorization": f"Token token={self._key.reveal()}",
+                "Accept": "application/json",
+                "User-Agent": "crm-assets",
+            },
+            transport=transport,
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=max_concurrency + 1, max_keepalive_connections=max_concurrency + 1),
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return str(self._base).rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"FreshsalesClient(base_url={self.base_url!r})"
+
+    __str__ = __repr__
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> FreshsalesClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- public API --------------------------------------------------------------------------------
+
+    def check_credentials(self) -> None:
+        """Raises CrmAuthError / CrmPermissionError / CrmNotFoundError / ... when the CRM cannot be used."""
+        self._get_json("/api/selector/owners")
+
+    def view_id(self, entity: str, view_name: str) -> int:
+        """The id of a view by its name (exact, else case-insensitive); the view list is cached per entity."""
+        views = self._views_of(entity)
+        if view_name in views:
+            return views[view_name]
+        folded = {name.casefold(): view_id for name, view_id in views.items()}
+        if view_name.casefold() in folded:
+            return folded[view_name.casefold()]
+        raise CrmViewNotFoundError(entity, view_name, sorted(views))
+
+    def iter_view(
+        self,
+        entity: str,
+        view_name: str,
+        *,
+        sort: str = "updated_at",
+        sort_type: str = "desc",
+        stop_before: datetime | None = None,
+    ) -> Iterator[Page]:
+        """Non-empty pages of a view, in page order.
+
+        With `stop_before` (newest-first by updated_at only), records older than it are dropped and no
+        page after the first one holding such a record is requested.
+        """
+        if stop_before is not None and (sort, sort_type) != ("updated_at", "desc"):
+            raise ValueError("stop_before needs sort='updated_at' and sort_type='desc'")
+        cutoff = _as_utc(stop_before) if stop_before is not None else None
+        view_id = self.view_id(entity, view_name)
+        tracker = ProgressTracker(
+            entity,
+            view_name,
+            clock=self._clock,
+            log=self.log,
+            on_progress=self._on_progress,
+            incremental=cutoff is not None,
+        )
+
+        def fetch(page: int) -> tuple[Page, dict[str, Any]]:
+            return self._fetch_view_page(entity, view_id, page, sort, sort_type)
+
+        first, meta = fetch(1)
+        total_pages = _int_or_none(meta.get("total_pages"))
+        tracker.set_totals(_int_or_none(meta.get("total")), total_pages)
+        for page_no, records in self._pages_from(fetch, first, total_pages, concurrent=cutoff is None):
+            if not records:
+                break
+            kept = records if cutoff is None else _not_older(records, cutoff)
+            tracker.page_done(page_no, len(kept))
+            if kept:
+                yield kept
+            if len(kept) < len(records):
+                break  # the cursor is reached: every later page is older still
+        tracker.finish()
+
+    def iter_records(
+        self, entity: str, views: Sequence[str], *, updated_after: datetime | None = None
+    ) -> Iterator[Page]:
+        """Batches of records from all `views`, each CRM id once.
+
+        A record seen again with a later updated_at (it changed during the scan) is yielded again, so a
+        consumer that keeps the newest copy per id (as the raw upsert does) ends with the later one.
+        With `updated_after`, only records with updated_at >= it are read (newest-first, stopping early).
+        """
+        seen: dict[Any, Any] = {}  # CRM id -> updated_at as received; parsed only on a collision
+        duplicates = 0
+        for view in views:
+            for page in self.iter_view(entity, view, stop_before=updated_after):
+                batch = _first_sightings(page, seen)
+                duplicates += len(page) - len(batch)
+                if batch:
+                    yield batch
+        if duplicates:
+            self.log.info(
+                f"{entity}: skipped {duplicates:,} duplicate copies (records listed in more than one view, "
+                "or moved between pages while they were read)"
+            )
+
+    def get_record(self, entity: str, singular: str, crm_id: int) -> Record:
+        body = self._get_json(f"/api/{entity}/{int(crm_id)}")
+        return self._unwrap(body, singular, "GET", f"/api/{entity}/{int(crm_id)}")
+
+    def update_record(self, entity: str, singular: str, crm_id: int, fields: dict[str, Any]) -> Record:
+        """PUT the changed fields (wrapped in the singular key, as Freshsales expects); returns the record."""
+        path = f"/api/{entity}/{int(crm_id)}"
+        response = self._request("PUT", path, json_body={singular: fields})
+        return self._unwrap(self._decode(response, "PUT", path), singular, "PUT", path)
+
+    def lookup(self, singular: str, field: str, value: str) -> list[Record]:
+        """Records whose `field` equals `value` exactly (GET /api/lookup)."""
+        path = "/api/lookup"
+        body = self._get_json(path, params={"q": value, "f": field, "entities": singular})
+        return _lookup_records(body, f"{singular}s")
+
+    def filtered_search(self, singular: str, rules: list[dict[str, Any]], entity: str) -> Iterator[Page]:
+        """Pages of records matching every rule (POST /api/filtered_search/<singular>) up to an empty page."""
+        path = f"/api/filtered_search/{singular}"
+        page = 1
+        while True:
+            params = {"page": page, "per_page": self.per_page}
+            response = self._request("POST", path, params=params, json_body={"filter_rule": rules})
+            records = self._records(self._decode(response, "POST", path), entity, "POST", path)
+            if not records:
+                return
+            yield records
+            page += 1
+
+    # -- paging ------------------------------------------------------------------------------------
+
+    def _fetch_view_page(
+        self, entity: str, view_id: int, page: int, sort: str, sort_type: str
+    ) -> tuple[Page, dict[str, Any]]:
+        path = f"/api/{entity}/view/{view_id}"
+        params = {"page": page, "per_page": self.per_page, "sort": sort, "sort_type": sort_type}
+        body = self._get_json(path, params=params)
+        meta = body.get("meta") if isinstance(body, dict) else None
+        return self._records(body, entity, "GET", path), meta if isinstance(meta, dict) else {}
+
+    def _pages_from(
+        self,
+        fetch: Callable[[int], tuple[Page, dict[str, Any]]],
+        first: Page,
+        total_pages: int | None,
+        *,
+        concurrent: bool,
+    ) -> Iterator[tuple[int, Page]]:
+        """(page number, records) from page 1 up to the first empty page."""
+        yield 1, first
+        if not first:
+            return
+        page = 2
+        if concurrent and total_pages and total_pages >= 2 and self.max_concurrency > 1:
+            for page, records in self._concurrent_pages(fetch, 2, total_pages):
+                yield page, records
+                if not records:
+                    return
+            page = total_pages + 1
+        # Past total_pages (short pages push records further) or incremental: one page at a time.
+        while True:
+            records = fetch(page)[0]
+            yield page, records
+            if not records:
+                return
+            page += 1
+
+    def _concurrent_pages(
+        self, fetch: Callable[[int], tuple[Page, dict[str, Any]]], first: int, last: int
+    ) -> Iterator[tuple[int, Page]]:
+        """Pages first..last with at most max_concurrency requests in flight, handed out in page order.
+
+        At most max_concurrency pages are held at once, so memory stays bounded however slow the consumer.
+        """
+        pending: deque[tuple[int, Future[tuple[Page, dict[str, Any]]]]] = deque()
+        next_page = first
+        pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="crm-page")
+        try:
+            while pending or next_page <= last:
+                while next_page <= last and len(pending) < self.max_concurrency:
+                    pending.append((next_page, pool.submit(fetch, next_page)))
+                    next_page += 1
+                page, future = pending.popleft()
+                yield page, future.result()[0]
+        finally:
+            # Stopped early (empty page, error, consumer gone): drop queued pages and don't wait for
+            # requests still in flight, which may be sleeping off a retry backoff.
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _views_of(self, entity: str) -> dict[str, int]:
+        with self._views_lock:
+            cached = self._views.get(entity)
+        if cached is not None:
+            return cached
+        path = f"/api/{entity}/filters"
+        body = self._get_json(path)
+        filters = body.get("filters") if isinstance(body, dict) else None
+        if not isinstance(filters, list):
+            raise self._unexpected("GET", path, "no 'filters' list")
+        views = {
+            str(item["name"]): int(item["id"])
+            for item in filters
+            if isinstance(item, dict) and item.get("name") is not None and isinstance(item.get("id"), int)
+        }
+        with self._views_lock:
+            self._views[entity] = views
+        return views
+
+    # -- HTTP --------------------------------------------------------------------------------------
+
+    def _get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return self._decode(self._request("GET", path, params=params), "GET", path)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+    ) -> httpx.Response:
+        """One logical request: budgeted, retried on 429/5xx/transport errors, errors translated."""
+        content = orjson.dumps(json_body) if json_body is not None else None
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        attempt = 0
+        while True:
+            waited = self._limiter.acquire()
+            if waited:
+                self.stats.record_rate_limit_wait(waited)
+            failure = self._attempt(method, path, params, content, headers)
+            if isinstance(failure, httpx.Response):
+                return failure
+            attempt += 1
+            if attempt > self.max_retries:
+                self._give_up(method, path, failure)
+            delay, why = self._retry_delay(attempt, failure)
+            self.log.warning(
+                f"CRM {method} {path}: {failure.reason}; retry {attempt} of {self.max_retries} in {delay:.1f} s ({why})"
+            )
+            self.stats.record_retry(delay)
+            self._sleep(delay)
+
+    def _attempt(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        content: bytes | None,
+        headers: dict[str, str] | None,
+    ) -> httpx.Response | _Failure:
+        """The response when it is final (success or a non-retryable error), else why it failed."""
+        try:
+            response = self._http.request(method, path, params=params, content=content, headers=headers)
+        except httpx.TransportError as exc:
+            self.stats.record_transport_error()
+            if not is_retryable_exception(exc):
+                raise CrmError(
+                    f"could not send {method} {path} to the CRM ({_transport_reason(exc)}): "
+                    f"check CRM_BASE_URL, which should look like {_BASE_URL_EXAMPLE}"
+                ) from None
+            return _Failure(_transport_reason(exc))
+        self.stats.record_status(response.status_code)
+        if response.is_success:
+            return response
+        if is_retryable_status(response.status_code):
+            label = "rate limited" if response.status_code == 429 else "server error"
+            return _Failure(f"HTTP {response.status_code} ({label})", response.status_code, response)
+        self._raise_for(response, method, path)
+
+    def _retry_delay(self, attempt: int, failure: _Failure) -> tuple[float, str]:
+        if failure.status == 429 and failure.response is not None:
+            hint = server_hint(failure.response.headers, self._wall_clock())
+            if hint is not None:
+                # A little jitter so that threads released by the same reset do not all hit at once.
+                return hint[0] + self._rng.uniform(0, min(1.0, self.backoff_base)), hint[1]
+        delay = backoff_delay(attempt, self.backoff_base, self.backoff_max, self._rng)
+        return delay, "exponential backoff"
+
+    def _give_up(self, method: str, path: str, failure: _Failure) -> NoReturn:
+        tries = f"{self.max_retries} {'retry' if self.max_retries == 1 else 'retries'}"
+        if failure.status == 429:
+            raise CrmRateLimitError(
+                f"the CRM kept rate-limiting {method} {path} (HTTP 429) through {tries}: the account's API "
+                "budget is used up, perhaps by other integrations; lower CRM_RATE_LIMIT_PER_MINUTE / "
+                "CRM_RATE_LIMIT_PER_HOUR, or run again after the budget resets",
+                status_code=429,
+                method=method,
+                path=path,
+            )
+        if failure.status is not None:
+            raise CrmUnavailableError(
+                f"the CRM at {self._base.host} kept failing {method} {path} (last: HTTP {failure.status}) "
+                f"through {tries}: Freshsales may be having an outage; try again later",
+                status_code=failure.status,
+                method=method,
+                path=path,
+            )
+        raise CrmUnavailableError(
+            f"the CRM at {self._base.host} could not be reached for {method} {path} (last: {failure.reason}) "
+            f"through {tries}: check CRM_BASE_URL and the network, or try again later",
+            method=method,
+            path=path,
+        )
+
+    def _raise_for(self, response: httpx.Response, method: str, path: str) -> NoReturn:
+        status = response.status_code
+        if status == 401:
+            raise CrmAuthError(
+                "the CRM rejected the API key (HTTP 401): check CRM_API_KEY",
+                status_code=status,
+                method=method,
+                path=path,
+            )
+        message, field_errors = parse_error_body(response.content)
+        detail = f": {self._redact(message)}" if message else ""
+        if status == 403:
+            raise CrmPermissionError(
+                f"the CRM refused {method} {path} (HTTP 403){detail}. The API key's user lacks permission "
+                "for it: use the key of a user who can see these records, or grant the permission",
+                status_code=status,
+                method=method,
+                path=path,
+            )
+        if status == 404:
+            raise CrmNotFoundError(self._not_found_message(method, path), status_code=status, method=method, path=path)
+        if status in (400, 422):
+            fields = "; ".join(f"{name}: {', '.join(errs)}" for name, errs in field_errors.items())
+            raise CrmBadRequestError(
+                f"the CRM refused {method} {path} (HTTP {status}){detail}"
+                + (f"; field errors: {self._redact(fields)}" if fields else ""),
+                field_errors=field_errors,
+                status_code=status,
+                method=method,
+                path=path,
+            )
+        raise CrmError(
+            f"the CRM answered HTTP {status} to {method} {path}{detail}",
+            status_code=status,
+            method=method,
+            path=path,
+        )
+
+    def _not_found_message(self, method: str, path: str) -> str:
+        if _RECORD_PATH.match(path):
+            return (
+                f"the CRM has no record at {path} (HTTP 404 on {method}): it may have been deleted or "
+                f"merged, or CRM_BASE_URL ({self.base_url}) points to a different CRM account"
+            )
+        return (
+            f"the CRM answered HTTP 404 to {method} {path}: CRM_BASE_URL ({self.base_url}) looks wrong "
+            f"(it should look like {_BASE_URL_EXAMPLE}), or the record or view no longer exists"
+        )
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._key.reveal(), "********")
+
+    # -- bodies ------------------------------------------------------------------------------------
+
+    def _decode(self, response: httpx.Response, method: str, path: str) -> Any:
+        # orjson parses pages about twice as fast as response.json(), which matters over millions of records.
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            kind = response.headers.get("content-type", "unknown content type")
+            raise self._unexpected(method, path, f"a body that is not JSON ({kind})") from None
+
+    def _records(self, body: Any, entity: str, method: str, path: str) -> Page:
+        records = body.get(entity) if isinstance(body, dict) else None
+        if not isinstance(records, list):
+            raise self._unexpected(method, path, f"no {entity!r} list")
+        return records
+
+    def _unwrap(self, body: Any, singular: str, method: str, path: str) -> Record:
+        record = body.get(singular) if isinstance(body, dict) else None
+        if not isinstance(record, dict):
+            raise self._unexpected(method, path, f"no {singular!r} object")
+        return record
+
+    def _unexpected(self, method: str, path: str, what: str) -> CrmResponseError:
+        return CrmResponseError(
+            f"the CRM answered {method} {path} with {what}: CRM_BASE_URL ({self.base_url}) may not be a "
+            f"Freshsales API address (it should look like {_BASE_URL_EXAMPLE})",
+            method=method,
+            path=path,
+        )
+
+
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def _not_older(records: Page, cutoff: datetime) -> Page:
+    """Records updated at or after `cutoff`; ones without a readable updated_at are kept (can't judge)."""
+    kept = []
+    for record in records:
+        updated = parse_instant(record.get("updated_at"))
+        if updated is None or updated >= cutoff:
+            kept.append(record)
+    return kept
+
+
+def _first_sightings(page: Page, seen: dict[Any, Any]) -> Page:
+    """Records not seen before, or seen with an earlier updated_at; updates `seen`."""
+    batch = []
+    for record in page:
+        crm_id = record.get("id")
+        if not isinstance(crm_id, int | str):
+            batch.append(record)  # no usable id: let the consumer report it
+            continue
+        updated = record.get("updated_at")
+        if crm_id in seen and not _is_newer(updated, seen[crm_id]):
+            continue
+        seen[crm_id] = updated
+        batch.append(record)
+    return batch
+
+
+def _lookup_records(body: Any, plural: str) -> list[Record]:
+    """Lookup answers nest the list twice ({"contacts": {"contacts": [...]}}); accept one level too."""
+    outer = body.get(plural) if isinstance(body, dict) else None
+    if isinstance(outer, dict):
+        outer = outer.get(plural)
+    if isinstance(outer, list):
+        return [r for r in outer if isinstance(r, dict)]
+    return []

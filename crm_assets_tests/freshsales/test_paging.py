@@ -1,0 +1,177 @@
+"""Paging of views: order, short pages, the empty-page stop, concurrency, incremental stops, dedup."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+
+from crm_assets.freshsales.client import FreshsalesClient
+from crm_assets.freshsales.progress import ProgressEvent, describe
+from crm_assets_tests.freshsales.fakes import T0, FakeCrm, make_records
+
+ClientFactory = Callable[..., FreshsalesClient]
+
+
+def ids(pages: list[list[dict]]) -> list[int]:
+    return [record["id"] for page in pages for record in page]
+
+
+def test_view_pages_arrive_in_order_through_short_pages_until_an_empty_page(
+    fake_crm: FakeCrm, make_client: ClientFactory
+) -> None:
+    records = make_records(250)
+    fake_crm.add_view("deals", "Open Deals", 7, records)
+    fake_crm.short_pages = {2: 50, 3: 50}  # pages 1..4 hold 100, 50, 50, 50: one past meta.total_pages (3)
+    client = make_client(per_page=100)
+
+    pages = list(client.iter_view("deals", "Open Deals"))
+
+    assert [len(p) for p in pages] == [100, 50, 50, 50]
+    assert ids(pages) == [r["id"] for r in records]
+    assert [r.page for r in fake_crm.view_requests()] == [1, 2, 3, 4, 5]
+    first = fake_crm.view_requests()[0].params
+    assert first == {"page": "1", "per_page": "100", "sort": "updated_at", "sort_type": "desc"}
+
+
+def test_a_short_first_page_does_not_end_the_scan(fake_crm: FakeCrm, make_client: ClientFactory) -> None:
+    fake_crm.add_view("contacts", "All Contacts", 3, make_records(25))
+    fake_crm.short_pages = {1: 5}
+    fake_crm.omit_total_pages = True  # nothing but the empty page can end the scan
+    client = make_client(per_page=10)
+
+    pages = list(client.iter_view("contacts", "All Contacts"))
+
+    assert [len(p) for p in pages] == [5, 10, 10]
+    assert [r.page for r in fake_crm.view_requests()] == [1, 2, 3, 4]
+
+
+def test_an_empty_view_costs_one_page_request(fake_crm: FakeCrm, make_client: ClientFactory) -> None:
+    fake_crm.add_view("deals", "Won Deals", 8, [])
+    assert list(make_client().iter_view("deals", "Won Deals")) == []
+    assert [r.page for r in fake_crm.view_requests()] == [1]
+
+
+def test_pages_are_fetched_concurrently_but_never_more_than_max_concurrency(
+    fake_crm: FakeCrm, make_client: ClientFactory
+) -> None:
+    records = make_records(170)  # 17 pages of 10: page 1 alone, then 2..17 in four groups of four
+    fake_crm.add_view("deals", "Open Deals", 7, records)
+    fake_crm.barrier, fake_crm.barrier_last_page = 4, 17
+    client = make_client(per_page=10, max_concurrency=4)
+
+    pages = list(client.iter_view("deals", "Open Deals"))
+
+    assert ids(pages) == [r["id"] for r in records]
+    assert fake_crm.max_in_flight == 4
+
+
+def test_a_page_past_the_shrunk_end_stops_the_concurrent_scan(fake_crm: FakeCrm, make_client: ClientFactory) -> None:
+    records = make_records(100)
+    fake_crm.add_view("deals", "Open Deals", 7, records)
+    client = make_client(per_page=10, max_concurrency=3)
+    pages = client.iter_view("deals", "Open Deals")
+    first = next(pages)
+    del records[30:]  # the view shrinks to 3 pages while meta.total_pages still says 10
+
+    rest = list(pages)
+
+    assert len(ids([first, *rest])) == 30
+    assert (
+        max(r.page or 0 for r in fake_crm.view_requests()) <= 6
+    )  # stopped at the empty page 4; 5 and 6 were in flight at most
+
+
+def test_stop_before_reads_only_the_changed_pages(fake_crm: FakeCrm, make_client: ClientFactory) -> None:
+    records = make_records(1000)  # one minute apart, newest first
+    fake_crm.add_view("deals", "Open Deals", 7, records)
+    client = make_client(per_page=100)
+    cutoff = T0 - timedelta(minutes=249)  # records 0..249 are at or after it
+
+    pages = list(client.iter_view("deals", "Open Deals", stop_before=cutoff))
+
+    assert ids(pages) == [r["id"] for r in records[:250]]
+    assert [r.page for r in fake_crm.view_requests()] == [1, 2, 3]  # changed/100 + 1
+
+
+def test_stop_before_compares_instants_across_offsets(fake_crm: FakeCrm, make_client: ClientFactory) -> None:
+    records = make_records(10)  # stamped in -06:00
+    fake_crm.add_view("deals", "Open Deals", 7, records)
+    naive_utc_cutoff = (T0 - timedelta(minutes=2)).replace(tzinfo=None)  # naive means UTC
+
+    pages = list(make_client().iter_view("deals", "Open Deals", stop_before=naive_utc_cutoff))
+
+    assert ids(pages) == [r["id"] for r in records[:3]]
+    assert records[0]["updated_at"].endswith("-06:00")
+
+
+def test_nothing_changed_costs_one_request(fake_crm: FakeCrm, make_client: ClientFactory) -> None:
+    fake_crm.add_view("deals", "Open Deals", 7, make_records(500))
+    pages = list(make_client().iter_view("deals", "Open Deals", stop_before=T0 + timedelta(seconds=1)))
+    assert pages == []
+    assert len(fake_crm.view_requests()) == 1
+
+
+def test_stop_before_needs_a_newest_first_sort(make_client: ClientFactory) -> None:
+    with pytest.raises(ValueError, match="stop_before"):
+        list(make_client().iter_view("deals", "Open Deals", sort_type="asc", stop_before=T0))
+
+
+def test_iter_records_reads_each_id_once_and_keeps_the_newer_copy(
+    fake_crm: FakeCrm, make_client: ClientFactory
+) -> None:
+    open_deals = make_records(5, first_id=100)
+    moved = dict(open_deals[1], updated_at=(T0 + timedelta(hours=1)).isoformat(), name="now won")
+    stale = dict(open_deals[2], name="stale copy", updated_at=(T0 - timedelta(days=9)).isoformat())
+    won_deals = [moved, open_deals[0], stale, *make_records(2, first_id=200)]
+    fake_crm.add_view("deals", "Open Deals", 1, open_deals)
+    fake_crm.add_view("deals", "Won Deals", 2, won_deals)
+
+    batches = list(make_client().iter_records("deals", ["Open Deals", "Won Deals"]))
+
+    flat = [r for b in batches for r in b]
+    assert [r["id"] for r in flat] == [100, 101, 102, 103, 104, 101, 200, 201]
+    newest = {r["id"]: r for r in flat}  # what a keep-the-last consumer ends with
+    assert newest[101]["name"] == "now won"
+    assert newest[102]["name"] == "record 2"
+
+
+def test_iter_records_with_updated_after_filters_every_view(fake_crm: FakeCrm, make_client: ClientFactory) -> None:
+    fake_crm.add_view("deals", "Open Deals", 1, make_records(300, first_id=1000))
+    fake_crm.add_view("deals", "Lost Deals", 2, make_records(300, first_id=5000))
+    client = make_client(per_page=100)
+
+    batches = list(client.iter_records("deals", ["Open Deals", "Lost Deals"], updated_after=T0 - timedelta(minutes=9)))
+
+    assert ids(batches) == [*range(1000, 1010), *range(5000, 5010)]
+    assert len(fake_crm.view_requests()) == 2
+
+
+def test_progress_events_and_log_lines(
+    fake_crm: FakeCrm, make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_crm.add_view("deals", "Open Deals", 7, make_records(250))
+    events: list[ProgressEvent] = []
+    ticks = iter(range(0, 1000, 3))  # each clock read is 3 s later
+    client = make_client(per_page=100, on_progress=events.append, clock=lambda: float(next(ticks)))
+
+    with caplog.at_level(logging.INFO, logger="crm_assets.freshsales"):
+        list(client.iter_view("deals", "Open Deals"))
+
+    assert [(e.page, e.records_so_far, e.total, e.total_pages) for e in events] == [
+        (1, 100, 250, 3),
+        (2, 200, 250, 3),
+        (3, 250, 250, 3),
+    ]
+    assert events[-1].eta_seconds == 0
+    assert any(m.startswith("deals / Open Deals: 200 of 250 records (80%), page 2 of 3") for m in caplog.messages)
+    assert any("done, 250 records in 3 pages" in m for m in caplog.messages)
+
+
+def test_progress_line_format() -> None:
+    event = ProgressEvent("deals", "Open Deals", 34, 3400, 10012, 101, 2100.0, 3.2)
+    assert describe(event) == (
+        "deals / Open Deals: 3,400 of 10,012 records (34%), page 34 of 101, 2,100 rec/s, ~3 s left"
+    )
