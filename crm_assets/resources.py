@@ -43,23 +43,24 @@ class CrmResource(dg.ConfigurableResource):
                 "CRM_BASE_URL is not set: reading the embedded demo CRM (synthetic data). "
                 "Set CRM_BASE_URL and CRM_API_KEY to sync a real Freshsales account."
             )
-            return self._client(DEMO_BASE_URL, DEMO_API_KEY, log, embedded_demo_crm().transport())
+            # No account budget to protect in process: the limiter would only slow large local runs.
+            return self._client(DEMO_BASE_URL, DEMO_API_KEY, log, embedded_demo_crm().transport(), limited=False)
         if not self.api_key:
             raise dg.Failure(
                 description="CRM_BASE_URL is set but CRM_API_KEY is not: set CRM_API_KEY to your Freshsales "
                 "API key (Profile settings > API settings)."
             )
-        return self._client(self.base_url or "", self.api_key, log, None)
+        return self._client(self.base_url or "", self.api_key, log, None, limited=True)
 
     def _client(
-        self, base_url: str, api_key: str, log: logging.Logger, transport: httpx.BaseTransport | None
+        self, base_url: str, api_key: str, log: logging.Logger, transport: httpx.BaseTransport | None, limited: bool
     ) -> FreshsalesClient:
         return FreshsalesClient(
             base_url,
             api_key,
             transport=transport,
-            rate_limit_per_minute=self.rate_limit_per_minute,
-            rate_limit_per_hour=self.rate_limit_per_hour,
+            rate_limit_per_minute=self.rate_limit_per_minute if limited else 0,
+            rate_limit_per_hour=self.rate_limit_per_hour if limited else 0,
             max_concurrency=self.max_concurrency,
             log=log,
         )
