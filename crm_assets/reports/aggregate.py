@@ -1,0 +1,143 @@
+"""Computing and replacing deal aggregations: one set-based statement for a whole range of windows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from crm_assets.reports.sql import created_in, date_in, money_sum, pg_advisory_xact_lock, window_start_of
+from crm_assets.reports.windows import Cadence
+from crm_assets.warehouse.schema import CLEAN_TABLES, deal_aggregations
+
+DEALS = CLEAN_TABLES["deals"]
+ACCOUNTS = CLEAN_TABLES["accounts"]
+_LOCK_KEY = 73_051_184  # any int4; only has to be the same in every writer
+_CADENCE_ORDER = list(Cadence)
+
+
+@dataclass(frozen=True)
+class ReplaceStats:
+    """What one replacement of the windows [start, end) did."""
+
+    cadence: Cadence
+    start: date
+    end: date
+    rows_deleted: int
+    rows_written: int
+    windows_with_deals: int
+    deal_count: int
+    total_deal_size: Decimal
+
+
+def aggregation_select(dialect: sa.Dialect, cadence: Cadence, start: date, end: date) -> sa.Select[tuple]:
+    """Per account and window: (account_id, type, window start, total size, count) of deals in [start, end)."""
+    window = window_start_of(dialect, cadence, DEALS.c.created_at, timestamptz=True).label("aggregation_date")
+    return (
+        sa.select(
+            DEALS.c.account_id,
+            sa.literal(cadence.value, sa.String).label("aggregation_type"),
+            window,
+            money_sum(dialect, DEALS.c.deal_size).label("total_deal_size"),
+            sa.func.count().label("deal_count"),
+        )
+        .where(created_in(dialect, DEALS.c.created_at, start, end))
+        .group_by(DEALS.c.account_id, window)
+    )
+
+
+def _in_range(cadence: Cadence, start: date, end: date) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        deal_aggregations.c.aggregation_type == cadence.value,
+        date_in(deal_aggregations.c.aggregation_date, start, end),
+    )
+
+
+def replace_aggregations(engine: Engine, cadence: Cadence, start: date, end: date) -> ReplaceStats:
+    """Make the `cadence` rows of the windows in [start, end) match `deals`, in one transaction.
+
+    `start` and `end` are window boundaries (UTC days); rows outside them are never touched.
+    """
+    if start >= end:
+        raise ValueError(f"empty window [{start}, {end})")
+    columns = ["account_id", "aggregation_type", "aggregation_date", "total_deal_size", "deal_count"]
+    with engine.begin() as conn:
+        # Overlapping runs (a sensor range and a schedule tick) would otherwise race on the unique key.
+        pg_advisory_xact_lock(conn, _LOCK_KEY, _CADENCE_ORDER.index(cadence))
+        deleted = conn.execute(sa.delete(deal_aggregations).where(_in_range(cadence, start, end))).rowcount
+        insert = deal_aggregations.insert().from_select(columns, aggregation_select(conn.dialect, cadence, start, end))
+        conn.execute(insert)
+        # The range was emptied first, so what it holds now is what was written (INSERT ... SELECT
+        # rowcount is not reported reliably by every driver).
+        written, windows, deals, total = conn.execute(
+            sa.select(
+                sa.func.count(),
+                sa.func.count(sa.distinct(deal_aggregations.c.aggregation_date)),
+                sa.func.coalesce(sa.func.sum(deal_aggregations.c.deal_count), 0),
+                sa.func.coalesce(sa.func.sum(deal_aggregations.c.total_deal_size), 0),
+            ).where(_in_range(cadence, start, end))
+        ).one()
+    return ReplaceStats(
+        cadence=cadence,
+        start=start,
+        end=end,
+        rows_deleted=max(deleted or 0, 0),
+        rows_written=int(written),
+        windows_with_deals=int(windows),
+        deal_count=int(deals),
+        total_deal_size=_cents(total),
+    )
+
+
+def _cents(value: object) -> Decimal:
+    """SQLite hands sums of NUMERIC back as floats; money leaves this module as cents-exact Decimal."""
+    return Decimal(str(value)).quantize(Decimal("0.01"))
+
+
+@dataclass(frozen=True)
+class AggregationRow:
+    account_id: int
+    aggregation_date: date
+    total_deal_size: Decimal
+    deal_count: int
+
+
+def read_aggregations(
+    conn: sa.Connection, cadence: Cadence, start: date | None = None, end: date | None = None
+) -> list[AggregationRow]:
+    """Stored rows of one cadence (optionally only windows in [start, end)), ordered by date then account."""
+    query = sa.select(
+        deal_aggregations.c.account_id,
+        deal_aggregations.c.aggregation_date,
+        deal_aggregations.c.total_deal_size,
+        deal_aggregations.c.deal_count,
+    ).where(deal_aggregations.c.aggregation_type == cadence.value)
+    if start is not None:
+        query = query.where(deal_aggregations.c.aggregation_date >= start)
+    if end is not None:
+        query = query.where(deal_aggregations.c.aggregation_date < end)
+    query = query.order_by(deal_aggregations.c.aggregation_date, deal_aggregations.c.account_id)
+    return [AggregationRow(int(a), d, _cents(t), int(c)) for a, d, t, c in conn.execute(query)]
+
+
+def top_accounts(conn: sa.Connection, cadence: Cadence, start: date, end: date, limit: int = 5) -> list[tuple]:
+    """(account_id, account_name, region, total, deals) of the largest totals in the range."""
+    total = sa.func.sum(deal_aggregations.c.total_deal_size)
+    query = (
+        sa.select(
+            deal_aggregations.c.account_id,
+            ACCOUNTS.c.account_name,
+            ACCOUNTS.c.region,
+            total,
+            sa.func.sum(deal_aggregations.c.deal_count),
+        )
+        .join(ACCOUNTS, ACCOUNTS.c.account_id == deal_aggregations.c.account_id)
+        .where(_in_range(cadence, start, end))
+        .group_by(deal_aggregations.c.account_id, ACCOUNTS.c.account_name, ACCOUNTS.c.region)
+        .order_by(total.desc(), deal_aggregations.c.account_id)
+        .limit(limit)
+    )
+    return [(int(a), n, r, _cents(t), int(c)) for a, n, r, t, c in conn.execute(query)]

@@ -1,0 +1,182 @@
+"""Benchmark of the reporting layer on PostgreSQL (prints figures; not a test).
+
+    .venv/bin/python crm_assets_tests/benchmarks/bench_reports.py [--deals 1000000] [--accounts 2000]
+        [--days 1096] [--sample 10]
+
+On a throwaway database: N deals over the last `--days` days, then
+  1. the set-based replacement alone (SQL, no Dagster),
+  2. a single-run backfill of every daily partition through Dagster (range tags, one run),
+  3. weekly and monthly single-run backfills of the same span,
+  4. one daily partition,
+  5. one run per daily partition on a sample, extrapolated to the whole range.
+The Dagster instance is a temporary local one, with DAGSTER_EVENT_BATCH_SIZE=100.
+"""
+
+import argparse
+import io
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from functools import partial
+from typing import Any
+
+os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "100")  # before Dagster reads it
+
+import dagster as dg
+import polars as pl
+import sqlalchemy as sa
+
+from crm_assets.defs.reports.assets import REPORT_ASSETS_BY_CADENCE
+from crm_assets.reports.aggregate import replace_aggregations
+from crm_assets.reports.windows import Cadence, window_start
+from crm_assets.resources import WarehouseResource
+from crm_assets.warehouse.engine import create_warehouse_engine, migrate
+from crm_assets_tests.conftest import create_pg_database, drop_pg_database
+
+_QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _load(engine: sa.Engine, deals: int, accounts: int, first: date, days: int) -> None:
+    now = datetime.now(UTC)
+    account_rows = pl.DataFrame(
+        {
+            "account_id": range(1, accounts + 1),
+            "account_name": [f"Account {i}" for i in range(1, accounts + 1)],
+            "industry": "Software",
+            "account_value": 1000,
+            "region": [("North America", "Europe", "Asia")[i % 3] for i in range(accounts)],
+            "crm_id": range(1, accounts + 1),
+            "updated_at": now.isoformat(),
+        }
+    )
+    base = int(datetime.combine(first, datetime.min.time(), tzinfo=UTC).timestamp())
+    seed = pl.int_range(0, deals, eager=True)
+    deal_rows = pl.DataFrame({"deal_id": seed + 1}).with_columns(
+        deal_name=pl.lit("deal"),
+        deal_size=(seed.hash(1) % 10_000_000).cast(pl.Float64) / 100,
+        probability_of_closure=pl.lit("50%"),
+        deal_stage=pl.lit("Prospecting"),
+        account_id=(seed.hash(2) % accounts + 1).cast(pl.Int64),
+        created_at=pl.from_epoch(base + (seed.hash(3) % (days * 86_400)).cast(pl.Int64), time_unit="s").dt.strftime(
+            "%Y-%m-%d %H:%M:%S+00"
+        ),
+        crm_id=seed + 1,
+        updated_at=pl.lit(now.isoformat()),
+    )
+    with engine.begin() as conn:
+        for table, frame in (("accounts", account_rows), ("deals", deal_rows)):
+            buffer = io.BytesIO()
+            frame.write_csv(buffer, include_header=False)
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            columns = ", ".join(frame.columns)
+            with cursor.copy(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:
+                copy.write(buffer.getvalue())
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("ANALYZE")
+
+
+def _timed(label: str, fn: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    fn()
+    elapsed = time.perf_counter() - started
+    print(f"  {label:<58} {elapsed:8.2f} s", flush=True)
+    return elapsed
+
+
+def _materialize(instance: dg.DagsterInstance, url: str, cadence: Cadence, first: str, last: str) -> None:
+    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+    if first == last:
+        tags = {}
+    result = dg.materialize(
+        [REPORT_ASSETS_BY_CADENCE[cadence]],
+        instance=instance,
+        resources={"warehouse": WarehouseResource(url=url)},
+        run_config=_QUIET,
+        tags=tags,
+        partition_key=first if first == last else None,
+    )
+    assert result.success
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--deals", type=int, default=1_000_000)
+    parser.add_argument("--accounts", type=int, default=2_000)
+    parser.add_argument("--days", type=int, default=1_096)
+    parser.add_argument("--sample", type=int, default=10, help="daily partitions run one per run")
+    args = parser.parse_args()
+
+    last = datetime.now(UTC).date() - timedelta(days=1)  # the newest complete daily partition
+    first = last - timedelta(days=args.days - 1)
+    url = create_pg_database("crm_assets_bench")
+    engine = create_warehouse_engine(url)
+    try:
+        migrate(engine)
+        print(
+            f"reports benchmark: {args.deals:,} deals, {args.accounts:,} accounts, {args.days:,} daily partitions "
+            f"({first} .. {last}), DAGSTER_EVENT_BATCH_SIZE={os.environ['DAGSTER_EVENT_BATCH_SIZE']}"
+        )
+        _timed("load deals (COPY, setup only)", lambda: _load(engine, args.deals, args.accounts, first, args.days))
+        end = last + timedelta(days=1)
+        _timed(
+            "SQL only: replace every daily window in one statement",
+            lambda: replace_aggregations(engine, Cadence.DAILY, first, end),
+        )
+        with tempfile.TemporaryDirectory() as home, dg.DagsterInstance.local_temp(home) as instance:
+            _timed(
+                "warm-up: one in-process run (imports, instance schema)",
+                lambda: _materialize(instance, url, Cadence.DAILY, last.isoformat(), last.isoformat()),
+            )
+            backfill = _timed(
+                f"Dagster single-run backfill, {args.days:,} daily partitions",
+                lambda: _materialize(instance, url, Cadence.DAILY, first.isoformat(), last.isoformat()),
+            )
+            week_first = window_start(first, Cadence.WEEKLY) + timedelta(days=7)
+            week_last = window_start(last, Cadence.WEEKLY) - timedelta(days=7)
+            _timed(
+                f"Dagster single-run backfill, weekly {week_first} .. {week_last}",
+                lambda: _materialize(instance, url, Cadence.WEEKLY, week_first.isoformat(), week_last.isoformat()),
+            )
+            month_first = (
+                window_start(first, Cadence.MONTHLY).replace(month=1)
+                if first.month == 1
+                else window_start(first + timedelta(days=31), Cadence.MONTHLY)
+            )
+            month_last = window_start(last, Cadence.MONTHLY) - timedelta(days=1)
+            month_last = window_start(month_last, Cadence.MONTHLY)
+            _timed(
+                f"Dagster single-run backfill, monthly {month_first} .. {month_last} (with chart)",
+                lambda: _materialize(instance, url, Cadence.MONTHLY, month_first.isoformat(), month_last.isoformat()),
+            )
+            single = _timed(
+                "one daily partition (one run)",
+                lambda: _materialize(instance, url, Cadence.DAILY, last.isoformat(), last.isoformat()),
+            )
+            samples = []
+            for i in range(args.sample):
+                key = (first + timedelta(days=i * max(1, args.days // args.sample))).isoformat()
+                samples.append(
+                    _timed(
+                        f"  per-partition run {i + 1}/{args.sample} ({key})",
+                        partial(_materialize, instance, url, Cadence.DAILY, key, key),
+                    )
+                )
+        per_run = statistics.mean(samples)
+        print("\nsummary")
+        print(f"  single-run backfill of {args.days:,} daily partitions: {backfill:.2f} s")
+        print(f"  one daily partition:                            {single:.2f} s")
+        print(
+            f"  one run per partition (in-process, mean of {args.sample}): {per_run:.3f} s per run -> "
+            f"{per_run * args.days:.1f} s for {args.days:,} partitions "
+            f"({per_run * args.days / backfill:.1f}x the single run; launched runs add ~2.5 s each)"
+        )
+    finally:
+        engine.dispose()
+        drop_pg_database(url)
+
+
+if __name__ == "__main__":
+    main()

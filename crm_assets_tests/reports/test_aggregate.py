@@ -1,0 +1,169 @@
+"""The set-based replacement of aggregation windows, on SQLite and PostgreSQL alike."""
+
+from datetime import date, timedelta
+
+import pytest
+from sqlalchemy.engine import Engine
+
+from crm_assets.reports.aggregate import replace_aggregations
+from crm_assets.reports.windows import Cadence
+from crm_assets_tests.reports.helpers import add_accounts, add_deals, deal_row, delete_deal, rows, update_deal
+
+D, W, M = Cadence.DAILY, Cadence.WEEKLY, Cadence.MONTHLY
+
+
+@pytest.fixture
+def engine(warehouse_engine: Engine) -> Engine:
+    add_accounts(warehouse_engine, [1, 2, 3])
+    return warehouse_engine
+
+
+def test_day_boundaries_in_utc(engine: Engine) -> None:
+    add_deals(
+        engine,
+        [
+            deal_row(1, 1, "2024-03-10T23:59:59+00:00", "10.00"),
+            deal_row(2, 1, "2024-03-11T00:00:00+00:00", "20.00"),
+            # -06:00 evening times belong to the next UTC day
+            deal_row(3, 2, "2024-03-10T17:59:59-06:00", "1.00"),  # 23:59:59 UTC, the 10th
+            deal_row(4, 2, "2024-03-10T18:00:00-06:00", "2.00"),  # 00:00:00 UTC, the 11th
+            deal_row(5, 2, "2024-03-11T20:30:00-06:00", "4.00"),  # 02:30 UTC, the 12th
+        ],
+    )
+    stats = replace_aggregations(engine, D, date(2024, 3, 10), date(2024, 3, 13))
+    assert rows(engine, D) == [
+        ("2024-03-10", 1, "10.00", 1),
+        ("2024-03-10", 2, "1.00", 1),
+        ("2024-03-11", 1, "20.00", 1),
+        ("2024-03-11", 2, "2.00", 1),
+        ("2024-03-12", 2, "4.00", 1),
+    ]
+    assert (stats.rows_written, stats.deal_count, str(stats.total_deal_size)) == (5, 5, "37.00")
+    assert stats.windows_with_deals == 3
+
+
+def test_sunday_to_monday_and_month_ends(engine: Engine) -> None:
+    add_deals(
+        engine,
+        [
+            deal_row(1, 1, "2024-03-10T23:59:59+00:00", "1.00"),  # Sunday: week of Monday 4 March
+            deal_row(2, 1, "2024-03-11T00:00:00+00:00", "2.00"),  # Monday: a new week
+            deal_row(3, 1, "2024-02-29T23:59:59+00:00", "4.00"),  # leap day, last of February
+            deal_row(4, 1, "2024-03-01T00:00:00+00:00", "8.00"),
+            deal_row(5, 2, "2023-12-31T23:59:59.999999+00:00", "16.00"),  # 2023's last instant
+            deal_row(6, 2, "2024-01-01T00:00:00+00:00", "32.00"),  # same ISO week (Mon 2024-01-01)
+        ],
+    )
+    replace_aggregations(engine, W, date(2023, 12, 25), date(2024, 3, 18))
+    replace_aggregations(engine, M, date(2023, 12, 1), date(2024, 4, 1))
+    replace_aggregations(engine, D, date(2024, 2, 29), date(2024, 3, 1))
+    assert rows(engine, W) == [
+        ("2023-12-25", 2, "16.00", 1),
+        ("2024-01-01", 2, "32.00", 1),
+        ("2024-02-26", 1, "12.00", 2),
+        ("2024-03-04", 1, "1.00", 1),
+        ("2024-03-11", 1, "2.00", 1),
+    ]
+    assert rows(engine, M) == [
+        ("2023-12-01", 2, "16.00", 1),
+        ("2024-01-01", 2, "32.00", 1),
+        ("2024-02-01", 1, "4.00", 1),
+        ("2024-03-01", 1, "11.00", 3),
+    ]
+    assert rows(engine, D) == [("2024-02-29", 1, "4.00", 1)]
+
+
+def test_null_sizes_count_but_add_nothing_and_cents_stay_exact(engine: Engine) -> None:
+    add_deals(
+        engine,
+        [deal_row(1, 1, "2024-05-02T10:00:00+00:00", None), deal_row(2, 1, "2024-05-02T11:00:00+00:00", None)]
+        + [deal_row(10 + i, 2, "2024-05-02T12:00:00+00:00", "0.10") for i in range(30)]
+        + [
+            deal_row(100, 3, "2024-05-02T12:00:00+00:00", "123456789012.34"),
+            deal_row(101, 3, "2024-05-02T13:00:00+00:00", "0.01"),
+        ],
+    )
+    replace_aggregations(engine, D, date(2024, 5, 2), date(2024, 5, 3))
+    assert rows(engine, D) == [
+        ("2024-05-02", 1, "0.00", 2),
+        ("2024-05-02", 2, "3.00", 30),
+        ("2024-05-02", 3, "123456789012.35", 2),  # SQLite: exact to ~15 digits
+    ]
+
+
+def test_replacing_twice_changes_nothing_and_leaves_other_windows_alone(engine: Engine) -> None:
+    add_deals(engine, [deal_row(i, 1 + i % 3, f"2024-06-{1 + i % 20:02d}T08:00:00+00:00", "5.25") for i in range(60)])
+    replace_aggregations(engine, D, date(2024, 6, 1), date(2024, 6, 21))
+    replace_aggregations(engine, M, date(2024, 6, 1), date(2024, 7, 1))
+    before_daily, before_monthly = rows(engine, D), rows(engine, M)
+
+    stats = replace_aggregations(engine, D, date(2024, 6, 5), date(2024, 6, 8))
+    assert stats.rows_deleted == stats.rows_written == 9  # 3 days x 3 accounts
+    assert rows(engine, D) == before_daily
+    assert rows(engine, M) == before_monthly
+
+
+def test_deleted_deal_leaves_its_aggregates(engine: Engine) -> None:
+    add_deals(
+        engine,
+        [
+            deal_row(1, 1, "2024-07-01T09:00:00+00:00", "100.00"),
+            deal_row(2, 1, "2024-07-01T10:00:00+00:00", "50.00"),
+            deal_row(3, 2, "2024-07-01T11:00:00+00:00", "7.00"),
+        ],
+    )
+    replace_aggregations(engine, D, date(2024, 7, 1), date(2024, 7, 2))
+    delete_deal(engine, 1)
+    delete_deal(engine, 3)
+    replace_aggregations(engine, D, date(2024, 7, 1), date(2024, 7, 2))
+    assert rows(engine, D) == [("2024-07-01", 1, "50.00", 1)]  # account 2 has no deal left: no row
+
+
+def test_moved_deal_updates_both_periods(engine: Engine) -> None:
+    add_deals(
+        engine,
+        [
+            deal_row(1, 1, "2024-07-31T22:00:00+00:00", "100.00"),
+            deal_row(2, 1, "2024-07-31T23:00:00+00:00", "1.00"),
+            deal_row(3, 2, "2024-08-15T12:00:00+00:00", "3.00"),
+        ],
+    )
+    replace_aggregations(engine, M, date(2024, 7, 1), date(2024, 9, 1))
+    update_deal(engine, 1, account_id=3)  # to another account, same month
+    update_deal(engine, 2, created_at="2024-08-01T00:30:00+00:00")  # to another month
+    for month_start, month_end in [(date(2024, 7, 1), date(2024, 8, 1)), (date(2024, 8, 1), date(2024, 9, 1))]:
+        replace_aggregations(engine, M, month_start, month_end)  # what the sensor requests: both periods
+    assert rows(engine, M) == [
+        ("2024-07-01", 3, "100.00", 1),
+        ("2024-08-01", 1, "1.00", 1),
+        ("2024-08-01", 2, "3.00", 1),
+    ]
+
+
+def test_range_equals_each_partition_alone(engine: Engine) -> None:
+    add_deals(
+        engine,
+        [
+            deal_row(
+                i,
+                1 + i % 3,
+                f"2024-{1 + i % 12:02d}-{1 + (i * 7) % 28:02d}T{i % 24:02d}:15:00-05:00",
+                f"{i}.{i % 100:02d}",
+            )
+            for i in range(1, 400)
+        ],
+    )
+    first, end = date(2024, 1, 1), date(2025, 1, 1)
+    replace_aggregations(engine, D, first, end)
+    ranged = rows(engine, D)
+    day = first
+    while day < end:
+        replace_aggregations(engine, D, day, day + timedelta(days=1))
+        day += timedelta(days=1)
+    assert rows(engine, D) == ranged
+    assert sum(r[3] for r in ranged) == 399
+
+
+def test_empty_window_is_rejected(engine: Engine) -> None:
+    with pytest.raises(ValueError, match="empty window"):
+        replace_aggregations(engine, D, date(2024, 1, 2), date(2024, 1, 2))

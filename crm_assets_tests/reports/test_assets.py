@@ -1,0 +1,179 @@
+"""The report assets, checks, jobs and schedules through Dagster (in process)."""
+
+import base64
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+from sqlalchemy.engine import Engine
+
+from crm_assets.defs.reports.assets import REPORT_ASSETS_BY_CADENCE
+from crm_assets.defs.reports.checks import REPORT_CHECKS
+from crm_assets.defs.reports.definitions import REPORT_ASSETS, defs, full_range
+from crm_assets.defs.reports.sensors import RANGE_END_TAG, RANGE_START_TAG
+from crm_assets.reports.windows import Cadence
+from crm_assets.resources import WarehouseResource
+from crm_assets.warehouse.engine import create_warehouse_engine, migrate
+from crm_assets_tests.reports.helpers import add_accounts, add_deals, deal_row, delete_deal, rows
+
+DAILY, WEEKLY, MONTHLY = (REPORT_ASSETS_BY_CADENCE[c] for c in Cadence)
+
+
+@pytest.fixture
+def url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("CRM_EXPORT_DIR", str(tmp_path / "exports"))
+    return f"sqlite:///{tmp_path / 'warehouse.db'}"
+
+
+@pytest.fixture
+def engine(url: str) -> Iterator[Engine]:
+    engine = create_warehouse_engine(url)
+    migrate(engine)
+    add_accounts(engine, [1, 2, 3])
+    add_deals(
+        engine,
+        [
+            deal_row(1, 1, "2024-02-28T12:00:00+00:00", "10.00"),
+            deal_row(2, 2, "2024-02-29T23:59:59+00:00", "20.00"),
+            deal_row(3, 3, "2024-03-01T00:00:00+00:00", "30.00"),
+            deal_row(4, 1, "2024-03-03T18:00:00-06:00", "40.00"),  # Monday 4 March in UTC
+        ],
+    )
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+def _run(url: str, instance: dg.DagsterInstance, assets: list[Any], **kwargs: Any) -> dg.ExecuteInProcessResult:
+    return dg.materialize(assets, resources={"warehouse": WarehouseResource(url=url)}, instance=instance, **kwargs)
+
+
+def _range(first: str, last: str) -> dict[str, str]:
+    return {RANGE_START_TAG: first, RANGE_END_TAG: last}
+
+
+def test_one_partition_and_its_metadata(url: str, engine: Engine, instance: dg.DagsterInstance) -> None:
+    result = _run(url, instance, [DAILY], partition_key="2024-02-29")
+    (event,) = result.asset_materializations_for_node("deal_aggregations_daily")
+    meta = {k: v.value for k, v in event.metadata.items()}
+    assert (meta["rows_written"], meta["deals"], meta["total_deal_size"]) == (1, 1, "20.00")
+    assert (meta["window_start"], meta["window_end_exclusive"]) == ("2024-02-29", "2024-03-01")
+    assert "Account 2" in str(meta["summary"])
+    assert rows(engine, Cadence.DAILY) == [("2024-02-29", 2, "20.00", 1)]
+
+
+def test_range_run_equals_partition_runs(url: str, engine: Engine, instance: dg.DagsterInstance) -> None:
+    result = _run(url, instance, [DAILY], tags=_range("2024-02-26", "2024-03-04"))
+    assert len(result.asset_materializations_for_node("deal_aggregations_daily")) == 8  # one event per partition
+    _run(url, instance, [WEEKLY], tags=_range("2024-02-26", "2024-03-04"))
+    ranged = rows(engine, Cadence.DAILY)
+    assert rows(engine, Cadence.WEEKLY) == [
+        ("2024-02-26", 1, "10.00", 1),
+        ("2024-02-26", 2, "20.00", 1),
+        ("2024-02-26", 3, "30.00", 1),
+        ("2024-03-04", 1, "40.00", 1),
+    ]
+    delete_all = create_warehouse_engine(url)
+    with delete_all.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM deal_aggregations")
+    for day in ["2024-02-28", "2024-02-29", "2024-03-01", "2024-03-04"]:
+        _run(url, instance, [DAILY], partition_key=day)
+    assert (
+        rows(engine, Cadence.DAILY)
+        == ranged
+        == [
+            ("2024-02-28", 1, "10.00", 1),
+            ("2024-02-29", 2, "20.00", 1),
+            ("2024-03-01", 3, "30.00", 1),
+            ("2024-03-04", 1, "40.00", 1),
+        ]
+    )
+
+
+def test_monthly_chart_is_written_and_embedded(
+    url: str, engine: Engine, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    result = _run(url, instance, [MONTHLY], tags=_range("2024-02-01", "2024-03-01"))
+    events = result.asset_materializations_for_node("deal_aggregations_monthly")
+    meta = events[-1].metadata
+    chart = Path(str(meta["chart_file"].value))
+    assert chart == (tmp_path / "exports" / "charts" / "deal_totals_by_region_2024-03.png").resolve()
+    png = chart.read_bytes()
+    assert png.startswith(b"\x89PNG")
+    assert base64.b64encode(png).decode() in str(meta["chart"].value)
+    assert rows(engine, Cadence.MONTHLY) == [
+        ("2024-02-01", 1, "10.00", 1),
+        ("2024-02-01", 2, "20.00", 1),
+        ("2024-03-01", 1, "40.00", 1),
+        ("2024-03-01", 3, "30.00", 1),
+    ]
+
+
+def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def test_checks_pass_then_catch_stale_partitions(url: str, engine: Engine, instance: dg.DagsterInstance) -> None:
+    days = _run(url, instance, [DAILY, REPORT_CHECKS[0]], tags=_range("2024-02-26", "2024-03-10"))
+    weeks = _run(url, instance, [WEEKLY, REPORT_CHECKS[1], REPORT_CHECKS[3]], tags=_range("2024-02-26", "2024-03-04"))
+    assert _checks(days)["reconciles_with_deals"].passed
+    checks = _checks(weeks)
+    assert {name: c.passed for name, c in checks.items()} == {
+        "reconciles_with_deals": True,
+        "week_equals_sum_of_days": True,
+    }
+    delete_deal(engine, 3)  # deals changed, aggregations not refreshed yet
+    recheck = _run(url, instance, [DAILY, *REPORT_CHECKS[:1]], selection=dg.AssetSelection.checks_for_assets(DAILY))
+    (evaluation,) = recheck.get_asset_check_evaluations()
+    assert not evaluation.passed
+    assert evaluation.severity == dg.AssetCheckSeverity.ERROR
+    assert evaluation.metadata["first_mismatching_partitions"].value == ["2024-03-01"]
+
+
+def test_jobs_run_ranges_and_schedules_follow_the_sync(url: str, engine: Engine, instance: dg.DagsterInstance) -> None:
+    bound = dg.Definitions.merge(defs, dg.Definitions(resources={"warehouse": WarehouseResource(url=url)}))
+    job = bound.resolve_job_def("deal_aggregations_weekly_job")
+    result = job.execute_in_process(instance=instance, tags=_range("2024-02-26", "2024-03-04"))
+    assert result.success
+    assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == {
+        "reconciles_with_deals": True,
+        "week_equals_sum_of_days": True,  # no day materialized: nothing to judge
+    }
+    assert len(rows(engine, Cadence.WEEKLY)) == 4
+    names = [
+        "deal_aggregations_daily_schedule",
+        "deal_aggregations_weekly_schedule",
+        "deal_aggregations_monthly_schedule",
+    ]
+    crons = {n: bound.resolve_schedule_def(n).cron_schedule for n in names}
+    assert crons == {
+        "deal_aggregations_daily_schedule": "0 7 * * *",
+        "deal_aggregations_weekly_schedule": "0 7 * * 1",
+        "deal_aggregations_monthly_schedule": "0 7 1 * *",
+    }
+    schedule = bound.resolve_schedule_def("deal_aggregations_daily_schedule")
+    context = dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime(2024, 3, 5, 7, tzinfo=UTC))
+    (request,) = schedule.evaluate_tick(context).run_requests or []
+    assert request.partition_key == "2024-03-04"
+
+
+def test_full_range() -> None:
+    now = datetime(2026, 11, 24, 9, tzinfo=UTC)
+    assert [full_range(a, now) for a in REPORT_ASSETS] == [
+        ("2023-01-01", "2026-11-23"),
+        ("2023-01-02", "2026-11-16"),
+        ("2023-01-01", "2026-10-01"),
+    ]
+    assert [a.key.to_user_string() for a in REPORT_ASSETS] == [
+        "deal_aggregations_daily",
+        "deal_aggregations_weekly",
+        "deal_aggregations_monthly",
+    ]
