@@ -79,8 +79,9 @@ def extract_domain(
         writer = RawWriter(conn, domain, run_id)
         for batch in client.iter_records(domain.entity, domain.views, updated_after=plan.since):
             writer.add(batch)
-        # The Recycle Bin is small and deletions need not bump updated_at: read it whole every time.
-        for batch in client.iter_view(domain.entity, domain.deleted_view):
+        # Deleting bumps updated_at, so the Recycle Bin is read down to the cursor too; a delete that
+        # did not (or a record purged from the bin) is caught by the periodic full reconciliation.
+        for batch in client.iter_view(domain.entity, domain.deleted_view, stop_before=plan.since):
             writer.add(batch, deleted=True)
         stats = writer.merge(reconcile=plan.full)
         cursor = stats.max_updated_at or state.cursor

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from crm_assets.demo_crm.config import DemoConfig
+from crm_assets.timestamps import parse_instant
 
 _MASK64 = (1 << 64) - 1
 _DAY = 86_400
@@ -177,17 +178,6 @@ def format_ts(ts: int, zone: int) -> str:
 
 def format_date(ts: int) -> str:
     return (_EPOCH + datetime.timedelta(seconds=ts)).date().isoformat()
-
-
-def parse_instant(value: object) -> datetime.datetime | None:
-    """An aware datetime from a timestamp or date string; None when it is not one."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
 
 
 _EPOCH = datetime.datetime(1970, 1, 1)

@@ -31,10 +31,10 @@ from crm_assets.demo_crm.data import (
     format_ts,
     is_member,
     normalize_label,
-    parse_instant,
     record_facts,
     views_of,
 )
+from crm_assets.timestamps import parse_instant
 
 READ_ONLY_FIELDS = frozenset({"id", "created_at", "updated_at", "is_deleted"})
 SORT_FIELDS = ("updated_at", "created_at")

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 from typing import Any, NoReturn
 
@@ -43,6 +43,7 @@ from crm_assets.freshsales.retry import (
     is_retryable_status,
     server_hint,
 )
+from crm_assets.timestamps import as_utc, parse_instant
 
 __all__ = ["ClientStats", "FreshsalesClient", "ProgressEvent"]
 
@@ -131,21 +132,6 @@ class _Secret:
 
     def __repr__(self) -> str:
         return "'********'"
-
-
-def parse_instant(value: Any) -> datetime | None:
-    """A Freshsales timestamp (ISO-8601 with an offset or Z) as an aware UTC datetime; None if unreadable."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def _as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _is_newer(candidate: Any, current: Any) -> bool:
@@ -305,7 +291,7 @@ class FreshsalesClient:
         """
         if stop_before is not None and (sort, sort_type) != ("updated_at", "desc"):
             raise ValueError("stop_before needs sort='updated_at' and sort_type='desc'")
-        cutoff = _as_utc(stop_before) if stop_before is not None else None
+        cutoff = as_utc(stop_before) if stop_before is not None else None
         view_id = self.view_id(entity, view_name)
         tracker = ProgressTracker(
             entity,

@@ -40,7 +40,7 @@ def create_stage(conn: sa.Connection, like: sa.Table, columns: Sequence[str]) ->
 
 
 def fill_stage(conn: sa.Connection, stage: sa.Table, frame: pl.DataFrame) -> None:
-    """Append a frame whose columns match the stage's."""
+    """Append a frame to a table (a stage, or a target when every row is known to be new)."""
     if frame.is_empty():
         return
     if _is_postgres(conn):

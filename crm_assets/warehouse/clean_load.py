@@ -46,19 +46,18 @@ def read_keys(conn: sa.Connection, domain: Domain) -> pl.Series:
 
 def _diff(
     domain: Domain, current: pl.DataFrame, new: pl.DataFrame
-) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """(rows to upsert, previous versions of changed rows, keys to delete)."""
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(rows to insert, rows to update, previous versions of the updated rows, rows to delete)."""
     key = domain.business_key
     compared = [c for c in new.columns if c != key]
     joined = new.join(current, on=key, how="left", suffix="__old", coalesce=True)
     exists = pl.col("crm_id__old").is_not_null()
     differs = pl.any_horizontal(pl.col(c).ne_missing(pl.col(f"{c}__old")) for c in compared)
-    upserts = joined.filter(~exists | differs).select(new.columns)
-    changed_old = joined.filter(exists & differs).select(
-        key, *(pl.col(f"{c}__old").alias(c) for c in compared)
-    )
+    inserts = joined.filter(~exists).select(new.columns)
+    updates = joined.filter(exists & differs)
+    previous = updates.select(key, *(pl.col(f"{c}__old").alias(c) for c in compared))
     deleted = current.join(new.select(key), on=key, how="anti")
-    return upserts, changed_old, deleted
+    return inserts, updates.select(new.columns), previous, deleted
 
 
 def apply_clean(conn: sa.Connection, domain: Domain, result: CleanResult, run_id: str | None) -> TableChanges:
@@ -66,27 +65,28 @@ def apply_clean(conn: sa.Connection, domain: Domain, result: CleanResult, run_id
     table = CLEAN_TABLES[domain.name]
     key = domain.business_key
     current = read_clean_rows(conn, domain)
-    upserts, changed_old, deleted = _diff(domain, current, result.rows)
+    inserts, updates, previous, deleted = _diff(domain, current, result.rows)
 
     if not deleted.is_empty():
         stage = create_stage(conn, table, [key])
         fill_stage(conn, stage, deleted.select(key))
         delete_staged_keys(conn, table, stage, key)
-    if not upserts.is_empty():
-        stage = create_stage(conn, table, upserts.columns)
-        fill_stage(conn, stage, upserts)
+    if not updates.is_empty():
+        stage = create_stage(conn, table, updates.columns)
+        fill_stage(conn, stage, updates)
         upsert_from_stage(conn, table, stage, [key])
+    # The diff says these keys are new: they go straight in (COPY on PostgreSQL), no merge needed.
+    fill_stage(conn, table, inserts)
     replace_rejected(conn, domain, result.rejected, run_id)
 
-    updated = changed_old.height
     return TableChanges(
-        inserted=upserts.height - updated,
-        updated=updated,
+        inserted=inserts.height,
+        updated=updates.height,
         deleted=deleted.height,
-        unchanged=result.rows.height - upserts.height,
+        unchanged=result.rows.height - inserts.height - updates.height,
         rejected=result.rejected.height,
-        before=pl.concat([changed_old, deleted.select(changed_old.columns)], how="vertical"),
-        after=upserts,
+        before=pl.concat([previous, deleted.select(previous.columns)], how="vertical"),
+        after=pl.concat([inserts, updates], how="vertical"),
     )
 
 

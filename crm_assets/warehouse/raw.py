@@ -12,6 +12,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from crm_assets.domains import Domain
+from crm_assets.timestamps import as_utc, parse_instant
 from crm_assets.warehouse.bulk import create_stage, fill_stage_rows, read_frame
 from crm_assets.warehouse.schema import RAW_TABLES, sync_state
 
@@ -32,26 +33,6 @@ class RawLoadStats:
 class SyncCursor:
     cursor: datetime | None
     last_full_sync_at: datetime | None
-
-
-def parse_instant(value: Any) -> datetime | None:
-    """A Freshsales timestamp (ISO-8601 with an offset or Z) as an aware UTC datetime."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
-def as_utc(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes: they are UTC."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class RawWriter:
@@ -96,9 +77,7 @@ class RawWriter:
         ranked = sa.select(
             *stage.c,
             sa.func.row_number()
-            .over(
-                partition_by=stage.c.crm_id, order_by=(stage.c.updated_at.desc(), stage.c.is_deleted.desc())
-            )
+            .over(partition_by=stage.c.crm_id, order_by=(stage.c.updated_at.desc(), stage.c.is_deleted.desc()))
             .label("rank"),
         ).subquery()
         newest = sa.select(*(ranked.c[c] for c in RAW_STAGE_COLUMNS)).where(ranked.c.rank == 1).subquery()
@@ -129,7 +108,8 @@ class RawWriter:
         if reconcile:
             gone = (
                 sa.update(table)
-                .where(~table.c.is_deleted, table.c.crm_id.not_in(sa.select(stage.c.crm_id)))
+                # NOT EXISTS, not NOT IN: PostgreSQL plans it as a hash anti-join at any size.
+                .where(~table.c.is_deleted, ~sa.exists().where(stage.c.crm_id == table.c.crm_id))
                 .values(is_deleted=True, synced_at=self.synced_at, run_id=self.run_id)
             )
             self.stats.marked_deleted = self.conn.execute(gone).rowcount or 0
@@ -144,13 +124,15 @@ def _dialect_insert(conn: sa.Connection) -> Any:
 
 def read_cursor(conn: sa.Connection, domain: Domain) -> SyncCursor:
     row = conn.execute(
-        sa.select(sync_state.c.cursor, sync_state.c.last_full_sync_at).where(
-            sync_state.c.domain == domain.name
-        )
+        sa.select(sync_state.c.cursor, sync_state.c.last_full_sync_at).where(sync_state.c.domain == domain.name)
     ).first()
     if row is None:
         return SyncCursor(None, None)
-    return SyncCursor(as_utc(row.cursor), as_utc(row.last_full_sync_at))
+    return SyncCursor(_utc_or_none(row.cursor), _utc_or_none(row.last_full_sync_at))
+
+
+def _utc_or_none(value: datetime | None) -> datetime | None:
+    return as_utc(value) if value is not None else None
 
 
 def save_cursor(conn: sa.Connection, domain: Domain, cursor: datetime | None, *, full: bool) -> None:
@@ -165,9 +147,7 @@ def save_cursor(conn: sa.Connection, domain: Domain, cursor: datetime | None, *,
     conn.execute(insert.on_conflict_do_update(index_elements=["domain"], set_=update))
 
 
-def json_field_as_text(
-    conn: sa.Connection, payload: sa.Column[Any], path: tuple[str, ...]
-) -> sa.ColumnElement[Any]:
+def json_field_as_text(conn: sa.Connection, payload: sa.Column[Any], path: tuple[str, ...]) -> sa.ColumnElement[Any]:
     """A JSON field of the payload as text, the same on both dialects (paths are validated identifiers)."""
     if conn.dialect.name == "postgresql":
         return sa.literal_column(f"{payload.name} #>> '{{{','.join(path)}}}'")

@@ -71,7 +71,8 @@ def _enum_domain(domain: Domain, column: str, choices: tuple[str, ...]) -> dg.As
 def _foreign_key(domain: Domain, column: str, target_domain: str, target_column: str) -> dg.AssetChecksDefinition:
     def probe(t: sa.Table) -> sa.Select:
         target = CLEAN_TABLES[target_domain]
-        return sa.select(t.c[column]).where(t.c[column].not_in(sa.select(target.c[target_column]))).distinct()
+        missing = ~sa.exists().where(target.c[target_column] == t.c[column])  # an anti-join at any size
+        return sa.select(t.c[column]).where(t.c[column].is_not(None), missing).distinct()
 
     return _check(
         domain,

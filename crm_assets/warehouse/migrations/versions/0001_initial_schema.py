@@ -20,21 +20,15 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_table(
         "accounts",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("account_id", sa.BigInteger(), nullable=False, comment="Business key"),
         sa.Column("account_name", sa.Text(), nullable=False),
         sa.Column("industry", sa.Text(), nullable=False),
         sa.Column("account_value", sa.BigInteger(), nullable=False),
         sa.Column("region", sa.Text(), nullable=False),
         sa.Column("crm_id", sa.BigInteger(), nullable=False, comment="Freshsales record id"),
-        sa.Column(
-            "updated_at", sa.DateTime(timezone=True), nullable=False, comment="Freshsales updated_at (UTC)"
-        ),
-        sa.CheckConstraint(
-            "region IN ('North America', 'Europe', 'Asia')", name=op.f("ck_accounts_region_domain")
-        ),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, comment="Freshsales updated_at (UTC)"),
+        sa.CheckConstraint("region IN ('North America', 'Europe', 'Asia')", name=op.f("ck_accounts_region_domain")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_accounts")),
         sa.UniqueConstraint("account_id", name=op.f("uq_accounts_account_id")),
         comment="Companies (Freshsales sales accounts), one row per account_id.",
@@ -44,9 +38,7 @@ def upgrade() -> None:
 
     op.create_table(
         "contacts",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("contact_id", sa.String(length=255), nullable=False, comment="Business key"),
         sa.Column("first_name", sa.Text(), nullable=False),
         sa.Column("last_name", sa.Text(), nullable=False),
@@ -55,9 +47,7 @@ def upgrade() -> None:
         sa.Column("lead_source", sa.Text(), nullable=False),
         sa.Column("last_contact_date", sa.Date(), nullable=True),
         sa.Column("crm_id", sa.BigInteger(), nullable=False, comment="Freshsales record id"),
-        sa.Column(
-            "updated_at", sa.DateTime(timezone=True), nullable=False, comment="Freshsales updated_at (UTC)"
-        ),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, comment="Freshsales updated_at (UTC)"),
         sa.CheckConstraint(
             "lead_source IN ('Website', 'Referral', 'Email Campaign')",
             name=op.f("ck_contacts_lead_source_domain"),
@@ -71,18 +61,14 @@ def upgrade() -> None:
 
     op.create_table(
         "crm_update_audit",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("run_id", sa.String(length=64), nullable=False),
         sa.Column("domain", sa.String(length=64), nullable=False),
         sa.Column("crm_id", sa.BigInteger(), nullable=False),
         sa.Column("field", sa.String(length=128), nullable=False),
         sa.Column("old_value", sa.Text(), nullable=True),
         sa.Column("new_value", sa.Text(), nullable=True),
-        sa.Column(
-            "status", sa.String(length=32), nullable=False, comment="applied, skipped, failed, planned"
-        ),
+        sa.Column("status", sa.String(length=32), nullable=False, comment="applied, skipped, failed, planned"),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_crm_update_audit")),
@@ -150,9 +136,7 @@ def upgrade() -> None:
 
     op.create_table(
         "rejected_records",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("domain", sa.String(length=64), nullable=False),
         sa.Column("crm_id", sa.BigInteger(), nullable=True),
         sa.Column("reason", sa.Text(), nullable=False),
@@ -180,9 +164,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "deal_aggregations",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("account_id", sa.BigInteger(), nullable=True),
         sa.Column("aggregation_type", sa.String(length=16), nullable=False),
         sa.Column("aggregation_date", sa.Date(), nullable=False),
@@ -205,15 +187,11 @@ def upgrade() -> None:
         comment="Deal totals per account and day / ISO week / month (UTC windows)",
     )
     with op.batch_alter_table("deal_aggregations", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_deal_aggregations_type_date", ["aggregation_type", "aggregation_date"], unique=False
-        )
+        batch_op.create_index("ix_deal_aggregations_type_date", ["aggregation_type", "aggregation_date"], unique=False)
 
     op.create_table(
         "deals",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("deal_id", sa.BigInteger(), nullable=False, comment="Business key"),
         sa.Column("deal_name", sa.Text(), nullable=False),
         sa.Column("deal_size", sa.Numeric(precision=18, scale=2), nullable=True),
@@ -222,9 +200,7 @@ def upgrade() -> None:
         sa.Column("account_id", sa.BigInteger(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("crm_id", sa.BigInteger(), nullable=False, comment="Freshsales record id"),
-        sa.Column(
-            "updated_at", sa.DateTime(timezone=True), nullable=False, comment="Freshsales updated_at (UTC)"
-        ),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, comment="Freshsales updated_at (UTC)"),
         sa.CheckConstraint(
             "deal_stage IN ('Prospecting', 'Negotiation', 'Closed-Won', 'Closed-Lost')",
             name=op.f("ck_deals_deal_stage_domain"),
