@@ -162,3 +162,20 @@ def read_live_fields(conn: sa.Connection, domain: Domain) -> pl.DataFrame:
     schema: dict[str, pl.DataType] = {"crm_id": pl.Int64(), "updated_at": pl.Datetime("us", "UTC")}
     schema |= {c.name: pl.String() for c in domain.columns}
     return read_frame(conn, query, schema)
+
+
+def raw_summary(conn: sa.Connection, domain: Domain, preview_rows: int = 5) -> tuple[int, int, pl.DataFrame]:
+    """(live records, deleted records, the most recently synced rows) of a raw table."""
+    table = RAW_TABLES[domain.name]
+    live, deleted = conn.execute(
+        sa.select(sa.func.count().filter(~table.c.is_deleted), sa.func.count().filter(table.c.is_deleted))
+    ).one()
+    latest = sa.select(table.c.crm_id, table.c.updated_at, table.c.is_deleted).order_by(
+        table.c.synced_at.desc(), table.c.updated_at.desc()
+    )
+    schema: dict[str, pl.DataType] = {
+        "crm_id": pl.Int64(),
+        "updated_at": pl.Datetime("us", "UTC"),
+        "is_deleted": pl.Boolean(),
+    }
+    return int(live), int(deleted), read_frame(conn, latest.limit(preview_rows), schema)

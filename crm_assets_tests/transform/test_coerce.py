@@ -28,7 +28,7 @@ def test_integer_columns_accept_integral_values(raw: str) -> None:
 
 @pytest.mark.parametrize("raw", ["1003.5", "lots", "true", "12abc"])
 def test_integer_columns_reject_the_rest(raw: str) -> None:
-    with pytest.raises(ValueError, match="account_id: cannot use .*whole number"):
+    with pytest.raises(ValueError, match=r"account_id: cannot use .*whole number"):
         cast_value(ACCOUNT_ID, raw)
 
 

@@ -14,6 +14,7 @@ from crm_assets.freshsales.client import FreshsalesClient
 from crm_assets.pipeline import clean_domain, extract_domain
 from crm_assets.resources import CrmResource, WarehouseResource
 from crm_assets.warehouse.clean_load import TableChanges
+from crm_assets.warehouse.raw import raw_summary
 
 RAW_GROUP = "crm_raw"
 CLEAN_GROUP = "crm_clean"
@@ -55,12 +56,17 @@ def _extract(
         log=context.log,
     )
     stats = result.stats
+    with warehouse.get_engine().connect() as conn:
+        live, deleted, latest = raw_summary(conn, domain)
     context.log.info(
         f"{domain.raw_table}: {stats.fetched:,} records fetched, {stats.inserted:,} new, {stats.updated:,} "
         f"changed, {stats.marked_deleted:,} marked deleted"
     )
     return dg.MaterializeResult(
         metadata={
+            "dagster/row_count": live + deleted,
+            "live_records": live,
+            "deleted_records": deleted,
             "mode": "full" if result.plan.full else "incremental",
             "reason": result.plan.reason,
             "fetched": stats.fetched,
@@ -73,6 +79,7 @@ def _extract(
             "crm_retries": client.stats.retries,
             "crm_rate_limit_waits": client.stats.rate_limit_waits,
             "duration_seconds": round(time.monotonic() - started, 2),
+            "latest_records": dg.MetadataValue.md(markdown_table(latest)),
         }
     )
 
