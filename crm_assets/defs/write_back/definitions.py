@@ -1,0 +1,7 @@
+"""The write-back capability: the `update_domain_value` job (resources are bound in crm_assets.definitions)."""
+
+import dagster as dg
+
+from crm_assets.defs.write_back.job import update_domain_value
+
+defs = dg.Definitions(jobs=[update_domain_value])

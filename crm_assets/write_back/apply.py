@@ -1,0 +1,148 @@
+"""Applying a plan: re-read each record, re-plan if it changed, PUT the one field, then warehouse and audit.
+
+Freshsales has no conditional PUT, so the check for a concurrent edit is a fresh GET right before the
+write: a record whose updated_at (or field) moved since the plan was read is planned again from what
+the CRM holds now, and skipped if it no longer matches or already has the new value.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+
+from crm_assets.freshsales.client import FreshsalesClient, parse_instant
+from crm_assets.freshsales.errors import CrmError
+from crm_assets.write_back.fields import Record, field_body, read_field, typed_field
+from crm_assets.write_back.plan import SKIP, PlannedChange, UpdatePlan, created_date, plan_record
+from crm_assets.write_back.request import ValidatedUpdate, display_text
+from crm_assets.write_back.store import record_outcome, write_planned_audit
+
+APPLIED, SKIPPED, FAILED, PLANNED = "applied", "skipped", "failed", "planned"
+
+
+@dataclass(frozen=True)
+class ChangeOutcome:
+    """What happened to one record. `in_sync`: the CRM now holds the new value."""
+
+    crm_id: int
+    status: str  # applied, skipped, failed, planned (dry run)
+    old_text: str | None
+    new_text: str | None
+    error: str | None = None
+    in_sync: bool = False
+    updated_at: datetime | None = None  # the CRM's updated_at after our PUT
+    created_date: str | None = None  # UTC date of the record's created_at
+    replanned: bool = False
+    warehouse_changed: bool = False
+
+
+def planned_outcomes(plan: UpdatePlan) -> list[ChangeOutcome]:
+    """The outcome of a dry run: every change as planned, nothing written."""
+    return [
+        ChangeOutcome(
+            c.crm_id,
+            SKIPPED if c.action == SKIP else PLANNED,
+            c.old_text,
+            c.new_text,
+            created_date=created_date(c.created_at),
+        )
+        for c in plan.changes
+    ]
+
+
+def _skipped(change: PlannedChange, fresh: PlannedChange | None, note: str | None, replanned: bool) -> ChangeOutcome:
+    return ChangeOutcome(
+        change.crm_id,
+        SKIPPED,
+        (fresh or change).old_text,
+        change.new_text,
+        error=note,
+        in_sync=fresh is not None,
+        created_date=created_date(change.created_at),
+        replanned=replanned,
+    )
+
+
+def _write(
+    client: FreshsalesClient, update: ValidatedUpdate, change: PlannedChange, fresh: PlannedChange, replanned: bool
+) -> ChangeOutcome:
+    domain = update.domain
+    body = field_body(update.target, update.new_wire_value)
+    saved: Record = client.update_record(domain.entity, domain.singular, change.crm_id, body)
+    outcome = ChangeOutcome(
+        change.crm_id,
+        APPLIED,
+        fresh.old_text,
+        change.new_text,
+        in_sync=True,
+        updated_at=parse_instant(saved.get("updated_at")),
+        created_date=created_date(change.created_at),
+        replanned=replanned,
+    )
+    if typed_field(saved, update.target) != update.new_value:
+        holds = display_text(read_field(saved, update.target))
+        return replace(outcome, status=FAILED, in_sync=False, error=f"the CRM accepted the PUT but holds {holds!r}")
+    return outcome
+
+
+def apply_change(
+    client: FreshsalesClient, update: ValidatedUpdate, change: PlannedChange, log: logging.Logger
+) -> ChangeOutcome:
+    """One record: fresh read, re-plan when it moved, PUT; CRM errors become a 'failed' outcome."""
+    domain = update.domain
+    try:
+        record = client.get_record(domain.entity, domain.singular, change.crm_id)
+        fresh = plan_record(update, record)
+        replanned = fresh is None or (fresh.updated_at, fresh.old_text) != (change.updated_at, change.old_text)
+        if fresh is None:
+            note = f"no longer has {update.key_column.name} = {update.request.value!r} in the CRM: left alone"
+            log.warning(f"{domain.singular} {change.crm_id} changed since it was read and {note}")
+            return _skipped(change, None, note, replanned=True)
+        if replanned:
+            log.warning(
+                f"{domain.singular} {change.crm_id} changed in the CRM since it was read "
+                f"(updated_at {change.updated_at} -> {fresh.updated_at}); re-planned: "
+                f"{update.target.name} {fresh.old_text!r} -> {fresh.new_text!r}"
+            )
+        if fresh.action == SKIP:
+            return _skipped(change, fresh, None, replanned)
+        return _write(client, update, change, fresh, replanned)
+    except CrmError as exc:
+        log.error(f"{domain.singular} {change.crm_id}: not updated: {exc}")
+        return ChangeOutcome(change.crm_id, FAILED, change.old_text, change.new_text, error=str(exc), created_date=None)
+
+
+def apply_changes(
+    client: FreshsalesClient,
+    engine: Engine,
+    plan: UpdatePlan,
+    run_id: str,
+    log: logging.Logger,
+    max_workers: int,
+) -> list[ChangeOutcome]:
+    """Apply every planned change, at most `max_workers` PUTs in flight; audit and warehouse as each ends."""
+    update = plan.update
+    write_planned_audit(engine, plan, run_id)
+    outcomes = [_record(engine, update, run_id, _skipped(c, c, None, False)) for c in plan.skipped]
+    with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
+        futures: list[Future[ChangeOutcome]] = [
+            pool.submit(apply_change, client, update, change, log) for change in plan.to_apply
+        ]
+        try:
+            for done, future in enumerate(as_completed(futures), start=1):
+                outcomes.append(_record(engine, update, run_id, future.result()))
+                if done % 50 == 0 or done == len(futures):
+                    log.info(f"{done} of {len(futures)} record(s) written back")
+        except BaseException:
+            for future in futures:
+                future.cancel()  # no more CRM writes once the warehouse or audit cannot follow
+            raise
+    return sorted(outcomes, key=lambda o: o.crm_id)
+
+
+def _record(engine: Engine, update: ValidatedUpdate, run_id: str, outcome: ChangeOutcome) -> ChangeOutcome:
+    return replace(outcome, warehouse_changed=record_outcome(engine, update, run_id, outcome))
