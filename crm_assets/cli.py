@@ -28,9 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo-crm", help="serve the Freshsales-compatible demo CRM over HTTP")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8765)
-    demo.add_argument(
-        "--accounts", type=int, default=None, help="number of accounts (default: a few hundred)"
-    )
+    demo.add_argument("--accounts", type=int, default=None, help="number of accounts (default: a few hundred)")
     demo.add_argument("--contacts", type=int, default=None, help="number of contacts")
     demo.add_argument("--deals", type=int, default=None, help="number of deals")
     demo.add_argument("--seed", type=int, default=None, help="random seed of the synthetic data")

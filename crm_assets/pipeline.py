@@ -6,16 +6,16 @@ The assets in `defs/sync` wrap these with metadata and logging; the benchmark ca
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from crm_assets.domains import Domain, get_domain
+from crm_assets.domains import Domain
 from crm_assets.freshsales.client import FreshsalesClient
-from crm_assets.transform.clean import CleanResult, clean
-from crm_assets.warehouse.clean_load import TableChanges, apply_clean, read_keys
-from crm_assets.warehouse.raw import RawLoadStats, RawWriter, read_cursor, read_live_fields, save_cursor
+from crm_assets.warehouse.clean_load import TableChanges, clean_changes
+from crm_assets.warehouse.raw import RawLoadStats, RawWriter, read_cursor, save_cursor
 
 
 @dataclass(frozen=True)
@@ -92,14 +92,14 @@ def extract_domain(
 
 
 def clean_domain(
-    engine: sa.Engine, domain: Domain, run_id: str | None, log: logging.Logger | None = None
-) -> tuple[CleanResult, TableChanges]:
-    """Rebuild a clean table from its raw table: coerce, validate, dedup, orphans; write only changes."""
-    log = log or logging.getLogger(__name__)
+    engine: sa.Engine,
+    domain: Domain,
+    run_id: str | None,
+    *,
+    rebuild: bool = False,
+    track: Sequence[str] = (),
+    log: logging.Logger | None = None,
+) -> TableChanges:
+    """Bring a clean table up to date with its raw table (only what changed, unless `rebuild`), in one transaction."""
     with engine.begin() as conn:
-        raw = read_live_fields(conn, domain)
-        log.info(f"{domain.name}: cleaning {raw.height:,} live records")
-        loaded_keys = {fk.domain: read_keys(conn, get_domain(fk.domain)) for fk in domain.foreign_keys}
-        result = clean(domain, raw, loaded_keys)
-        changes = apply_clean(conn, domain, result, run_id)
-    return result, changes
+        return clean_changes(conn, domain, run_id, rebuild=rebuild, track=track, log=log)

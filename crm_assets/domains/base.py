@@ -94,9 +94,7 @@ class Domain:
         for col in self.columns:
             if col.name == name:
                 return col
-        raise KeyError(
-            f"{self.name} has no field {name!r}; fields: {', '.join(c.name for c in self.columns)}"
-        )
+        raise KeyError(f"{self.name} has no field {name!r}; fields: {', '.join(c.name for c in self.columns)}")
 
     @property
     def column_names(self) -> tuple[str, ...]:

@@ -50,30 +50,34 @@ def output_schema(domain: Domain) -> dict[str, pl.DataType]:
     return schema | {"crm_id": pl.Int64(), "updated_at": pl.Datetime("us", "UTC")}
 
 
-def clean(
-    domain: Domain, raw: pl.DataFrame, loaded_keys: Mapping[str, pl.Series] | None = None
-) -> CleanResult:
+def clean(domain: Domain, raw: pl.DataFrame, loaded_keys: Mapping[str, pl.Series] | None = None) -> CleanResult:
     """Apply the cleaning rules in order; `loaded_keys[domain]` holds the keys foreign keys may point to."""
-    typed, invalid = _coerce(domain, raw)
-    winners, duplicates = _deduplicate(domain, typed)
-    loaded, orphans = _check_foreign_keys(domain, winners, loaded_keys or {})
-    rejected = pl.concat([invalid, duplicates, orphans], how="vertical").sort("crm_id")
-    return CleanResult(rows=loaded.sort(domain.business_key), rejected=rejected)
+    coerced = coerce_records(domain, raw)
+    invalid = coerced.filter(pl.col("error").is_not_null()).select("crm_id", pl.col("error").alias("reason"))
+    loaded, rejected = resolve(domain, coerced.filter(pl.col("error").is_null()).drop("error"), loaded_keys or {})
+    return CleanResult(rows=loaded, rejected=pl.concat([invalid, rejected], how="vertical").sort("crm_id"))
 
 
-def _coerce(domain: Domain, raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def coerce_records(domain: Domain, raw: pl.DataFrame) -> pl.DataFrame:
+    """Rule 1 and 2: typed columns plus `error`, every reason a record cannot be loaded (null when it can)."""
     coerced = {c.name: coerce_column(c, pl.col(c.name)) for c in domain.columns}
-    frame = raw.select(
+    reason = pl.concat_str([r.error for r in coerced.values()], separator="; ", ignore_nulls=True)
+    return raw.select(
         pl.col("crm_id"),
         pl.col("updated_at"),
         *(result.value.alias(name) for name, result in coerced.items()),
-        pl.concat_str([r.error for r in coerced.values()], separator="; ", ignore_nulls=True).alias("reason"),
+        # concat_str of all-null inputs gives "" with ignore_nulls: that means "no reason".
+        pl.when(reason == "").then(None).otherwise(reason).alias("error"),
     )
-    # concat_str of all-null inputs gives "" with ignore_nulls; treat it as "no reason".
-    bad = pl.col("reason").is_not_null() & (pl.col("reason") != "")
-    invalid = frame.filter(bad).select("crm_id", "reason")
-    typed = frame.filter(~bad).drop("reason").select(list(output_schema(domain)))
-    return typed, invalid
+
+
+def resolve(
+    domain: Domain, valid: pl.DataFrame, loaded_keys: Mapping[str, pl.Series]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Rules 3 and 4 among coerced, valid records: (rows to load, rejected duplicates and orphans)."""
+    winners, duplicates = _deduplicate(domain, valid.select(list(output_schema(domain))))
+    loaded, orphans = _check_foreign_keys(domain, winners, loaded_keys)
+    return loaded.sort(domain.business_key), pl.concat([duplicates, orphans], how="vertical")
 
 
 def _deduplicate(domain: Domain, typed: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -82,14 +86,10 @@ def _deduplicate(domain: Domain, typed: pl.DataFrame) -> tuple[pl.DataFrame, pl.
     ordered = typed.sort([key, "updated_at", "crm_id"], descending=[False, True, True])
     first = pl.col(key).is_first_distinct()
     winners = ordered.filter(first)
-    losers = ordered.filter(~first).join(
-        winners.select(key, pl.col("crm_id").alias("winner")), on=key, how="left"
-    )
+    losers = ordered.filter(~first).join(winners.select(key, pl.col("crm_id").alias("winner")), on=key, how="left")
     duplicates = losers.select(
         "crm_id",
-        pl.format(f"duplicate {key} {{}}: CRM record {{}} is more recent", pl.col(key), "winner").alias(
-            "reason"
-        ),
+        pl.format(f"duplicate {key} {{}}: CRM record {{}} is more recent", pl.col(key), "winner").alias("reason"),
     )
     return winners, duplicates
 
@@ -106,9 +106,7 @@ def _check_foreign_keys(
         orphans.append(
             rows.filter(dangling).select(
                 "crm_id",
-                pl.format(f"orphan: {fk.column} {{}} has no loaded {fk.domain} row", pl.col(fk.column)).alias(
-                    "reason"
-                ),
+                pl.format(f"orphan: {fk.column} {{}} has no loaded {fk.domain} row", pl.col(fk.column)).alias("reason"),
             )
         )
         rows = rows.filter(~dangling)

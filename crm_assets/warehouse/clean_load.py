@@ -1,47 +1,190 @@
-"""Loading cleaned rows: write only what changed, delete what is gone, quarantine what was rejected."""
+"""Loading clean tables incrementally: re-decide only the business keys that changed.
+
+A clean run reads the raw rows changed since the last one (in bounded batches), coerces them into the
+domain's candidates table, and collects the business keys they touch (old and new). For those keys alone
+it reruns the contest (newest record wins, orphans out), diffs the winners with the clean table and writes
+just the difference. Memory and time follow the size of the change, not of the table; a rebuild is the
+same path with every raw row marked changed.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import polars as pl
 import sqlalchemy as sa
 
-from crm_assets.domains import Domain
-from crm_assets.transform.clean import CleanResult, output_schema
-from crm_assets.warehouse.bulk import (
-    create_stage,
-    delete_staged_keys,
-    fill_stage,
-    read_frame,
-    upsert_from_stage,
-)
-from crm_assets.warehouse.schema import CLEAN_TABLES, RAW_TABLES, rejected_records
+from crm_assets.domains import DOMAINS, Domain
+from crm_assets.transform.clean import coerce_records, output_schema, reason_kinds, resolve
+from crm_assets.warehouse.bulk import create_stage, delete_staged_keys, fill_stage, read_frame, upsert_from_stage
+from crm_assets.warehouse.raw import mark_all_changed, mark_cleaned, read_changed_batches
+from crm_assets.warehouse.schema import CANDIDATE_TABLES, CLEAN_TABLES, RAW_TABLES, rejected_records
+
+CHANGE_BATCH = 100_000  # raw rows coerced at a time
+CONTEST_CHUNK = 100_000  # business keys decided at a time
 
 
-@dataclass(frozen=True)
+@dataclass
 class TableChanges:
-    inserted: int
-    updated: int
-    deleted: int
-    unchanged: int
-    rejected: int
-    before: pl.DataFrame  # previous version of updated and deleted rows
-    after: pl.DataFrame  # new version of inserted and updated rows
+    """What a clean run did to its table; `before`/`after` keep only the tracked columns."""
+
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    records_read: int = 0
+    keys_decided: int = 0
+    rows: int = 0
+    rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    before: list[pl.DataFrame] = field(default_factory=list)  # previous versions of updated and deleted rows
+    after: list[pl.DataFrame] = field(default_factory=list)  # new versions of inserted and updated rows
+
+    @property
+    def unchanged(self) -> int:
+        return self.rows - self.inserted - self.updated
 
 
-def read_clean_rows(conn: sa.Connection, domain: Domain) -> pl.DataFrame:
-    table = CLEAN_TABLES[domain.name]
-    schema = output_schema(domain)
-    return read_frame(conn, sa.select(*(table.c[c] for c in schema)), schema)
+def clean_changes(
+    conn: sa.Connection,
+    domain: Domain,
+    run_id: str | None,
+    *,
+    rebuild: bool = False,
+    track: Sequence[str] = (),
+    batch_size: int = CHANGE_BATCH,
+    chunk_size: int = CONTEST_CHUNK,
+    log: logging.Logger | None = None,
+) -> TableChanges:
+    """Bring the clean table and the domain's rejects up to date with its raw table, in the caller's transaction."""
+    log = log or logging.getLogger(__name__)
+    if rebuild:
+        mark_all_changed(conn, domain)
+    changes = TableChanges()
+    affected = _key_set(conn, domain)
+    for batch in read_changed_batches(conn, domain, batch_size):
+        _take_changed_batch(conn, domain, batch, affected, run_id)
+        changes.records_read += batch.height
+        log.info(f"{domain.name}: {changes.records_read:,} changed records coerced")
+    for first, last in _key_ranges(conn, affected, chunk_size):
+        _decide(conn, domain, affected, first, last, run_id, changes, track)
+        log.info(f"{domain.name}: {changes.keys_decided:,} business keys decided")
+    _count(conn, domain, changes)
+    return changes
 
 
-def read_keys(conn: sa.Connection, domain: Domain) -> pl.Series:
-    table = CLEAN_TABLES[domain.name]
+def _key_set(conn: sa.Connection, domain: Domain) -> sa.Table:
     key = domain.business_key
-    frame = read_frame(conn, sa.select(table.c[key]), {key: output_schema(domain)[key]})
-    return frame[key]
+    stage = sa.Table(
+        f"affected_{domain.name}_{id(conn) % 10**8}",
+        sa.MetaData(),
+        sa.Column(key, CLEAN_TABLES[domain.name].c[key].type, primary_key=True),
+        prefixes=["TEMPORARY"],
+        **({"postgresql_on_commit": "DROP"} if conn.dialect.name == "postgresql" else {}),
+    )
+    stage.drop(conn, checkfirst=True)
+    stage.create(conn)
+    return stage
+
+
+def _add_keys(conn: sa.Connection, affected: sa.Table, keys: sa.Select[Any]) -> None:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(affected)
+    column = affected.primary_key.columns.values()[0].name
+    conn.execute(insert.from_select([column], keys.where(sa.true())).on_conflict_do_nothing())
+
+
+def _take_changed_batch(
+    conn: sa.Connection, domain: Domain, batch: pl.DataFrame, affected: sa.Table, run_id: str | None
+) -> None:
+    """Replace the batch's candidates, note the keys they held and now hold, re-quarantine the unusable."""
+    candidates, key = CANDIDATE_TABLES[domain.name], domain.business_key
+    ids = create_stage(conn, RAW_TABLES[domain.name], ["crm_id", "synced_at"])
+    fill_stage(conn, ids, batch.select("crm_id", "synced_at"))
+    in_batch = sa.exists().where(ids.c.crm_id == candidates.c.crm_id)
+
+    _add_keys(conn, affected, sa.select(candidates.c[key]).where(in_batch, candidates.c[key].is_not(None)))
+    conn.execute(sa.delete(candidates).where(in_batch))
+    coerced = coerce_records(domain, batch.filter(~pl.col("is_deleted")))
+    fill_stage(conn, candidates, coerced)  # every row is new: its old version was just deleted
+    _add_keys(conn, affected, sa.select(candidates.c[key]).where(in_batch, candidates.c.error.is_(None)))
+
+    _drop_rejections(conn, domain, sa.select(ids.c.crm_id))
+    invalid = coerced.filter(pl.col("error").is_not_null()).select("crm_id", pl.col("error").alias("reason"))
+    add_rejections(conn, domain, invalid, run_id)
+    mark_cleaned(conn, domain, ids)
+
+
+def _key_ranges(conn: sa.Connection, affected: sa.Table, chunk_size: int) -> Iterator[tuple[Any, Any]]:
+    """Consecutive [first, last] ranges of the affected keys, `chunk_size` keys each."""
+    key = affected.primary_key.columns.values()[0]
+    last = None
+    while True:
+        query = sa.select(key).order_by(key).limit(chunk_size)
+        keys = conn.execute(query if last is None else query.where(key > last)).scalars().all()
+        if not keys:
+            return
+        yield keys[0], keys[-1]
+        last = keys[-1]
+
+
+def _decide(
+    conn: sa.Connection,
+    domain: Domain,
+    affected: sa.Table,
+    first: Any,
+    last: Any,
+    run_id: str | None,
+    changes: TableChanges,
+    track: Sequence[str],
+) -> None:
+    """Rerun the contest for the affected keys in [first, last] and write the difference."""
+    key = domain.business_key
+    candidates, table = CANDIDATE_TABLES[domain.name], CLEAN_TABLES[domain.name]
+    schema = output_schema(domain)
+
+    def chosen(t: sa.Table) -> sa.ColumnElement[bool]:
+        return sa.and_(t.c[key].between(first, last), sa.exists().where(affected.c[key] == t.c[key]))
+
+    contenders_query = sa.select(*(candidates.c[c] for c in schema)).where(
+        chosen(candidates), candidates.c.error.is_(None)
+    )
+    contenders = read_frame(conn, contenders_query, schema)
+    winners, rejected = resolve(domain, contenders, _referenced_keys(conn, domain, contenders))
+    # Contenders' old verdicts (duplicate, orphan) are replaced; coercion rejects stay until their record changes.
+    contender_ids = sa.select(candidates.c.crm_id).where(chosen(candidates), candidates.c.error.is_(None))
+    _drop_rejections(conn, domain, contender_ids)
+    add_rejections(conn, domain, rejected, run_id)
+
+    current = read_frame(conn, sa.select(*(table.c[c] for c in schema)).where(chosen(table)), schema)
+    inserts, updates, previous, deleted = _diff(domain, current, winners)
+    _write(conn, domain, inserts, updates, deleted)
+    _mark_dependents(conn, domain, pl.concat([inserts.select(key), deleted.select(key)]))
+
+    changes.keys_decided += contenders[key].n_unique() if not contenders.is_empty() else 0
+    changes.inserted += inserts.height
+    changes.updated += updates.height
+    changes.deleted += deleted.height
+    if track:
+        changes.before.append(pl.concat([previous.select(track), deleted.select(track)]))
+        changes.after.append(pl.concat([inserts.select(track), updates.select(track)]))
+
+
+def _referenced_keys(conn: sa.Connection, domain: Domain, rows: pl.DataFrame) -> dict[str, pl.Series]:
+    """For each foreign key, which of the values `rows` point to exist in the referenced clean table."""
+    found: dict[str, pl.Series] = {}
+    for fk in domain.foreign_keys:
+        target = CLEAN_TABLES[fk.domain].c[fk.target_column]
+        wanted = rows[fk.column].drop_nulls().unique().to_list()
+        present: list[Any] = []
+        for start in range(0, len(wanted), 10_000):
+            present += conn.execute(sa.select(target).where(target.in_(wanted[start : start + 10_000]))).scalars()
+        found[fk.domain] = pl.Series(fk.target_column, present, dtype=rows.schema[fk.column])
+    return found
 
 
 def _diff(
@@ -60,13 +203,10 @@ def _diff(
     return inserts, updates.select(new.columns), previous, deleted
 
 
-def apply_clean(conn: sa.Connection, domain: Domain, result: CleanResult, run_id: str | None) -> TableChanges:
-    """Bring the clean table to exactly `result.rows` and replace the domain's rejects, in the caller's transaction."""
-    table = CLEAN_TABLES[domain.name]
-    key = domain.business_key
-    current = read_clean_rows(conn, domain)
-    inserts, updates, previous, deleted = _diff(domain, current, result.rows)
-
+def _write(
+    conn: sa.Connection, domain: Domain, inserts: pl.DataFrame, updates: pl.DataFrame, deleted: pl.DataFrame
+) -> None:
+    table, key = CLEAN_TABLES[domain.name], domain.business_key
     if not deleted.is_empty():
         stage = create_stage(conn, table, [key])
         fill_stage(conn, stage, deleted.select(key))
@@ -77,22 +217,25 @@ def apply_clean(conn: sa.Connection, domain: Domain, result: CleanResult, run_id
         upsert_from_stage(conn, table, stage, [key])
     # The diff says these keys are new: they go straight in (COPY on PostgreSQL), no merge needed.
     fill_stage(conn, table, inserts)
-    replace_rejected(conn, domain, result.rejected, run_id)
-
-    return TableChanges(
-        inserted=inserts.height,
-        updated=updates.height,
-        deleted=deleted.height,
-        unchanged=result.rows.height - inserts.height - updates.height,
-        rejected=result.rejected.height,
-        before=pl.concat([previous, deleted.select(previous.columns)], how="vertical"),
-        after=pl.concat([inserts, updates], how="vertical"),
-    )
 
 
-def replace_rejected(conn: sa.Connection, domain: Domain, rejected: pl.DataFrame, run_id: str | None) -> None:
-    """The domain's quarantine always reflects the latest clean run, with each record's raw payload."""
-    conn.execute(sa.delete(rejected_records).where(rejected_records.c.domain == domain.name))
+def _mark_dependents(conn: sa.Connection, domain: Domain, changed_keys: pl.DataFrame) -> None:
+    """Keys that appeared or vanished here change which records of other domains are orphans."""
+    if changed_keys.is_empty():
+        return
+    for child in DOMAINS:
+        for fk in (f for f in child.foreign_keys if f.domain == domain.name):
+            stage = create_stage(conn, CLEAN_TABLES[domain.name], [fk.target_column])
+            fill_stage(conn, stage, changed_keys.rename({domain.business_key: fk.target_column}))
+            child_candidates, child_raw = CANDIDATE_TABLES[child.name], RAW_TABLES[child.name]
+            dependents = sa.select(child_candidates.c.crm_id).where(
+                sa.exists().where(stage.c[fk.target_column] == child_candidates.c[fk.column])
+            )
+            conn.execute(sa.update(child_raw).where(child_raw.c.crm_id.in_(dependents)).values(needs_clean=True))
+
+
+def add_rejections(conn: sa.Connection, domain: Domain, rejected: pl.DataFrame, run_id: str | None) -> None:
+    """Quarantine records (crm_id, reason) with their raw payload."""
     if rejected.is_empty():
         return
     stage = create_stage(conn, rejected_records, ["crm_id", "reason"])
@@ -108,3 +251,29 @@ def replace_rejected(conn: sa.Connection, domain: Domain, rejected: pl.DataFrame
     ).select_from(stage.outerjoin(raw, raw.c.crm_id == stage.c.crm_id))
     columns = ["domain", "crm_id", "reason", "payload", "run_id", "rejected_at"]
     conn.execute(rejected_records.insert().from_select(columns, source))
+
+
+def _drop_rejections(conn: sa.Connection, domain: Domain, crm_ids: sa.Select[Any]) -> None:
+    conn.execute(
+        sa.delete(rejected_records).where(
+            rejected_records.c.domain == domain.name, rejected_records.c.crm_id.in_(crm_ids)
+        )
+    )
+
+
+def _count(conn: sa.Connection, domain: Domain, changes: TableChanges) -> None:
+    table = CLEAN_TABLES[domain.name]
+    changes.rows = int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+    reasons = conn.execute(sa.select(rejected_records.c.reason).where(rejected_records.c.domain == domain.name))
+    for reason in reasons.scalars():
+        changes.rejected += 1
+        for kind in reason_kinds(reason):
+            changes.rejected_by_reason[kind] = changes.rejected_by_reason.get(kind, 0) + 1
+    changes.rejected_by_reason = dict(sorted(changes.rejected_by_reason.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def read_clean_rows(conn: sa.Connection, domain: Domain, limit: int | None = None) -> pl.DataFrame:
+    table = CLEAN_TABLES[domain.name]
+    schema = output_schema(domain)
+    query = sa.select(*(table.c[c] for c in schema)).order_by(table.c[domain.business_key])
+    return read_frame(conn, query if limit is None else query.limit(limit), schema)

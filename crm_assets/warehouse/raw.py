@@ -93,12 +93,12 @@ class RawWriter:
         self.stats.inserted, self.stats.updated = self.conn.execute(counts).one()
 
         insert = _dialect_insert(self.conn)(table).from_select(
-            list(RAW_STAGE_COLUMNS), sa.select(*newest.c).where(sa.true())
+            [*RAW_STAGE_COLUMNS, "needs_clean"], sa.select(*newest.c, sa.true()).where(sa.true())
         )
         excluded = insert.excluded
         insert = insert.on_conflict_do_update(
             index_elements=["crm_id"],
-            set_={c: excluded[c] for c in RAW_STAGE_COLUMNS if c != "crm_id"},
+            set_={c: excluded[c] for c in (*RAW_STAGE_COLUMNS, "needs_clean") if c != "crm_id"},
             where=sa.or_(
                 table.c.updated_at.is_distinct_from(excluded.updated_at),
                 table.c.is_deleted.is_distinct_from(excluded.is_deleted),
@@ -110,7 +110,7 @@ class RawWriter:
                 sa.update(table)
                 # NOT EXISTS, not NOT IN: PostgreSQL plans it as a hash anti-join at any size.
                 .where(~table.c.is_deleted, ~sa.exists().where(stage.c.crm_id == table.c.crm_id))
-                .values(is_deleted=True, synced_at=self.synced_at, run_id=self.run_id)
+                .values(is_deleted=True, synced_at=self.synced_at, run_id=self.run_id, needs_clean=True)
             )
             self.stats.marked_deleted = self.conn.execute(gone).rowcount or 0
         return self.stats
@@ -154,14 +154,61 @@ def json_field_as_text(conn: sa.Connection, payload: sa.Column[Any], path: tuple
     return sa.literal_column(f"CAST(json_extract({payload.name}, '$.{'.'.join(path)}') AS TEXT)")
 
 
-def read_live_fields(conn: sa.Connection, domain: Domain) -> pl.DataFrame:
-    """crm_id, updated_at and each domain column's raw value as text, for records not deleted."""
+def _field_schema(domain: Domain) -> dict[str, pl.DataType]:
+    schema: dict[str, pl.DataType] = {
+        "crm_id": pl.Int64(),
+        "updated_at": pl.Datetime("us", "UTC"),
+        "is_deleted": pl.Boolean(),
+        "synced_at": pl.Datetime("us", "UTC"),
+    }
+    return schema | {c.name: pl.String() for c in domain.columns}
+
+
+def _fields_query(conn: sa.Connection, domain: Domain) -> sa.Select[Any]:
     table = RAW_TABLES[domain.name]
     fields = [json_field_as_text(conn, table.c.payload, c.source_path).label(c.name) for c in domain.columns]
-    query = sa.select(table.c.crm_id, table.c.updated_at, *fields).where(~table.c.is_deleted)
-    schema: dict[str, pl.DataType] = {"crm_id": pl.Int64(), "updated_at": pl.Datetime("us", "UTC")}
-    schema |= {c.name: pl.String() for c in domain.columns}
-    return read_frame(conn, query, schema)
+    return sa.select(table.c.crm_id, table.c.updated_at, table.c.is_deleted, table.c.synced_at, *fields)
+
+
+def read_changed_batches(conn: sa.Connection, domain: Domain, batch_size: int) -> Iterator[pl.DataFrame]:
+    """Raw rows changed since the last clean run, `batch_size` at a time, with each column's value as text.
+
+    Pages by crm_id, so memory stays bounded whatever the table's size.
+    """
+    table = RAW_TABLES[domain.name]
+    query = _fields_query(conn, domain).where(table.c.needs_clean).order_by(table.c.crm_id).limit(batch_size)
+    last: int | None = None
+    while True:
+        page = query if last is None else query.where(table.c.crm_id > last)
+        batch = read_frame(conn, page, _field_schema(domain))
+        if batch.is_empty():
+            return
+        yield batch
+        last = int(batch["crm_id"][-1])
+
+
+def mark_cleaned(conn: sa.Connection, domain: Domain, stage: sa.Table) -> None:
+    """Clear needs_clean for the staged (crm_id, synced_at) pairs; a row re-synced meanwhile stays marked."""
+    table = RAW_TABLES[domain.name]
+    conn.execute(
+        sa.update(table)
+        .where(
+            sa.exists().where(stage.c.crm_id == table.c.crm_id, stage.c.synced_at == table.c.synced_at),
+        )
+        .values(needs_clean=False)
+    )
+
+
+def mark_all_changed(conn: sa.Connection, domain: Domain) -> None:
+    """Have the next clean run re-decide every record (a full rebuild)."""
+    table = RAW_TABLES[domain.name]
+    conn.execute(sa.update(table).where(~table.c.needs_clean).values(needs_clean=True))
+
+
+def read_live_fields(conn: sa.Connection, domain: Domain) -> pl.DataFrame:
+    """Every live record's crm_id, updated_at and each domain column's value as text."""
+    table = RAW_TABLES[domain.name]
+    return read_frame(conn, _fields_query(conn, domain).where(~table.c.is_deleted), _field_schema(domain))
 
 
 def raw_summary(conn: sa.Connection, domain: Domain, preview_rows: int = 5) -> tuple[int, int, pl.DataFrame]:

@@ -102,14 +102,34 @@ def _raw_table(domain: Domain) -> Table:
         Column("payload", Payload, nullable=False, comment="The record exactly as the CRM returned it"),
         Column("updated_at", UtcTimestamp, nullable=False),
         Column("is_deleted", Boolean, nullable=False, default=False),
-        Column("synced_at", UtcTimestamp, nullable=False, index=True),
+        Column("synced_at", UtcTimestamp, nullable=False),
         Column("run_id", String(64), nullable=True),
+        Column("needs_clean", Boolean, nullable=False, default=True, comment="changed since the last clean run"),
+        Index(f"ix_{domain.raw_table}_needs_clean", "needs_clean", "crm_id"),
         comment=f"Freshsales {domain.entity} as extracted, one row per CRM id",
+    )
+
+
+def _candidates_table(domain: Domain) -> Table:
+    """Every live record of a domain, coerced to its column types: the contestants for the clean table.
+
+    Kept up to date from changed raw rows only, so a clean run re-decides just the business keys it touches.
+    """
+    indexed = {domain.business_key} | {fk.column for fk in domain.foreign_keys}
+    return Table(
+        f"{domain.name}_candidates",
+        metadata,
+        Column("crm_id", BigInteger, primary_key=True, autoincrement=False),
+        Column("updated_at", UtcTimestamp, nullable=False),
+        *(Column(c.name, _SQL_TYPES[c.type], nullable=True, index=c.name in indexed) for c in domain.columns),
+        Column("error", Text, nullable=True, comment="why the record cannot be loaded as is; NULL when it can"),
+        comment=f"{domain.name} records coerced to column types, before duplicates and orphans are decided",
     )
 
 
 CLEAN_TABLES: dict[str, Table] = {d.name: _clean_table(d) for d in DOMAINS}
 RAW_TABLES: dict[str, Table] = {d.name: _raw_table(d) for d in DOMAINS}
+CANDIDATE_TABLES: dict[str, Table] = {d.name: _candidates_table(d) for d in DOMAINS}
 
 rejected_records = Table(
     "rejected_records",
@@ -121,8 +141,8 @@ rejected_records = Table(
     Column("payload", Payload, nullable=True),
     Column("run_id", String(64), nullable=True),
     Column("rejected_at", UtcTimestamp, nullable=False),
-    Index("ix_rejected_records_domain", "domain"),
-    comment="Records that could not be loaded, and why; replaced per domain on each clean run",
+    Index("ix_rejected_records_domain_crm_id", "domain", "crm_id"),
+    comment="Records that could not be loaded, and why; re-decided whenever a record or its rivals change",
 )
 
 sync_state = Table(

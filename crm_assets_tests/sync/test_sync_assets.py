@@ -10,12 +10,12 @@ from typing import Any
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-from crm_assets.demo_crm.server import serve_demo_crm
 
 from crm_assets.defs.exports.assets import ExportDirectory, crm_exports
 from crm_assets.defs.sync.assets import CLEAN_ASSETS, RAW_ASSETS
 from crm_assets.defs.sync.checks import CLEAN_CHECKS
 from crm_assets.demo_crm import DemoConfig, DemoCrm
+from crm_assets.demo_crm.server import serve_demo_crm
 from crm_assets.resources import CrmResource, WarehouseResource
 from crm_assets.warehouse.schema import CLEAN_TABLES, RAW_TABLES, rejected_records
 
@@ -34,9 +34,7 @@ def crm_url(demo: DemoCrm) -> Iterator[str]:
         yield url
 
 
-def resources(
-    crm_url: str, warehouse_url: str, export_dir: Path, api_key: str = SECRET_KEY
-) -> dict[str, Any]:
+def resources(crm_url: str, warehouse_url: str, export_dir: Path, api_key: str = SECRET_KEY) -> dict[str, Any]:
     return {
         "crm": CrmResource(base_url=crm_url, api_key=api_key, rate_limit_per_minute=0, rate_limit_per_hour=0),
         "warehouse": WarehouseResource(url=warehouse_url),
@@ -83,9 +81,7 @@ def test_materializing_everything_loads_clean_tables_quarantines_dirt_and_export
     assert exported == [f"{d}.{ext}" for d in ("accounts", "contacts", "deals") for ext in ("csv", "json")]
 
 
-def test_a_second_run_on_unchanged_data_changes_nothing(
-    crm_url: str, warehouse_url: str, tmp_path: Path
-) -> None:
+def test_a_second_run_on_unchanged_data_changes_nothing(crm_url: str, warehouse_url: str, tmp_path: Path) -> None:
     res = resources(crm_url, warehouse_url, tmp_path)
     with dg.instance_for_test() as instance:
         assert sync(res, instance).success
@@ -138,9 +134,7 @@ def test_deleted_in_the_crm_leaves_the_clean_table(
     assert metadata(result, "deals")["deleted"] == 2
     with engine.connect() as conn:
         left = conn.execute(sa.select(deals.c.crm_id).where(deals.c.crm_id.in_([soft, hard]))).all()
-        deleted = conn.execute(
-            sa.select(sa.func.count()).where(RAW_TABLES["deals"].c.is_deleted)
-        ).scalar_one()
+        deleted = conn.execute(sa.select(sa.func.count()).where(RAW_TABLES["deals"].c.is_deleted)).scalar_one()
     assert left == []
     assert deleted >= 2
 

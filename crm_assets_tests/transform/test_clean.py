@@ -29,9 +29,7 @@ def deal(crm_id: int, deal_id: str | None = "1", **fields: Any) -> dict[str, Any
 
 
 def frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    schema = {"crm_id": pl.Int64, "updated_at": pl.Datetime("us", "UTC")} | {
-        c: pl.String for c in DEALS.column_names
-    }
+    schema = {"crm_id": pl.Int64, "updated_at": pl.Datetime("us", "UTC")} | {c: pl.String for c in DEALS.column_names}
     return pl.DataFrame(rows, schema=schema)
 
 
@@ -58,9 +56,7 @@ def test_duplicates_the_most_recently_updated_wins_compared_as_instants() -> Non
     rows = [deal(1, updated_at=late_in_chicago), deal(2, updated_at=early_in_utc)]
     result = clean(DEALS, frame(rows), ACCOUNT_KEYS)
     assert result.rows["crm_id"].to_list() == [1]
-    assert result.rejected.to_dicts() == [
-        {"crm_id": 2, "reason": "duplicate deal_id 1: CRM record 1 is more recent"}
-    ]
+    assert result.rejected.to_dicts() == [{"crm_id": 2, "reason": "duplicate deal_id 1: CRM record 1 is more recent"}]
 
 
 def test_duplicate_ties_go_to_the_higher_crm_id() -> None:
@@ -78,19 +74,13 @@ def test_duplicates_are_judged_after_coercion() -> None:
 
 
 def test_a_winning_deal_without_a_loaded_account_is_an_orphan() -> None:
-    result = clean(
-        DEALS, frame([deal(1, account_id="99"), deal(2, deal_id="2", account_id="8")]), ACCOUNT_KEYS
-    )
+    result = clean(DEALS, frame([deal(1, account_id="99"), deal(2, deal_id="2", account_id="8")]), ACCOUNT_KEYS)
     assert result.rows["crm_id"].to_list() == [2]
-    assert result.rejected.to_dicts() == [
-        {"crm_id": 1, "reason": "orphan: account_id 99 has no loaded accounts row"}
-    ]
+    assert result.rejected.to_dicts() == [{"crm_id": 1, "reason": "orphan: account_id 99 has no loaded accounts row"}]
 
 
 def test_typed_output_schema() -> None:
-    result = clean(
-        DEALS, frame([deal(1, deal_size="1200.505", created_at="2024-01-01T23:00:00-06:00")]), ACCOUNT_KEYS
-    )
+    result = clean(DEALS, frame([deal(1, deal_size="1200.505", created_at="2024-01-01T23:00:00-06:00")]), ACCOUNT_KEYS)
     row = result.rows.row(0, named=True)
     assert str(row["deal_size"]) == "1200.50"
     assert row["created_at"] == datetime(2024, 1, 2, 5, tzinfo=UTC)

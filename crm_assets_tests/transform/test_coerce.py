@@ -97,9 +97,7 @@ def test_enum_labels_are_normalized_to_the_canonical_label(column, raw: str, exp
 
 
 def test_unknown_enum_label_names_the_choices() -> None:
-    with pytest.raises(
-        ValueError, match="region: cannot use Mars, expected one of North America, Europe, Asia"
-    ):
+    with pytest.raises(ValueError, match="region: cannot use Mars, expected one of North America, Europe, Asia"):
         cast_value(REGION, "Mars")
 
 

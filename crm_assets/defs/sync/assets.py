@@ -13,7 +13,7 @@ from crm_assets.domains import DOMAINS, Domain
 from crm_assets.freshsales.client import FreshsalesClient
 from crm_assets.pipeline import clean_domain, extract_domain
 from crm_assets.resources import CrmResource, WarehouseResource
-from crm_assets.warehouse.clean_load import TableChanges
+from crm_assets.warehouse.clean_load import TableChanges, read_clean_rows
 from crm_assets.warehouse.raw import raw_summary
 
 RAW_GROUP = "crm_raw"
@@ -106,35 +106,46 @@ def build_raw_asset(domain: Domain) -> dg.AssetsDefinition:
     return raw_asset
 
 
+PERIOD_COLUMN = "created_at"  # decides which aggregation windows a deal counts in
+
+
 def _touched_dates(changes: TableChanges) -> list[str]:
-    """UTC created_at dates of every inserted, updated or deleted deal, old and new versions alike."""
-    dates = pl.concat([changes.before.select("created_at"), changes.after.select("created_at")], how="vertical").select(
-        pl.col("created_at").dt.date().unique().sort()
+    """UTC dates of the period column of every inserted, updated or deleted row, old and new versions alike."""
+    frames = [*changes.before, *changes.after]
+    if not frames:
+        return []
+    dates = pl.concat(frames).select(pl.col(PERIOD_COLUMN).dt.date().drop_nulls().unique().sort())
+    return [d.isoformat() for d in dates[PERIOD_COLUMN]]
+
+
+class CleanConfig(dg.Config):
+    rebuild: bool = Field(
+        default=False,
+        description="Re-decide every record, not only the changed ones (after changing the field mapping).",
     )
-    return [d.isoformat() for d in dates["created_at"].drop_nulls()]
 
 
-def _clean_metadata(
-    domain: Domain, changes: TableChanges, reasons: dict[str, int], rows: pl.DataFrame
-) -> dict[str, Any]:
+def _clean_metadata(domain: Domain, changes: TableChanges, preview: pl.DataFrame) -> dict[str, Any]:
     metadata: dict[str, Any] = {
-        "dagster/row_count": rows.height,
+        "dagster/row_count": changes.rows,
         "dagster/column_schema": table_schema(domain),
         "inserted": changes.inserted,
         "updated": changes.updated,
         "deleted": changes.deleted,
         "unchanged": changes.unchanged,
         "rejected": changes.rejected,
-        "rejected_by_reason": dg.MetadataValue.json(reasons),
-        "preview": dg.MetadataValue.md(markdown_table(rows)),
+        "rejected_by_reason": dg.MetadataValue.json(changes.rejected_by_reason),
+        "changed_records_read": changes.records_read,
+        "preview": dg.MetadataValue.md(markdown_table(preview)),
     }
-    if "created_at" in rows.columns:
+    if PERIOD_COLUMN in domain.column_names:
         metadata["touched_dates"] = dg.MetadataValue.json(_touched_dates(changes))
     return metadata
 
 
 def build_clean_asset(domain: Domain) -> dg.AssetsDefinition:
     upstream = [dg.AssetKey(domain.raw_asset), *(dg.AssetKey(fk.domain) for fk in domain.foreign_keys)]
+    track = [PERIOD_COLUMN] if PERIOD_COLUMN in domain.column_names else []
 
     @dg.asset(
         name=domain.name,
@@ -143,16 +154,21 @@ def build_clean_asset(domain: Domain) -> dg.AssetsDefinition:
         kinds={"polars", "sql"},
         description=domain.description + " Typed and validated; rejected records go to rejected_records.",
     )
-    def clean_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    def clean_asset(
+        context: dg.AssetExecutionContext, config: CleanConfig, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
         started = time.monotonic()
-        result, changes = clean_domain(warehouse.get_engine(), domain, context.run.run_id, log=context.log)
-        reasons = result.rejected_by_reason()
+        engine = warehouse.get_engine()
+        changes = clean_domain(engine, domain, context.run.run_id, rebuild=config.rebuild, track=track, log=context.log)
+        reasons = changes.rejected_by_reason
         context.log.info(
-            f"{domain.name}: {result.rows.height:,} rows; {changes.inserted:,} inserted, {changes.updated:,} "
-            f"updated, {changes.deleted:,} deleted, {changes.rejected:,} rejected"
+            f"{domain.name}: {changes.rows:,} rows; {changes.inserted:,} inserted, {changes.updated:,} "
+            f"updated, {changes.deleted:,} deleted; {changes.rejected:,} records quarantined"
             + (f" ({', '.join(f'{k}: {n}' for k, n in reasons.items())})" if reasons else "")
         )
-        metadata = _clean_metadata(domain, changes, reasons, result.rows)
+        with engine.connect() as conn:
+            preview = read_clean_rows(conn, domain, limit=10)
+        metadata = _clean_metadata(domain, changes, preview)
         metadata["duration_seconds"] = round(time.monotonic() - started, 2)
         return dg.MaterializeResult(metadata=metadata)
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 08:44:55.161819
+Create Date: 2026-11-24 09:13:33.493466
 """
 
 from collections.abc import Sequence
@@ -37,6 +37,22 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_accounts_crm_id"), ["crm_id"], unique=False)
 
     op.create_table(
+        "accounts_candidates",
+        sa.Column("crm_id", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("account_id", sa.BigInteger(), nullable=True),
+        sa.Column("account_name", sa.Text(), nullable=True),
+        sa.Column("industry", sa.Text(), nullable=True),
+        sa.Column("account_value", sa.BigInteger(), nullable=True),
+        sa.Column("region", sa.Text(), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True, comment="why the record cannot be loaded as is; NULL when it can"),
+        sa.PrimaryKeyConstraint("crm_id", name=op.f("pk_accounts_candidates")),
+        comment="accounts records coerced to column types, before duplicates and orphans are decided",
+    )
+    with op.batch_alter_table("accounts_candidates", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_accounts_candidates_account_id"), ["account_id"], unique=False)
+
+    op.create_table(
         "contacts",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("contact_id", sa.String(length=255), nullable=False, comment="Business key"),
@@ -49,8 +65,7 @@ def upgrade() -> None:
         sa.Column("crm_id", sa.BigInteger(), nullable=False, comment="Freshsales record id"),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, comment="Freshsales updated_at (UTC)"),
         sa.CheckConstraint(
-            "lead_source IN ('Website', 'Referral', 'Email Campaign')",
-            name=op.f("ck_contacts_lead_source_domain"),
+            "lead_source IN ('Website', 'Referral', 'Email Campaign')", name=op.f("ck_contacts_lead_source_domain")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_contacts")),
         sa.UniqueConstraint("contact_id", name=op.f("uq_contacts_contact_id")),
@@ -58,6 +73,24 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("contacts", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_contacts_crm_id"), ["crm_id"], unique=False)
+
+    op.create_table(
+        "contacts_candidates",
+        sa.Column("crm_id", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("contact_id", sa.Text(), nullable=True),
+        sa.Column("first_name", sa.Text(), nullable=True),
+        sa.Column("last_name", sa.Text(), nullable=True),
+        sa.Column("email", sa.Text(), nullable=True),
+        sa.Column("job_title", sa.Text(), nullable=True),
+        sa.Column("lead_source", sa.Text(), nullable=True),
+        sa.Column("last_contact_date", sa.Date(), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True, comment="why the record cannot be loaded as is; NULL when it can"),
+        sa.PrimaryKeyConstraint("crm_id", name=op.f("pk_contacts_candidates")),
+        comment="contacts records coerced to column types, before duplicates and orphans are decided",
+    )
+    with op.batch_alter_table("contacts_candidates", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_contacts_candidates_contact_id"), ["contact_id"], unique=False)
 
     op.create_table(
         "crm_update_audit",
@@ -78,6 +111,25 @@ def upgrade() -> None:
         batch_op.create_index("ix_crm_update_audit_run", ["run_id"], unique=False)
 
     op.create_table(
+        "deals_candidates",
+        sa.Column("crm_id", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("deal_id", sa.BigInteger(), nullable=True),
+        sa.Column("deal_name", sa.Text(), nullable=True),
+        sa.Column("deal_size", sa.Numeric(precision=18, scale=2), nullable=True),
+        sa.Column("probability_of_closure", sa.Text(), nullable=True),
+        sa.Column("deal_stage", sa.Text(), nullable=True),
+        sa.Column("account_id", sa.BigInteger(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True, comment="why the record cannot be loaded as is; NULL when it can"),
+        sa.PrimaryKeyConstraint("crm_id", name=op.f("pk_deals_candidates")),
+        comment="deals records coerced to column types, before duplicates and orphans are decided",
+    )
+    with op.batch_alter_table("deals_candidates", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_deals_candidates_account_id"), ["account_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_deals_candidates_deal_id"), ["deal_id"], unique=False)
+
+    op.create_table(
         "raw_accounts",
         sa.Column("crm_id", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column(
@@ -90,11 +142,12 @@ def upgrade() -> None:
         sa.Column("is_deleted", sa.Boolean(), nullable=False),
         sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("run_id", sa.String(length=64), nullable=True),
+        sa.Column("needs_clean", sa.Boolean(), nullable=False, comment="changed since the last clean run"),
         sa.PrimaryKeyConstraint("crm_id", name=op.f("pk_raw_accounts")),
         comment="Freshsales sales_accounts as extracted, one row per CRM id",
     )
     with op.batch_alter_table("raw_accounts", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_raw_accounts_synced_at"), ["synced_at"], unique=False)
+        batch_op.create_index("ix_raw_accounts_needs_clean", ["needs_clean", "crm_id"], unique=False)
 
     op.create_table(
         "raw_contacts",
@@ -109,11 +162,12 @@ def upgrade() -> None:
         sa.Column("is_deleted", sa.Boolean(), nullable=False),
         sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("run_id", sa.String(length=64), nullable=True),
+        sa.Column("needs_clean", sa.Boolean(), nullable=False, comment="changed since the last clean run"),
         sa.PrimaryKeyConstraint("crm_id", name=op.f("pk_raw_contacts")),
         comment="Freshsales contacts as extracted, one row per CRM id",
     )
     with op.batch_alter_table("raw_contacts", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_raw_contacts_synced_at"), ["synced_at"], unique=False)
+        batch_op.create_index("ix_raw_contacts_needs_clean", ["needs_clean", "crm_id"], unique=False)
 
     op.create_table(
         "raw_deals",
@@ -128,11 +182,12 @@ def upgrade() -> None:
         sa.Column("is_deleted", sa.Boolean(), nullable=False),
         sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("run_id", sa.String(length=64), nullable=True),
+        sa.Column("needs_clean", sa.Boolean(), nullable=False, comment="changed since the last clean run"),
         sa.PrimaryKeyConstraint("crm_id", name=op.f("pk_raw_deals")),
         comment="Freshsales deals as extracted, one row per CRM id",
     )
     with op.batch_alter_table("raw_deals", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_raw_deals_synced_at"), ["synced_at"], unique=False)
+        batch_op.create_index("ix_raw_deals_needs_clean", ["needs_clean", "crm_id"], unique=False)
 
     op.create_table(
         "rejected_records",
@@ -141,17 +196,15 @@ def upgrade() -> None:
         sa.Column("crm_id", sa.BigInteger(), nullable=True),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column(
-            "payload",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
-            nullable=True,
+            "payload", sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"), nullable=True
         ),
         sa.Column("run_id", sa.String(length=64), nullable=True),
         sa.Column("rejected_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_rejected_records")),
-        comment="Records that could not be loaded, and why; replaced per domain on each clean run",
+        comment="Records that could not be loaded, and why; re-decided whenever a record or its rivals change",
     )
     with op.batch_alter_table("rejected_records", schema=None) as batch_op:
-        batch_op.create_index("ix_rejected_records_domain", ["domain"], unique=False)
+        batch_op.create_index("ix_rejected_records_domain_crm_id", ["domain", "crm_id"], unique=False)
 
     op.create_table(
         "sync_state",
@@ -206,10 +259,7 @@ def upgrade() -> None:
             name=op.f("ck_deals_deal_stage_domain"),
         ),
         sa.ForeignKeyConstraint(
-            ["account_id"],
-            ["accounts.account_id"],
-            name=op.f("fk_deals_account_id_accounts"),
-            ondelete="CASCADE",
+            ["account_id"], ["accounts.account_id"], name=op.f("fk_deals_account_id_accounts"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_deals")),
         sa.UniqueConstraint("deal_id", name=op.f("uq_deals_deal_id")),
@@ -232,29 +282,42 @@ def downgrade() -> None:
     op.drop_table("deal_aggregations")
     op.drop_table("sync_state")
     with op.batch_alter_table("rejected_records", schema=None) as batch_op:
-        batch_op.drop_index("ix_rejected_records_domain")
+        batch_op.drop_index("ix_rejected_records_domain_crm_id")
 
     op.drop_table("rejected_records")
     with op.batch_alter_table("raw_deals", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_raw_deals_synced_at"))
+        batch_op.drop_index("ix_raw_deals_needs_clean")
 
     op.drop_table("raw_deals")
     with op.batch_alter_table("raw_contacts", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_raw_contacts_synced_at"))
+        batch_op.drop_index("ix_raw_contacts_needs_clean")
 
     op.drop_table("raw_contacts")
     with op.batch_alter_table("raw_accounts", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_raw_accounts_synced_at"))
+        batch_op.drop_index("ix_raw_accounts_needs_clean")
 
     op.drop_table("raw_accounts")
+    with op.batch_alter_table("deals_candidates", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_deals_candidates_deal_id"))
+        batch_op.drop_index(batch_op.f("ix_deals_candidates_account_id"))
+
+    op.drop_table("deals_candidates")
     with op.batch_alter_table("crm_update_audit", schema=None) as batch_op:
         batch_op.drop_index("ix_crm_update_audit_run")
 
     op.drop_table("crm_update_audit")
+    with op.batch_alter_table("contacts_candidates", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_contacts_candidates_contact_id"))
+
+    op.drop_table("contacts_candidates")
     with op.batch_alter_table("contacts", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_contacts_crm_id"))
 
     op.drop_table("contacts")
+    with op.batch_alter_table("accounts_candidates", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_accounts_candidates_account_id"))
+
+    op.drop_table("accounts_candidates")
     with op.batch_alter_table("accounts", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_accounts_crm_id"))
 

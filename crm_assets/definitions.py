@@ -1,0 +1,27 @@
+"""The code location: every capability's definitions, with resources bound from the environment.
+
+Data flow: CRM client (freshsales/, demo_crm/) -> domain declarations (domains/) -> cleaning (transform/)
+-> warehouse (warehouse/) -> Dagster definitions (defs/: sync, exports, reports, write_back).
+"""
+
+import dagster as dg
+
+from crm_assets.defs.exports.assets import ExportDirectory
+from crm_assets.defs.reports import definitions as reports
+from crm_assets.defs.sync import definitions as sync
+from crm_assets.defs.write_back import definitions as write_back
+from crm_assets.resources import crm_resource_from_env, export_dir_from_env, warehouse_resource_from_env
+
+
+def build_defs() -> dg.Definitions:
+    resources = dg.Definitions(
+        resources={
+            "crm": crm_resource_from_env(),
+            "warehouse": warehouse_resource_from_env(),
+            "exports": ExportDirectory(path=export_dir_from_env()),
+        }
+    )
+    return dg.Definitions.merge(sync.defs, reports.defs, write_back.defs, resources)
+
+
+defs = build_defs()
