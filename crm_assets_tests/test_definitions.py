@@ -26,7 +26,7 @@ def describe(definitions: dg.Definitions) -> dict[str, Any]:
             "group": node.group_name,
             "deps": sorted(k.to_user_string() for k in node.parent_keys),
             "kinds": sorted(node.kinds),
-            "pool": node.pools and sorted(node.pools),
+            "pools": sorted(node.pools or []),
             "partitions": type(partitions).__name__ if partitions else None,
             "checks": sorted(c.name for c in node.check_keys),
         }

@@ -47,6 +47,13 @@ def fill_stage(conn: sa.Connection, stage: sa.Table, frame: pl.DataFrame) -> Non
         _copy_csv(conn, stage, frame)
     else:
         _insert_rows(conn, stage, frame.iter_rows(named=True))
+    analyze_stage(conn, stage)
+
+
+def analyze_stage(conn: sa.Connection, table: sa.Table) -> None:
+    """Temporary tables are never auto-analyzed: without statistics PostgreSQL plans joins on them badly."""
+    if _is_postgres(conn) and "TEMPORARY" in table._prefixes:
+        conn.execute(sa.text(f'ANALYZE "{table.name}"'))
 
 
 def fill_stage_rows(conn: sa.Connection, stage: sa.Table, rows: Iterable[Sequence[Any]]) -> None:

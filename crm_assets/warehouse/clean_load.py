@@ -20,7 +20,14 @@ import sqlalchemy as sa
 
 from crm_assets.domains import DOMAINS, Domain
 from crm_assets.transform.clean import coerce_records, output_schema, reason_kinds, resolve
-from crm_assets.warehouse.bulk import create_stage, delete_staged_keys, fill_stage, read_frame, upsert_from_stage
+from crm_assets.warehouse.bulk import (
+    analyze_stage,
+    create_stage,
+    delete_staged_keys,
+    fill_stage,
+    read_frame,
+    upsert_from_stage,
+)
 from crm_assets.warehouse.raw import mark_all_changed, mark_cleaned, read_changed_batches
 from crm_assets.warehouse.schema import CANDIDATE_TABLES, CLEAN_TABLES, RAW_TABLES, rejected_records
 
@@ -96,6 +103,7 @@ def _add_keys(conn: sa.Connection, affected: sa.Table, keys: sa.Select[Any]) -> 
     insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(affected)
     column = affected.primary_key.columns.values()[0].name
     conn.execute(insert.from_select([column], keys.where(sa.true())).on_conflict_do_nothing())
+    analyze_stage(conn, affected)
 
 
 def _take_changed_batch(

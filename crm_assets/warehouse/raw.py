@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from crm_assets.domains import Domain
 from crm_assets.timestamps import as_utc, parse_instant
-from crm_assets.warehouse.bulk import create_stage, fill_stage_rows, read_frame
+from crm_assets.warehouse.bulk import analyze_stage, create_stage, fill_stage_rows, read_frame
 from crm_assets.warehouse.schema import RAW_TABLES, sync_state
 
 RAW_STAGE_COLUMNS = ("crm_id", "payload", "updated_at", "is_deleted", "synced_at", "run_id")
@@ -74,6 +74,7 @@ class RawWriter:
     def merge(self, *, reconcile: bool) -> RawLoadStats:
         """Upsert the newest staged copy of each id; with `reconcile`, ids not fetched are marked deleted."""
         stage, table = self.stage, self.table
+        analyze_stage(self.conn, stage)
         ranked = sa.select(
             *stage.c,
             sa.func.row_number()
