@@ -12,7 +12,13 @@ from pydantic import Field
 from sqlalchemy.engine import Engine
 
 from crm_assets.freshsales.client import FreshsalesClient
-from crm_assets.warehouse.engine import create_warehouse_engine, default_database_url, migrate, safe_url
+from crm_assets.warehouse.engine import (
+    WarehouseConnectionError,
+    create_warehouse_engine,
+    default_database_url,
+    migrate,
+    safe_url,
+)
 
 DEFAULT_RATE_LIMIT_PER_MINUTE = 400  # Freshsales Growth plan
 DEFAULT_RATE_LIMIT_PER_HOUR = 1000
@@ -91,7 +97,10 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def get_engine(self) -> Engine:
         """An engine on a schema brought up to date once per process."""
-        return _migrated_engine(self.resolved_url)
+        try:
+            return _migrated_engine(self.resolved_url)
+        except WarehouseConnectionError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
 
 
 def _env_int(name: str, default: int) -> int:

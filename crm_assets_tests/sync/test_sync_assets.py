@@ -158,3 +158,13 @@ def test_the_api_key_never_appears_in_logs_metadata_or_errors(
     assert "401" in blob and "CRM_API_KEY" in blob
     assert SECRET_KEY not in blob
     assert wrong not in blob
+
+
+def test_an_unreachable_warehouse_fails_with_a_plain_message(crm_url: str, tmp_path: Path) -> None:
+    res = resources(crm_url, "postgresql+psycopg://crm:pw-9f2@127.0.0.1:1/warehouse", tmp_path)
+    with dg.instance_for_test() as instance:
+        result = sync(res, instance, RAW_ASSETS[:1], raise_on_error=False)
+        failure = next(e for e in result.all_events if e.is_step_failure)
+    message = str(failure.step_failure_data.user_failure_data or failure.step_failure_data.error)
+    assert "cannot connect to the warehouse database" in message and "127.0.0.1:1/warehouse" in message
+    assert "pw-9f2" not in message

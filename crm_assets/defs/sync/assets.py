@@ -11,6 +11,7 @@ from pydantic import Field
 from crm_assets.defs.metadata import markdown_table, table_schema
 from crm_assets.domains import DOMAINS, Domain
 from crm_assets.freshsales.client import FreshsalesClient
+from crm_assets.freshsales.errors import CrmError, CrmRateLimitError, CrmUnavailableError
 from crm_assets.pipeline import clean_domain, extract_domain
 from crm_assets.resources import CrmResource, WarehouseResource
 from crm_assets.warehouse.clean_load import TableChanges, read_clean_rows
@@ -100,8 +101,13 @@ def build_raw_asset(domain: Domain) -> dg.AssetsDefinition:
         crm: CrmResource,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        with crm.get_client(context.log) as client:
-            return _extract(context, domain, config, client, warehouse)
+        try:
+            with crm.get_client(context.log) as client:
+                return _extract(context, domain, config, client, warehouse)
+        except CrmError as exc:
+            # The message names the cause and the fix; only an outage or a rate limit is worth a retry.
+            retryable = isinstance(exc, CrmUnavailableError | CrmRateLimitError)
+            raise dg.Failure(description=f"{domain.raw_asset}: {exc}", allow_retries=retryable) from None
 
     return raw_asset
 
