@@ -17,26 +17,33 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 _SQLITE_CHUNK = 20_000
+_STAGES = "crm_assets.stages"
 
 
 def _is_postgres(conn: sa.Connection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
-def create_stage(conn: sa.Connection, like: sa.Table, columns: Sequence[str]) -> sa.Table:
+def create_stage(
+    conn: sa.Connection, like: sa.Table, columns: Sequence[str], primary_key: Sequence[str] = ()
+) -> sa.Table:
     """A temporary table with `columns` typed as in `like`, dropped at the end of the transaction."""
-    name = f"stage_{like.name}_{uuid.uuid4().hex[:8]}"
-    prefixes = ["TEMPORARY"]
-    kwargs: dict[str, Any] = {"postgresql_on_commit": "DROP"} if _is_postgres(conn) else {}
     stage = sa.Table(
-        name,
+        f"stage_{like.name}_{uuid.uuid4().hex[:8]}",
         sa.MetaData(),
-        *(sa.Column(c, like.c[c].type) for c in columns),
-        prefixes=prefixes,
-        **kwargs,
+        *(sa.Column(c, like.c[c].type, primary_key=c in primary_key) for c in columns),
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit="DROP",  # ignored by SQLite, whose temporary tables live as long as the connection
     )
     stage.create(conn)
+    conn.info.setdefault(_STAGES, []).append(stage)
     return stage
+
+
+def drop_stages(conn: sa.Connection) -> None:
+    """Drop this connection's staging tables now (PostgreSQL drops them at commit; SQLite would keep them)."""
+    for stage in conn.info.pop(_STAGES, []):
+        stage.drop(conn, checkfirst=True)
 
 
 def fill_stage(conn: sa.Connection, stage: sa.Table, frame: pl.DataFrame) -> None:

@@ -24,11 +24,19 @@ from crm_assets.warehouse.bulk import (
     analyze_stage,
     create_stage,
     delete_staged_keys,
+    drop_stages,
     fill_stage,
     read_frame,
     upsert_from_stage,
 )
-from crm_assets.warehouse.raw import mark_all_changed, mark_cleaned, read_changed_batches
+from crm_assets.warehouse.raw import (
+    latest_change_seq,
+    lock_domain,
+    mark_changed,
+    read_changed_batches,
+    read_cleaned_through,
+    save_cleaned_through,
+)
 from crm_assets.warehouse.schema import CANDIDATE_TABLES, CLEAN_TABLES, RAW_TABLES, rejected_records
 
 CHANGE_BATCH = 100_000  # raw rows coerced at a time
@@ -68,33 +76,28 @@ def clean_changes(
 ) -> TableChanges:
     """Bring the clean table and the domain's rejects up to date with its raw table, in the caller's transaction."""
     log = log or logging.getLogger(__name__)
-    if rebuild:
-        mark_all_changed(conn, domain)
+    lock_domain(conn, domain)
+    after = 0 if rebuild else read_cleaned_through(conn, domain)
+    through = latest_change_seq(conn, domain)
     changes = TableChanges()
     affected = _key_set(conn, domain)
-    for batch in read_changed_batches(conn, domain, batch_size):
+    for batch in read_changed_batches(conn, domain, after, through, batch_size):
         _take_changed_batch(conn, domain, batch, affected, run_id)
         changes.records_read += batch.height
         log.info(f"{domain.name}: {changes.records_read:,} changed records coerced")
     for first, last in _key_ranges(conn, affected, chunk_size):
         _decide(conn, domain, affected, first, last, run_id, changes, track)
         log.info(f"{domain.name}: {changes.keys_decided:,} business keys decided")
+    save_cleaned_through(conn, domain, through)
     _count(conn, domain, changes)
+    drop_stages(conn)
     return changes
 
 
 def _key_set(conn: sa.Connection, domain: Domain) -> sa.Table:
+    """The business keys this run must re-decide."""
     key = domain.business_key
-    stage = sa.Table(
-        f"affected_{domain.name}_{id(conn) % 10**8}",
-        sa.MetaData(),
-        sa.Column(key, CLEAN_TABLES[domain.name].c[key].type, primary_key=True),
-        prefixes=["TEMPORARY"],
-        **({"postgresql_on_commit": "DROP"} if conn.dialect.name == "postgresql" else {}),
-    )
-    stage.drop(conn, checkfirst=True)
-    stage.create(conn)
-    return stage
+    return create_stage(conn, CLEAN_TABLES[domain.name], [key], primary_key=[key])
 
 
 def _add_keys(conn: sa.Connection, affected: sa.Table, keys: sa.Select[Any]) -> None:
@@ -111,8 +114,8 @@ def _take_changed_batch(
 ) -> None:
     """Replace the batch's candidates, note the keys they held and now hold, re-quarantine the unusable."""
     candidates, key = CANDIDATE_TABLES[domain.name], domain.business_key
-    ids = create_stage(conn, RAW_TABLES[domain.name], ["crm_id", "synced_at"])
-    fill_stage(conn, ids, batch.select("crm_id", "synced_at"))
+    ids = create_stage(conn, RAW_TABLES[domain.name], ["crm_id"])
+    fill_stage(conn, ids, batch.select("crm_id"))
     in_batch = sa.exists().where(ids.c.crm_id == candidates.c.crm_id)
 
     _add_keys(conn, affected, sa.select(candidates.c[key]).where(in_batch, candidates.c[key].is_not(None)))
@@ -124,7 +127,6 @@ def _take_changed_batch(
     _drop_rejections(conn, domain, sa.select(ids.c.crm_id))
     invalid = coerced.filter(pl.col("error").is_not_null()).select("crm_id", pl.col("error").alias("reason"))
     add_rejections(conn, domain, invalid, run_id)
-    mark_cleaned(conn, domain, ids)
 
 
 def _key_ranges(conn: sa.Connection, affected: sa.Table, chunk_size: int) -> Iterator[tuple[Any, Any]]:
@@ -235,11 +237,11 @@ def _mark_dependents(conn: sa.Connection, domain: Domain, changed_keys: pl.DataF
         for fk in (f for f in child.foreign_keys if f.domain == domain.name):
             stage = create_stage(conn, CLEAN_TABLES[domain.name], [fk.target_column])
             fill_stage(conn, stage, changed_keys.rename({domain.business_key: fk.target_column}))
-            child_candidates, child_raw = CANDIDATE_TABLES[child.name], RAW_TABLES[child.name]
+            child_candidates = CANDIDATE_TABLES[child.name]
             dependents = sa.select(child_candidates.c.crm_id).where(
                 sa.exists().where(stage.c[fk.target_column] == child_candidates.c[fk.column])
             )
-            conn.execute(sa.update(child_raw).where(child_raw.c.crm_id.in_(dependents)).values(needs_clean=True))
+            mark_changed(conn, child, dependents)
 
 
 def add_rejections(conn: sa.Connection, domain: Domain, rejected: pl.DataFrame, run_id: str | None) -> None:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from crm_assets.domains import Domain
 from crm_assets.timestamps import as_utc, parse_instant
-from crm_assets.warehouse.bulk import analyze_stage, create_stage, fill_stage_rows, read_frame
+from crm_assets.warehouse.bulk import analyze_stage, create_stage, drop_stages, fill_stage_rows, read_frame
 from crm_assets.warehouse.schema import RAW_TABLES, sync_state
 
 RAW_STAGE_COLUMNS = ("crm_id", "payload", "updated_at", "is_deleted", "synced_at", "run_id")
@@ -75,6 +75,7 @@ class RawWriter:
         """Upsert the newest staged copy of each id; with `reconcile`, ids not fetched are marked deleted."""
         stage, table = self.stage, self.table
         analyze_stage(self.conn, stage)
+        seq = next_change_seq(self.conn, self.domain)
         ranked = sa.select(
             *stage.c,
             sa.func.row_number()
@@ -94,12 +95,12 @@ class RawWriter:
         self.stats.inserted, self.stats.updated = self.conn.execute(counts).one()
 
         insert = _dialect_insert(self.conn)(table).from_select(
-            [*RAW_STAGE_COLUMNS, "needs_clean"], sa.select(*newest.c, sa.true()).where(sa.true())
+            [*RAW_STAGE_COLUMNS, "change_seq"], sa.select(*newest.c, sa.literal(seq)).where(sa.true())
         )
         excluded = insert.excluded
         insert = insert.on_conflict_do_update(
             index_elements=["crm_id"],
-            set_={c: excluded[c] for c in (*RAW_STAGE_COLUMNS, "needs_clean") if c != "crm_id"},
+            set_={c: excluded[c] for c in (*RAW_STAGE_COLUMNS, "change_seq") if c != "crm_id"},
             where=sa.or_(
                 table.c.updated_at.is_distinct_from(excluded.updated_at),
                 table.c.is_deleted.is_distinct_from(excluded.is_deleted),
@@ -111,9 +112,10 @@ class RawWriter:
                 sa.update(table)
                 # NOT EXISTS, not NOT IN: PostgreSQL plans it as a hash anti-join at any size.
                 .where(~table.c.is_deleted, ~sa.exists().where(stage.c.crm_id == table.c.crm_id))
-                .values(is_deleted=True, synced_at=self.synced_at, run_id=self.run_id, needs_clean=True)
+                .values(is_deleted=True, synced_at=self.synced_at, run_id=self.run_id, change_seq=seq)
             )
             self.stats.marked_deleted = self.conn.execute(gone).rowcount or 0
+        drop_stages(self.conn)
         return self.stats
 
 
@@ -171,13 +173,45 @@ def _fields_query(conn: sa.Connection, domain: Domain) -> sa.Select[Any]:
     return sa.select(table.c.crm_id, table.c.updated_at, table.c.is_deleted, table.c.synced_at, *fields)
 
 
-def read_changed_batches(conn: sa.Connection, domain: Domain, batch_size: int) -> Iterator[pl.DataFrame]:
-    """Raw rows changed since the last clean run, `batch_size` at a time, with each column's value as text.
+def lock_domain(conn: sa.Connection, domain: Domain) -> None:
+    """Serialize raw merges and clean runs of a domain until the transaction ends (SQLite serializes writers)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"crm_assets.{domain.name}"))))
+
+
+def next_change_seq(conn: sa.Connection, domain: Domain) -> int:
+    """The change_seq for the rows a write changes now; takes the domain's lock."""
+    lock_domain(conn, domain)
+    table = RAW_TABLES[domain.name]
+    return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(table.c.change_seq), 0) + 1)).scalar_one())
+
+
+def latest_change_seq(conn: sa.Connection, domain: Domain) -> int:
+    table = RAW_TABLES[domain.name]
+    return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(table.c.change_seq), 0))).scalar_one())
+
+
+def read_cleaned_through(conn: sa.Connection, domain: Domain) -> int:
+    seq = conn.execute(sa.select(sync_state.c.cleaned_through).where(sync_state.c.domain == domain.name)).scalar()
+    return int(seq or 0)
+
+
+def save_cleaned_through(conn: sa.Connection, domain: Domain, seq: int) -> None:
+    values = {"domain": domain.name, "cleaned_through": seq, "updated_at": datetime.now(UTC)}
+    insert = _dialect_insert(conn)(sync_state).values(**values)
+    conn.execute(insert.on_conflict_do_update(index_elements=["domain"], set_={"cleaned_through": seq}))
+
+
+def read_changed_batches(
+    conn: sa.Connection, domain: Domain, after_seq: int, through_seq: int, batch_size: int
+) -> Iterator[pl.DataFrame]:
+    """Raw rows with after_seq < change_seq <= through_seq, `batch_size` at a time, values as text.
 
     Pages by crm_id, so memory stays bounded whatever the table's size.
     """
     table = RAW_TABLES[domain.name]
-    query = _fields_query(conn, domain).where(table.c.needs_clean).order_by(table.c.crm_id).limit(batch_size)
+    changed = table.c.change_seq.between(after_seq + 1, through_seq)
+    query = _fields_query(conn, domain).where(changed).order_by(table.c.crm_id).limit(batch_size)
     last: int | None = None
     while True:
         page = query if last is None else query.where(table.c.crm_id > last)
@@ -188,22 +222,11 @@ def read_changed_batches(conn: sa.Connection, domain: Domain, batch_size: int) -
         last = int(batch["crm_id"][-1])
 
 
-def mark_cleaned(conn: sa.Connection, domain: Domain, stage: sa.Table) -> None:
-    """Clear needs_clean for the staged (crm_id, synced_at) pairs; a row re-synced meanwhile stays marked."""
+def mark_changed(conn: sa.Connection, domain: Domain, crm_ids: sa.Select[Any]) -> None:
+    """Have the next clean run of `domain` re-decide these records."""
     table = RAW_TABLES[domain.name]
-    conn.execute(
-        sa.update(table)
-        .where(
-            sa.exists().where(stage.c.crm_id == table.c.crm_id, stage.c.synced_at == table.c.synced_at),
-        )
-        .values(needs_clean=False)
-    )
-
-
-def mark_all_changed(conn: sa.Connection, domain: Domain) -> None:
-    """Have the next clean run re-decide every record (a full rebuild)."""
-    table = RAW_TABLES[domain.name]
-    conn.execute(sa.update(table).where(~table.c.needs_clean).values(needs_clean=True))
+    seq = next_change_seq(conn, domain)
+    conn.execute(sa.update(table).where(table.c.crm_id.in_(crm_ids)).values(change_seq=seq))
 
 
 def read_live_fields(conn: sa.Connection, domain: Domain) -> pl.DataFrame:

@@ -104,8 +104,7 @@ def _raw_table(domain: Domain) -> Table:
         Column("is_deleted", Boolean, nullable=False, default=False),
         Column("synced_at", UtcTimestamp, nullable=False),
         Column("run_id", String(64), nullable=True),
-        Column("needs_clean", Boolean, nullable=False, default=True, comment="changed since the last clean run"),
-        Index(f"ix_{domain.raw_table}_needs_clean", "needs_clean", "crm_id"),
+        Column("change_seq", BigInteger, nullable=False, index=True, comment="raise with every change; see sync_state"),
         comment=f"Freshsales {domain.entity} as extracted, one row per CRM id",
     )
 
@@ -151,8 +150,9 @@ sync_state = Table(
     Column("domain", String(64), primary_key=True),
     Column("cursor", UtcTimestamp, nullable=True, comment="Highest updated_at seen"),
     Column("last_full_sync_at", UtcTimestamp, nullable=True),
+    Column("cleaned_through", BigInteger, nullable=True, comment="raw change_seq the clean table reflects"),
     Column("updated_at", UtcTimestamp, nullable=False),
-    comment="Incremental extraction cursors",
+    comment="Incremental extraction cursors and how far each clean table has caught up",
 )
 
 deal_aggregations = Table(

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 09:13:33.493466
+Create Date: 2026-11-24 09:29:12.895154
 """
 
 from collections.abc import Sequence
@@ -142,12 +142,12 @@ def upgrade() -> None:
         sa.Column("is_deleted", sa.Boolean(), nullable=False),
         sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("run_id", sa.String(length=64), nullable=True),
-        sa.Column("needs_clean", sa.Boolean(), nullable=False, comment="changed since the last clean run"),
+        sa.Column("change_seq", sa.BigInteger(), nullable=False, comment="raise with every change; see sync_state"),
         sa.PrimaryKeyConstraint("crm_id", name=op.f("pk_raw_accounts")),
         comment="Freshsales sales_accounts as extracted, one row per CRM id",
     )
     with op.batch_alter_table("raw_accounts", schema=None) as batch_op:
-        batch_op.create_index("ix_raw_accounts_needs_clean", ["needs_clean", "crm_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_raw_accounts_change_seq"), ["change_seq"], unique=False)
 
     op.create_table(
         "raw_contacts",
@@ -162,12 +162,12 @@ def upgrade() -> None:
         sa.Column("is_deleted", sa.Boolean(), nullable=False),
         sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("run_id", sa.String(length=64), nullable=True),
-        sa.Column("needs_clean", sa.Boolean(), nullable=False, comment="changed since the last clean run"),
+        sa.Column("change_seq", sa.BigInteger(), nullable=False, comment="raise with every change; see sync_state"),
         sa.PrimaryKeyConstraint("crm_id", name=op.f("pk_raw_contacts")),
         comment="Freshsales contacts as extracted, one row per CRM id",
     )
     with op.batch_alter_table("raw_contacts", schema=None) as batch_op:
-        batch_op.create_index("ix_raw_contacts_needs_clean", ["needs_clean", "crm_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_raw_contacts_change_seq"), ["change_seq"], unique=False)
 
     op.create_table(
         "raw_deals",
@@ -182,12 +182,12 @@ def upgrade() -> None:
         sa.Column("is_deleted", sa.Boolean(), nullable=False),
         sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("run_id", sa.String(length=64), nullable=True),
-        sa.Column("needs_clean", sa.Boolean(), nullable=False, comment="changed since the last clean run"),
+        sa.Column("change_seq", sa.BigInteger(), nullable=False, comment="raise with every change; see sync_state"),
         sa.PrimaryKeyConstraint("crm_id", name=op.f("pk_raw_deals")),
         comment="Freshsales deals as extracted, one row per CRM id",
     )
     with op.batch_alter_table("raw_deals", schema=None) as batch_op:
-        batch_op.create_index("ix_raw_deals_needs_clean", ["needs_clean", "crm_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_raw_deals_change_seq"), ["change_seq"], unique=False)
 
     op.create_table(
         "rejected_records",
@@ -211,9 +211,10 @@ def upgrade() -> None:
         sa.Column("domain", sa.String(length=64), nullable=False),
         sa.Column("cursor", sa.DateTime(timezone=True), nullable=True, comment="Highest updated_at seen"),
         sa.Column("last_full_sync_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("cleaned_through", sa.BigInteger(), nullable=True, comment="raw change_seq the clean table reflects"),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("domain", name=op.f("pk_sync_state")),
-        comment="Incremental extraction cursors",
+        comment="Incremental extraction cursors and how far each clean table has caught up",
     )
     op.create_table(
         "deal_aggregations",
@@ -286,15 +287,15 @@ def downgrade() -> None:
 
     op.drop_table("rejected_records")
     with op.batch_alter_table("raw_deals", schema=None) as batch_op:
-        batch_op.drop_index("ix_raw_deals_needs_clean")
+        batch_op.drop_index(batch_op.f("ix_raw_deals_change_seq"))
 
     op.drop_table("raw_deals")
     with op.batch_alter_table("raw_contacts", schema=None) as batch_op:
-        batch_op.drop_index("ix_raw_contacts_needs_clean")
+        batch_op.drop_index(batch_op.f("ix_raw_contacts_change_seq"))
 
     op.drop_table("raw_contacts")
     with op.batch_alter_table("raw_accounts", schema=None) as batch_op:
-        batch_op.drop_index("ix_raw_accounts_needs_clean")
+        batch_op.drop_index(batch_op.f("ix_raw_accounts_change_seq"))
 
     op.drop_table("raw_accounts")
     with op.batch_alter_table("deals_candidates", schema=None) as batch_op:
