@@ -10,6 +10,7 @@ same path with every raw row marked changed.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,6 +56,7 @@ class TableChanges:
     rows: int = 0
     rejected: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    write_seconds: float = 0.0  # time in bulk writes of candidates and clean rows (the load stage)
     before: list[pl.DataFrame] = field(default_factory=list)  # previous versions of updated and deleted rows
     after: list[pl.DataFrame] = field(default_factory=list)  # new versions of inserted and updated rows
 
@@ -82,7 +84,7 @@ def clean_changes(
     changes = TableChanges()
     affected = _key_set(conn, domain)
     for batch in read_changed_batches(conn, domain, after, through, batch_size):
-        _take_changed_batch(conn, domain, batch, affected, run_id)
+        _take_changed_batch(conn, domain, batch, affected, run_id, changes)
         changes.records_read += batch.height
         log.info(f"{domain.name}: {changes.records_read:,} changed records coerced")
     for first, last in _key_ranges(conn, affected, chunk_size):
@@ -110,7 +112,12 @@ def _add_keys(conn: sa.Connection, affected: sa.Table, keys: sa.Select[Any]) -> 
 
 
 def _take_changed_batch(
-    conn: sa.Connection, domain: Domain, batch: pl.DataFrame, affected: sa.Table, run_id: str | None
+    conn: sa.Connection,
+    domain: Domain,
+    batch: pl.DataFrame,
+    affected: sa.Table,
+    run_id: str | None,
+    changes: TableChanges,
 ) -> None:
     """Replace the batch's candidates, note the keys they held and now hold, re-quarantine the unusable."""
     candidates, key = CANDIDATE_TABLES[domain.name], domain.business_key
@@ -121,7 +128,9 @@ def _take_changed_batch(
     _add_keys(conn, affected, sa.select(candidates.c[key]).where(in_batch, candidates.c[key].is_not(None)))
     conn.execute(sa.delete(candidates).where(in_batch))
     coerced = coerce_records(domain, batch.filter(~pl.col("is_deleted")))
+    started = time.perf_counter()
     fill_stage(conn, candidates, coerced)  # every row is new: its old version was just deleted
+    changes.write_seconds += time.perf_counter() - started
     _add_keys(conn, affected, sa.select(candidates.c[key]).where(in_batch, candidates.c.error.is_(None)))
 
     _drop_rejections(conn, domain, sa.select(ids.c.crm_id))
@@ -172,7 +181,9 @@ def _decide(
 
     current = read_frame(conn, sa.select(*(table.c[c] for c in schema)).where(chosen(table)), schema)
     inserts, updates, previous, deleted = _diff(domain, current, winners)
+    started = time.perf_counter()
     _write(conn, domain, inserts, updates, deleted)
+    changes.write_seconds += time.perf_counter() - started
     _mark_dependents(conn, domain, pl.concat([inserts.select(key), deleted.select(key)]))
 
     changes.keys_decided += contenders[key].n_unique() if not contenders.is_empty() else 0
