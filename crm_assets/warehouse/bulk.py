@@ -24,6 +24,11 @@ def _is_postgres(conn: sa.Connection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
+def upsert_insert(conn: sa.Connection, table: sa.Table) -> Any:
+    """An INSERT that supports ON CONFLICT, in the connection's dialect."""
+    return (postgresql.insert if _is_postgres(conn) else sqlite.insert)(table)
+
+
 def create_stage(
     conn: sa.Connection, like: sa.Table, columns: Sequence[str], primary_key: Sequence[str] = ()
 ) -> sa.Table:
@@ -105,8 +110,7 @@ def upsert_from_stage(
     """
     columns = [c.name for c in stage.columns]
     source = sa.select(*(stage.c[c] for c in columns)).where(sa.true())  # WHERE: SQLite parser needs it
-    dialect_insert = postgresql.insert if _is_postgres(conn) else sqlite.insert
-    statement = dialect_insert(target).from_select(columns, source)
+    statement = upsert_insert(conn, target).from_select(columns, source)
     excluded = statement.excluded
     changed = sa.or_(sa.false(), *(target.c[c].is_distinct_from(excluded[c]) for c in only_if_changed))
     statement = statement.on_conflict_do_update(

@@ -29,6 +29,7 @@ from crm_assets.warehouse.bulk import (
     fill_stage,
     read_frame,
     upsert_from_stage,
+    upsert_insert,
 )
 from crm_assets.warehouse.raw import (
     latest_change_seq,
@@ -103,9 +104,7 @@ def _key_set(conn: sa.Connection, domain: Domain) -> sa.Table:
 
 
 def _add_keys(conn: sa.Connection, affected: sa.Table, keys: sa.Select[Any]) -> None:
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(affected)
+    insert = upsert_insert(conn, affected)
     column = affected.primary_key.columns.values()[0].name
     conn.execute(insert.from_select([column], keys.where(sa.true())).on_conflict_do_nothing())
     analyze_stage(conn, affected)
@@ -166,20 +165,20 @@ def _decide(
     candidates, table = CANDIDATE_TABLES[domain.name], CLEAN_TABLES[domain.name]
     schema = output_schema(domain)
 
-    def chosen(t: sa.Table) -> sa.ColumnElement[bool]:
-        return sa.and_(t.c[key].between(first, last), sa.exists().where(affected.c[key] == t.c[key]))
+    def chosen(t: sa.Table, *columns: sa.ColumnElement[Any]) -> sa.Select[Any]:
+        """Rows of `t` whose key is affected and in [first, last]: driven by the (small) affected set."""
+        joined = t.join(affected, affected.c[key] == t.c[key])
+        return sa.select(*columns).select_from(joined).where(affected.c[key].between(first, last))
 
-    contenders_query = sa.select(*(candidates.c[c] for c in schema)).where(
-        chosen(candidates), candidates.c.error.is_(None)
-    )
+    contenders_query = chosen(candidates, *(candidates.c[c] for c in schema)).where(candidates.c.error.is_(None))
     contenders = read_frame(conn, contenders_query, schema)
     winners, rejected = resolve(domain, contenders, _referenced_keys(conn, domain, contenders))
     # Contenders' old verdicts (duplicate, orphan) are replaced; coercion rejects stay until their record changes.
-    contender_ids = sa.select(candidates.c.crm_id).where(chosen(candidates), candidates.c.error.is_(None))
+    contender_ids = chosen(candidates, candidates.c.crm_id).where(candidates.c.error.is_(None))
     _drop_rejections(conn, domain, contender_ids)
     add_rejections(conn, domain, rejected, run_id)
 
-    current = read_frame(conn, sa.select(*(table.c[c] for c in schema)).where(chosen(table)), schema)
+    current = read_frame(conn, chosen(table, *(table.c[c] for c in schema)), schema)
     inserts, updates, previous, deleted = _diff(domain, current, winners)
     started = time.perf_counter()
     _write(conn, domain, inserts, updates, deleted)
@@ -259,18 +258,20 @@ def add_rejections(conn: sa.Connection, domain: Domain, rejected: pl.DataFrame, 
     """Quarantine records (crm_id, reason) with their raw payload."""
     if rejected.is_empty():
         return
-    stage = create_stage(conn, rejected_records, ["crm_id", "reason"])
-    fill_stage(conn, stage, rejected.select("crm_id", "reason"))
+    problem = pl.col("reason").map_elements(lambda r: "; ".join(reason_kinds(r)), return_dtype=pl.String)
+    stage = create_stage(conn, rejected_records, ["crm_id", "reason", "problem"])
+    fill_stage(conn, stage, rejected.select("crm_id", "reason", problem.alias("problem")))
     raw = RAW_TABLES[domain.name]
     source = sa.select(
         sa.literal(domain.name),
         stage.c.crm_id,
         stage.c.reason,
+        stage.c.problem,
         raw.c.payload,
         sa.literal(run_id, sa.String),
         sa.literal(datetime.now(UTC), rejected_records.c.rejected_at.type),
     ).select_from(stage.outerjoin(raw, raw.c.crm_id == stage.c.crm_id))
-    columns = ["domain", "crm_id", "reason", "payload", "run_id", "rejected_at"]
+    columns = ["domain", "crm_id", "reason", "problem", "payload", "run_id", "rejected_at"]
     conn.execute(rejected_records.insert().from_select(columns, source))
 
 
@@ -285,12 +286,17 @@ def _drop_rejections(conn: sa.Connection, domain: Domain, crm_ids: sa.Select[Any
 def _count(conn: sa.Connection, domain: Domain, changes: TableChanges) -> None:
     table = CLEAN_TABLES[domain.name]
     changes.rows = int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
-    reasons = conn.execute(sa.select(rejected_records.c.reason).where(rejected_records.c.domain == domain.name))
-    for reason in reasons.scalars():
-        changes.rejected += 1
-        for kind in reason_kinds(reason):
-            changes.rejected_by_reason[kind] = changes.rejected_by_reason.get(kind, 0) + 1
-    changes.rejected_by_reason = dict(sorted(changes.rejected_by_reason.items(), key=lambda kv: (-kv[1], kv[0])))
+    problems = conn.execute(
+        sa.select(rejected_records.c.problem, sa.func.count())
+        .where(rejected_records.c.domain == domain.name)
+        .group_by(rejected_records.c.problem)
+    )
+    counts: dict[str, int] = {}
+    for problem, n in problems:
+        changes.rejected += n
+        for kind in problem.split("; "):
+            counts[kind] = counts.get(kind, 0) + n
+    changes.rejected_by_reason = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def read_clean_rows(conn: sa.Connection, domain: Domain, limit: int | None = None) -> pl.DataFrame:

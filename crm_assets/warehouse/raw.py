@@ -13,7 +13,14 @@ import sqlalchemy as sa
 
 from crm_assets.domains import Domain
 from crm_assets.timestamps import as_utc, parse_instant
-from crm_assets.warehouse.bulk import analyze_stage, create_stage, drop_stages, fill_stage_rows, read_frame
+from crm_assets.warehouse.bulk import (
+    analyze_stage,
+    create_stage,
+    drop_stages,
+    fill_stage_rows,
+    read_frame,
+    upsert_insert,
+)
 from crm_assets.warehouse.schema import RAW_TABLES, sync_state
 
 RAW_STAGE_COLUMNS = ("crm_id", "payload", "updated_at", "is_deleted", "synced_at", "run_id")
@@ -94,7 +101,7 @@ class RawWriter:
         ).select_from(matched)
         self.stats.inserted, self.stats.updated = self.conn.execute(counts).one()
 
-        insert = _dialect_insert(self.conn)(table).from_select(
+        insert = upsert_insert(self.conn, table).from_select(
             [*RAW_STAGE_COLUMNS, "change_seq"], sa.select(*newest.c, sa.literal(seq)).where(sa.true())
         )
         excluded = insert.excluded
@@ -119,12 +126,6 @@ class RawWriter:
         return self.stats
 
 
-def _dialect_insert(conn: sa.Connection) -> Any:
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-
-
 def read_cursor(conn: sa.Connection, domain: Domain) -> SyncCursor:
     row = conn.execute(
         sa.select(sync_state.c.cursor, sync_state.c.last_full_sync_at).where(sync_state.c.domain == domain.name)
@@ -143,7 +144,7 @@ def save_cursor(conn: sa.Connection, domain: Domain, cursor: datetime | None, *,
     values: dict[str, Any] = {"domain": domain.name, "cursor": cursor, "updated_at": now}
     if full:
         values["last_full_sync_at"] = now
-    insert = _dialect_insert(conn)(sync_state).values(**values)
+    insert = upsert_insert(conn, sync_state).values(**values)
     update = {k: v for k, v in values.items() if k != "domain"}
     if cursor is None:
         update.pop("cursor")
@@ -198,7 +199,7 @@ def read_cleaned_through(conn: sa.Connection, domain: Domain) -> int:
 
 def save_cleaned_through(conn: sa.Connection, domain: Domain, seq: int) -> None:
     values = {"domain": domain.name, "cleaned_through": seq, "updated_at": datetime.now(UTC)}
-    insert = _dialect_insert(conn)(sync_state).values(**values)
+    insert = upsert_insert(conn, sync_state).values(**values)
     conn.execute(insert.on_conflict_do_update(index_elements=["domain"], set_={"cleaned_through": seq}))
 
 

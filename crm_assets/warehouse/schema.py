@@ -137,6 +137,7 @@ rejected_records = Table(
     Column("domain", String(64), nullable=False),
     Column("crm_id", BigInteger, nullable=True),
     Column("reason", Text, nullable=False),
+    Column("problem", String(255), nullable=False, comment="the kinds of problem, without values, for counting"),
     Column("payload", Payload, nullable=True),
     Column("run_id", String(64), nullable=True),
     Column("rejected_at", UtcTimestamp, nullable=False),

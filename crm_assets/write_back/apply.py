@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -38,6 +39,7 @@ class ChangeOutcome:
     created_date: str | None = None  # UTC date of the record's created_at
     replanned: bool = False
     warehouse_changed: bool = False
+    crm_record: dict[str, Any] | None = field(default=None, repr=False)  # the record as the PUT returned it
 
 
 def planned_outcomes(plan: UpdatePlan) -> list[ChangeOutcome]:
@@ -82,6 +84,7 @@ def _write(
         updated_at=parse_instant(saved.get("updated_at")),
         created_date=created_date(change.created_at),
         replanned=replanned,
+        crm_record=saved,
     )
     if typed_field(saved, update.target) != update.new_value:
         holds = display_text(read_field(saved, update.target))

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from crm_assets.domains import get_domain
+from crm_assets.warehouse.raw import RawWriter
 from crm_assets.warehouse.schema import CLEAN_TABLES, crm_update_audit
 from crm_assets.write_back.request import UpdateRequestError, ValidatedUpdate
 
@@ -104,6 +105,11 @@ def record_outcome(engine: Engine, update: ValidatedUpdate, run_id: str, outcome
     """The warehouse row and the audit row of one record, in one transaction; True if the row changed."""
     with engine.begin() as conn:
         changed = _update_row(conn, update, outcome) if outcome.in_sync else False
+        if outcome.crm_record is not None and outcome.in_sync:
+            # The raw copy follows too, so the next clean run re-decides this record from the new value.
+            writer = RawWriter(conn, update.domain, run_id)
+            writer.add([outcome.crm_record])
+            writer.merge(reconcile=False)
         conn.execute(
             sa.update(crm_update_audit)
             .where(

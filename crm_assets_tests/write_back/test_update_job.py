@@ -13,13 +13,15 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from crm_assets.defs.sync.assets import CLEAN_ASSETS, RAW_ASSETS
 from crm_assets.demo_crm import DemoConfig, DemoCrm
 from crm_assets.demo_crm.server import serve_demo_crm
 from crm_assets.domains import get_domain
 from crm_assets.freshsales.client import parse_instant
+from crm_assets.warehouse.clean_load import clean_changes
 from crm_assets.warehouse.schema import CLEAN_TABLES, crm_update_audit
 from crm_assets.write_back.fields import typed_field
-from crm_assets_tests.write_back.conftest import rows, run_update, seed_warehouse
+from crm_assets_tests.write_back.conftest import resources, rows, run_update, seed_warehouse
 
 DEALS = CLEAN_TABLES["deals"]
 ACCOUNTS = CLEAN_TABLES["accounts"]
@@ -337,3 +339,25 @@ def test_duplicates_and_odd_spellings_of_the_key_in_the_crm_are_all_found(sqlite
     assert result.success
     assert sorted(crm_id for _, crm_id, _ in dirty.put_log) == sorted(by_key[value])
     assert [o.status for o in result.output_for_node("apply_update")] == ["applied"] * len(by_key[value])
+
+
+def test_a_later_clean_run_keeps_the_corrected_value(demo: DemoCrm, crm_url: str, sqlite_url: str) -> None:
+    """The raw copy follows the write-back, so re-deciding the record from raw does not undo it."""
+    synced = dg.materialize([*RAW_ASSETS, *CLEAN_ASSETS], resources=resources(crm_url, sqlite_url))
+    assert synced.success
+    engine = sa.create_engine(sqlite_url)
+    deal = rows(engine, DEALS)[0]
+    result = run_update(
+        crm_url,
+        sqlite_url,
+        domain="deals",
+        key="deal_id",
+        value=str(deal["deal_id"]),
+        key_to_update="deal_size",
+        update_value="4321.5",
+    )
+    assert result.success
+    with engine.begin() as conn:
+        clean_changes(conn, DEALS_DOMAIN, "rebuild", rebuild=True)
+    (after,) = rows(engine, DEALS, DEALS.c.deal_id == deal["deal_id"])
+    assert str(after["deal_size"]) in ("4321.5", "4321.50")

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 09:29:12.895154
+Create Date: 2026-11-24 09:36:59.687897
 """
 
 from collections.abc import Sequence
@@ -195,6 +195,12 @@ def upgrade() -> None:
         sa.Column("domain", sa.String(length=64), nullable=False),
         sa.Column("crm_id", sa.BigInteger(), nullable=True),
         sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column(
+            "problem",
+            sa.String(length=255),
+            nullable=False,
+            comment="the kinds of problem, without values, for counting",
+        ),
         sa.Column(
             "payload", sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"), nullable=True
         ),
