@@ -14,6 +14,7 @@ import argparse
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -294,11 +295,7 @@ def main() -> None:
             [sys.executable, __file__, "--deals", str(size)], capture_output=True, text=True, check=True
         ).stdout
         print(out, flush=True)
-        peaks[size] = max(
-            float(line.split("peak RSS")[1].split()[0])
-            for line in out.splitlines()
-            if "peak RSS" in line and "MiB" in line
-        )
+        peaks[size] = max(float(mib) for mib in re.findall(r"peak RSS\s+([\d.]+) MiB", out))
     sizes = sorted(peaks)
     print(
         f"peak RSS: {', '.join(f'{s:,} deals {peaks[s]:.0f} MiB' for s in sizes)}; "
