@@ -1,6 +1,6 @@
 """Benchmark: stream every deal of a big demo CRM over loopback HTTP and print the figures.
 
-    .venv/bin/python -m crm_assets_tests.demo_crm.bench_serve [--deals 1000000] [--streams 3]
+    .venv/bin/python -m crm_assets_tests.benchmarks.bench_demo_serve [--deals 1000000] [--streams 3]
 
 Starts `crm-assets demo-crm` in another process (as the sync benchmark does), reads the Open, Won
 and Lost views page by page (100 per page, updated_at desc) with one client per view, then after
