@@ -103,11 +103,15 @@ def _print_summary(
     print("  rejected records, with reason and raw payload: table rejected_records")
     print(f"  exports:    {Path(export_dir).resolve()}")
     print(f"  runs:       Dagster instance at {home}")
-    print(f"\n  Open the UI:  DAGSTER_HOME={home} dagster dev -m crm_assets.definitions   (then http://127.0.0.1:3000)")
+    dagster = Path(sys.executable).with_name("dagster")
+    print(f"\n  Open the UI:  DAGSTER_HOME={home} {dagster} dev -m crm_assets.definitions")
+    print("                (then http://127.0.0.1:3000)")
 
 
 def run_all(full_refresh: bool = False) -> int:
     home = _ensure_dagster_home()
+    # The aggregation backfills cover years of daily partitions: write their events in batches.
+    os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "100")
     from crm_assets.definitions import defs  # after DAGSTER_HOME: the default warehouse lives under it
     from crm_assets.resources import WarehouseResource
 
