@@ -16,5 +16,5 @@ def parse_instant(value: object) -> datetime | None:
         return None
     try:
         return as_utc(datetime.fromisoformat(value.strip()))
-    except ValueError:
+    except (ValueError, OverflowError):  # year 1 or 9999 with an offset leaves datetime's range
         return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import itertools
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import polars as pl
@@ -45,10 +45,13 @@ def create_stage(
     return stage
 
 
-def drop_stages(conn: sa.Connection) -> None:
-    """Drop this connection's staging tables now (PostgreSQL drops them at commit; SQLite would keep them)."""
-    for stage in conn.info.pop(_STAGES, []):
-        stage.drop(conn, checkfirst=True)
+def drop_stages(conn: sa.Connection, keep: Collection[sa.Table] = ()) -> None:
+    """Drop this connection's staging tables now, but `keep` (a long transaction would pile them up)."""
+    stages = conn.info.pop(_STAGES, [])
+    for stage in stages:
+        if stage not in keep:
+            stage.drop(conn, checkfirst=True)
+    conn.info[_STAGES] = [s for s in stages if s in keep]
 
 
 def fill_stage(conn: sa.Connection, stage: sa.Table, frame: pl.DataFrame) -> None:
@@ -130,6 +133,9 @@ def read_frame(conn: sa.Connection, query: sa.Select[Any], schema: dict[str, pl.
     """Run a query into a polars frame with a fixed schema (COPY on PostgreSQL, a cursor on SQLite)."""
     if _is_postgres(conn):
         sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
+        # COPY prints values in the session's formats: pin the ones the parsing below expects.
+        conn.execute(sa.text("SET LOCAL TimeZone = 'UTC'"))
+        conn.execute(sa.text("SET LOCAL DateStyle = 'ISO'"))
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         buffer = io.BytesIO()
         with cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER false)") as copy:

@@ -79,17 +79,23 @@ def clean_changes(
 ) -> TableChanges:
     """Bring the clean table and the domain's rejects up to date with its raw table, in the caller's transaction."""
     log = log or logging.getLogger(__name__)
-    lock_domain(conn, domain)
+    # Deleting keys here cascades into the domains that reference this one, and marks their records
+    # changed: hold their locks from the start, in DOMAINS order.
+    for locked in DOMAINS:
+        if locked.name == domain.name or any(fk.domain == domain.name for fk in locked.foreign_keys):
+            lock_domain(conn, locked)
     after = 0 if rebuild else read_cleaned_through(conn, domain)
     through = latest_change_seq(conn, domain)
     changes = TableChanges()
     affected = _key_set(conn, domain)
     for batch in read_changed_batches(conn, domain, after, through, batch_size):
         _take_changed_batch(conn, domain, batch, affected, run_id, changes)
+        drop_stages(conn, keep=[affected])
         changes.records_read += batch.height
         log.info(f"{domain.name}: {changes.records_read:,} changed records coerced")
     for first, last in _key_ranges(conn, affected, chunk_size):
         _decide(conn, domain, affected, first, last, run_id, changes, track)
+        drop_stages(conn, keep=[affected])
         log.info(f"{domain.name}: {changes.keys_decided:,} business keys decided")
     save_cleaned_through(conn, domain, through)
     _count(conn, domain, changes)

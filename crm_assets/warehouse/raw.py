@@ -42,6 +42,28 @@ class SyncCursor:
     last_full_sync_at: datetime | None
 
 
+def _storable(record: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The record and its JSON text, with any NUL character (U+0000) replaced by U+FFFD.
+
+    PostgreSQL's JSONB refuses NUL and SQLite's JSON functions cut text at it: replace it the same way on both.
+    """
+    text = orjson.dumps(record).decode()
+    if "\\u0000" in text:
+        record = _replace_nul(record)
+        text = orjson.dumps(record).decode()
+    return record, text
+
+
+def _replace_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_replace_nul(k): _replace_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_nul(v) for v in value]
+    return value
+
+
 class RawWriter:
     """Streams record batches into a staging table, then merges them into raw_<domain> in one statement.
 
@@ -74,7 +96,8 @@ class RawWriter:
             updated_at = updated_at or self.synced_at
             if self.stats.max_updated_at is None or updated_at > self.stats.max_updated_at:
                 self.stats.max_updated_at = updated_at
-            payload = orjson.dumps(record).decode() if is_postgres else record
+            stored, text = _storable(record)
+            payload = text if is_postgres else stored
             is_deleted = deleted or record.get("is_deleted") is True
             yield (crm_id, payload, updated_at, is_deleted, self.synced_at, self.run_id)
 
@@ -155,7 +178,12 @@ def json_field_as_text(conn: sa.Connection, payload: sa.Column[Any], path: tuple
     """A JSON field of the payload as text, the same on both dialects (paths are validated identifiers)."""
     if conn.dialect.name == "postgresql":
         return sa.literal_column(f"{payload.name} #>> '{{{','.join(path)}}}'")
-    return sa.literal_column(f"CAST(json_extract({payload.name}, '$.{'.'.join(path)}') AS TEXT)")
+    # json_extract gives JSON true/false as 1/0: spell them as PostgreSQL does.
+    where = f"{payload.name}, '$.{'.'.join(path)}'"
+    return sa.literal_column(
+        f"CASE json_type({where}) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
+        f"ELSE CAST(json_extract({where}) AS TEXT) END"
+    )
 
 
 def _field_schema(domain: Domain) -> dict[str, pl.DataType]:
@@ -175,7 +203,11 @@ def _fields_query(conn: sa.Connection, domain: Domain) -> sa.Select[Any]:
 
 
 def lock_domain(conn: sa.Connection, domain: Domain) -> None:
-    """Serialize raw merges and clean runs of a domain until the transaction ends (SQLite serializes writers)."""
+    """Serialize writers of a domain's raw and clean tables until the transaction ends (SQLite serializes writers).
+
+    Whoever needs several domains locks them in DOMAINS order (referenced domains first), so no two wait
+    on each other.
+    """
     if conn.dialect.name == "postgresql":
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"crm_assets.{domain.name}"))))
 

@@ -69,7 +69,7 @@ def _clean_table(domain: Domain) -> Table:
     for col in domain.columns:
         sql_type = _SQL_TYPES[col.type]
         if col.type is ColumnType.TEXT and col.name == domain.business_key:
-            sql_type = String(255)
+            sql_type = String()  # VARCHAR, unbounded: a key is never truncated or refused for its length
         fk = next((f for f in domain.foreign_keys if f.column == col.name), None)
         args = [ForeignKey(f"{fk.domain}.{fk.target_column}", ondelete="CASCADE")] if fk else []
         columns.append(

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from crm_assets.domains import get_domain
-from crm_assets.warehouse.raw import RawWriter
+from crm_assets.warehouse.raw import RawWriter, lock_domain
 from crm_assets.warehouse.schema import CLEAN_TABLES, crm_update_audit
 from crm_assets.write_back.request import UpdateRequestError, ValidatedUpdate
 
@@ -104,6 +104,7 @@ def _update_row(conn: sa.Connection, update: ValidatedUpdate, outcome: ChangeOut
 def record_outcome(engine: Engine, update: ValidatedUpdate, run_id: str, outcome: ChangeOutcome) -> bool:
     """The warehouse row and the audit row of one record, in one transaction; True if the row changed."""
     with engine.begin() as conn:
+        lock_domain(conn, update.domain)  # before the row: the raw merge below takes it too
         changed = _update_row(conn, update, outcome) if outcome.in_sync else False
         if outcome.crm_record is not None and outcome.in_sync:
             # The raw copy follows too, so the next clean run re-decides this record from the new value.

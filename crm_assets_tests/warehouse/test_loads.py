@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 
 from crm_assets.domains import ACCOUNTS
 from crm_assets.warehouse import clean_load
-from crm_assets.warehouse.clean_load import clean_changes
+from crm_assets.warehouse.clean_load import clean_changes, read_clean_rows
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
 from crm_assets.warehouse.raw import RawWriter, read_cursor, read_live_fields, save_cursor
 from crm_assets.warehouse.schema import CLEAN_TABLES, RAW_TABLES, rejected_records
@@ -174,3 +174,40 @@ def test_read_frame_types_match_on_both_dialects(warehouse_engine: Engine) -> No
     assert frame.schema["updated_at"] == pl.Datetime("us", "UTC")
     assert frame.row(0, named=True)["account_value"] == "1000"
     assert frame.row(0, named=True)["updated_at"] == datetime(2024, 1, 1, 16, tzinfo=UTC)
+
+
+def test_awkward_values_are_loaded_or_quarantined_never_fatal(warehouse_engine: Engine) -> None:
+    """A NUL character, a JSON boolean, an out-of-range timestamp: the same outcome on both databases."""
+    nul = account(1, 10, name="Acme\x00 Ltd")
+    boolean = account(2, 20)
+    boolean["custom_field"]["cf_account_value"] = True
+    ancient = account(3, 30, updated="0001-01-01T00:00:00+01:00")
+    write_raw(warehouse_engine, [nul, boolean, ancient])
+    changes = load_clean(warehouse_engine)
+    with warehouse_engine.connect() as conn:
+        names = dict(
+            conn.execute(sa.select(CLEAN_TABLES["accounts"].c.crm_id, CLEAN_TABLES["accounts"].c.account_name)).all()
+        )
+        reasons = dict(conn.execute(sa.select(rejected_records.c.crm_id, rejected_records.c.reason)).all())
+    assert names == {1: "Acme\ufffd Ltd", 3: "Account 30"}
+    assert reasons == {2: "account_value: cannot use true, expected a whole number"}
+    assert changes.rejected == 1
+
+
+def test_long_text_business_keys_are_kept_whole(warehouse_engine: Engine) -> None:
+    from crm_assets.domains import CONTACTS
+
+    key = "C-" + "x" * 400
+    contact = {
+        "id": 9,
+        "external_id": key,
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "email": "ada@example.com",
+        "updated_at": "2024-01-01T00:00:00Z",
+        "custom_field": {"cf_lead_source": "website"},
+    }
+    write_raw(warehouse_engine, [contact], domain=CONTACTS)
+    with warehouse_engine.begin() as conn:
+        clean_changes(conn, CONTACTS, "run")
+        assert read_clean_rows(conn, CONTACTS)["contact_id"].to_list() == [key]

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 09:36:59.687897
+Create Date: 2026-11-24 09:51:00.262730
 """
 
 from collections.abc import Sequence
@@ -55,7 +55,7 @@ def upgrade() -> None:
     op.create_table(
         "contacts",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
-        sa.Column("contact_id", sa.String(length=255), nullable=False, comment="Business key"),
+        sa.Column("contact_id", sa.String(), nullable=False, comment="Business key"),
         sa.Column("first_name", sa.Text(), nullable=False),
         sa.Column("last_name", sa.Text(), nullable=False),
         sa.Column("email", sa.Text(), nullable=False),
