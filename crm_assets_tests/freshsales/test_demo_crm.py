@@ -112,7 +112,7 @@ def test_faults_are_retried_without_losing_records(
     assert client.stats.retries == sum(1 for r in demo.request_log if r.status != 200)
     assert client.stats.retries > 0
     if faults.rate_limit_every:
-        assert 1.0 in fake_sleep.calls  # x-ratelimit-reset (or Retry-After): 1 s, no jitter with base 0
+        assert fake_sleep.calls.count(1.0) >= 1  # x-ratelimit-reset (or Retry-After): 1 s, no jitter with base 0
 
 
 def test_short_pages_do_not_end_the_read(
