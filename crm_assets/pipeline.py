@@ -77,8 +77,11 @@ def extract_domain(
         since = f", records updated since {plan.since.isoformat()}" if plan.since else ""
         log.info(f"{domain.name}: {'full' if plan.full else 'incremental'} sync ({plan.reason}){since}")
         writer = RawWriter(conn, domain, run_id)
-        for batch in client.iter_records(domain.entity, domain.views, updated_after=plan.since):
-            writer.add(batch)
+        # A record listed in several views (or moved between pages mid-scan) is staged more than once; the
+        # merge keeps the newest copy per CRM id, so memory does not grow with the number of ids seen.
+        for view in domain.views:
+            for batch in client.iter_view(domain.entity, view, stop_before=plan.since):
+                writer.add(batch)
         # Deleting bumps updated_at, so the Recycle Bin is read down to the cursor too; a delete that
         # did not (or a record purged from the bin) is caught by the periodic full reconciliation.
         for batch in client.iter_view(domain.entity, domain.deleted_view, stop_before=plan.since):

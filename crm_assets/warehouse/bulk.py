@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 _SQLITE_CHUNK = 20_000
 _STAGES = "crm_assets.stages"
+_ANALYZE_AFTER_ROWS = 50_000
 
 
 def _is_postgres(conn: sa.Connection) -> bool:
@@ -68,6 +69,15 @@ def fill_stage(conn: sa.Connection, stage: sa.Table, frame: pl.DataFrame) -> Non
 def analyze_stage(conn: sa.Connection, table: sa.Table) -> None:
     """Temporary tables are never auto-analyzed: without statistics PostgreSQL plans joins on them badly."""
     if _is_postgres(conn) and "TEMPORARY" in table._prefixes:
+        conn.execute(sa.text(f'ANALYZE "{table.name}"'))
+
+
+def analyze_after_bulk_change(conn: sa.Connection, table: sa.Table, changed_rows: int) -> None:
+    """Refresh a table's statistics after a large change, so the next queries in the same run plan well.
+
+    Autovacuum would get there too, but only after the run has planned its queries on stale numbers.
+    """
+    if _is_postgres(conn) and changed_rows >= _ANALYZE_AFTER_ROWS:
         conn.execute(sa.text(f'ANALYZE "{table.name}"'))
 
 

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from crm_assets.domains import DOMAINS, Domain
 from crm_assets.transform.clean import coerce_records, output_schema, reason_kinds, resolve
 from crm_assets.warehouse.bulk import (
+    analyze_after_bulk_change,
     analyze_stage,
     create_stage,
     delete_staged_keys,
@@ -93,10 +94,12 @@ def clean_changes(
         drop_stages(conn, keep=[affected])
         changes.records_read += batch.height
         log.info(f"{domain.name}: {changes.records_read:,} changed records coerced")
+    analyze_after_bulk_change(conn, CANDIDATE_TABLES[domain.name], changes.records_read)
     for first, last in _key_ranges(conn, affected, chunk_size):
         _decide(conn, domain, affected, first, last, run_id, changes, track)
         drop_stages(conn, keep=[affected])
         log.info(f"{domain.name}: {changes.keys_decided:,} business keys decided")
+    analyze_after_bulk_change(conn, CLEAN_TABLES[domain.name], changes.inserted + changes.updated + changes.deleted)
     save_cleaned_through(conn, domain, through)
     _count(conn, domain, changes)
     drop_stages(conn)

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from crm_assets.domains import Domain
 from crm_assets.timestamps import as_utc, parse_instant
 from crm_assets.warehouse.bulk import (
+    analyze_after_bulk_change,
     analyze_stage,
     create_stage,
     drop_stages,
@@ -145,6 +146,7 @@ class RawWriter:
                 .values(is_deleted=True, synced_at=self.synced_at, run_id=self.run_id, change_seq=seq)
             )
             self.stats.marked_deleted = self.conn.execute(gone).rowcount or 0
+        analyze_after_bulk_change(self.conn, table, self.stats.inserted + self.stats.updated)
         drop_stages(self.conn)
         return self.stats
 
