@@ -12,8 +12,8 @@ import dagster as dg
 import sqlalchemy as sa
 
 from crm_assets.domains import DOMAINS
-from crm_assets.transform.clean import reason_kinds
-from crm_assets.warehouse.schema import CLEAN_TABLES, deal_aggregations, rejected_records
+from crm_assets.warehouse.clean_load import rejection_counts
+from crm_assets.warehouse.schema import CLEAN_TABLES, deal_aggregations
 
 _QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
@@ -64,15 +64,7 @@ def _counts(engine: sa.Engine) -> tuple[dict[str, int], dict[str, dict[str, int]
             name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
             for name, t in CLEAN_TABLES.items()
         }
-        reasons: dict[str, dict[str, int]] = {}
-        for domain, reason, n in conn.execute(
-            sa.select(rejected_records.c.domain, rejected_records.c.reason, sa.func.count()).group_by(
-                rejected_records.c.domain, rejected_records.c.reason
-            )
-        ):
-            per_domain = reasons.setdefault(domain, {})
-            for kind in reason_kinds(reason):
-                per_domain[kind] = per_domain.get(kind, 0) + n
+        reasons = {d.name: rejection_counts(conn, d.name)[1] for d in DOMAINS}
         aggregations: dict[str, int] = dict(
             conn.execute(
                 sa.select(deal_aggregations.c.aggregation_type, sa.func.count()).group_by(

@@ -6,7 +6,7 @@ Output: the rows to load, typed, and the rejected records with their reasons. No
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import polars as pl
@@ -24,11 +24,16 @@ class CleanResult:
 
     def rejected_by_reason(self) -> dict[str, int]:
         """Counts per kind of problem: "deal_size: uncastable", "duplicate deal_id", "orphan account_id"."""
-        counts: dict[str, int] = {}
-        for reason in self.rejected["reason"]:
-            for kind in reason_kinds(reason):
-                counts[kind] = counts.get(kind, 0) + 1
-        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+        return tally_kinds((reason_kinds(reason), 1) for reason in self.rejected["reason"])
+
+
+def tally_kinds(groups: Iterable[tuple[Iterable[str], int]]) -> dict[str, int]:
+    """Add up (kinds of problem, number of records) pairs; the most frequent kind first."""
+    counts: dict[str, int] = {}
+    for kinds, n in groups:
+        for kind in kinds:
+            counts[kind] = counts.get(kind, 0) + n
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def reason_kinds(reason: str) -> list[str]:

@@ -110,26 +110,13 @@ def _insert_rows(conn: sa.Connection, stage: sa.Table, rows: Iterable[dict[str, 
         conn.execute(stage.insert(), chunk)
 
 
-def upsert_from_stage(
-    conn: sa.Connection,
-    target: sa.Table,
-    stage: sa.Table,
-    key: Sequence[str],
-    only_if_changed: Sequence[str] = (),
-) -> None:
-    """Merge every staged row into `target` on `key`.
-
-    With `only_if_changed`, an existing row is rewritten only when one of those columns differs.
-    """
+def upsert_from_stage(conn: sa.Connection, target: sa.Table, stage: sa.Table, key: Sequence[str]) -> None:
+    """Merge every staged row into `target` on `key` (INSERT ... SELECT ... ON CONFLICT DO UPDATE)."""
     columns = [c.name for c in stage.columns]
     source = sa.select(*(stage.c[c] for c in columns)).where(sa.true())  # WHERE: SQLite parser needs it
     statement = upsert_insert(conn, target).from_select(columns, source)
-    excluded = statement.excluded
-    changed = sa.or_(sa.false(), *(target.c[c].is_distinct_from(excluded[c]) for c in only_if_changed))
     statement = statement.on_conflict_do_update(
-        index_elements=list(key),
-        set_={c: excluded[c] for c in columns if c not in key},
-        where=changed if only_if_changed else None,
+        index_elements=list(key), set_={c: statement.excluded[c] for c in columns if c not in key}
     )
     conn.execute(statement)
 

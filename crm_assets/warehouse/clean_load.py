@@ -20,7 +20,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from crm_assets.domains import DOMAINS, Domain
-from crm_assets.transform.clean import coerce_records, output_schema, reason_kinds, resolve
+from crm_assets.transform.clean import coerce_records, output_schema, reason_kinds, resolve, tally_kinds
 from crm_assets.warehouse.bulk import (
     analyze_after_bulk_change,
     analyze_stage,
@@ -295,17 +295,17 @@ def _drop_rejections(conn: sa.Connection, domain: Domain, crm_ids: sa.Select[Any
 def _count(conn: sa.Connection, domain: Domain, changes: TableChanges) -> None:
     table = CLEAN_TABLES[domain.name]
     changes.rows = int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+    changes.rejected, changes.rejected_by_reason = rejection_counts(conn, domain.name)
+
+
+def rejection_counts(conn: sa.Connection, domain: str) -> tuple[int, dict[str, int]]:
+    """(records quarantined for a domain, how many show each kind of problem)."""
     problems = conn.execute(
         sa.select(rejected_records.c.problem, sa.func.count())
-        .where(rejected_records.c.domain == domain.name)
+        .where(rejected_records.c.domain == domain)
         .group_by(rejected_records.c.problem)
-    )
-    counts: dict[str, int] = {}
-    for problem, n in problems:
-        changes.rejected += n
-        for kind in problem.split("; "):
-            counts[kind] = counts.get(kind, 0) + n
-    changes.rejected_by_reason = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    ).all()
+    return sum(n for _, n in problems), tally_kinds((problem.split("; "), n) for problem, n in problems)
 
 
 def read_clean_rows(conn: sa.Connection, domain: Domain, limit: int | None = None) -> pl.DataFrame:
