@@ -11,6 +11,7 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
+from crm_assets.contracts import RANGE_END_TAG, RANGE_START_TAG
 from crm_assets.domains import DOMAINS
 from crm_assets.warehouse.clean_load import rejection_counts
 from crm_assets.warehouse.schema import CLEAN_TABLES, deal_aggregations
@@ -50,7 +51,7 @@ def _run_reports(defs: dg.Definitions, instance: dg.DagsterInstance) -> bool:
             instance=instance,
             resources=dict(defs.resources or {}),
             run_config=_QUIET_LOGS,
-            tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+            tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
             raise_on_error=False,
         )
         if not result.success:

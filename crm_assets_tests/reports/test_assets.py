@@ -10,10 +10,10 @@ import dagster as dg
 import pytest
 from sqlalchemy.engine import Engine
 
+from crm_assets.contracts import RANGE_END_TAG, RANGE_START_TAG
 from crm_assets.defs.reports.assets import REPORT_ASSETS_BY_CADENCE
 from crm_assets.defs.reports.checks import REPORT_CHECKS
 from crm_assets.defs.reports.definitions import REPORT_ASSETS, defs, full_range
-from crm_assets.defs.reports.sensors import RANGE_END_TAG, RANGE_START_TAG
 from crm_assets.reports.windows import Cadence
 from crm_assets.resources import WarehouseResource
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import pytest
 
-from crm_assets.defs.reports.sensors import RANGE_END_TAG, RANGE_START_TAG, deal_aggregations_refresh
+from crm_assets.contracts import RANGE_END_TAG, RANGE_START_TAG
+from crm_assets.defs.reports.sensors import deal_aggregations_refresh
 
 
 def _report_deals(instance: dg.DagsterInstance, dates: list[str], key: str = "deals") -> None:

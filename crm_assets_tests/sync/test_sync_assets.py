@@ -11,6 +11,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from crm_assets.contracts import TOUCHED_DATES
 from crm_assets.defs.exports.assets import ExportDirectory, crm_exports
 from crm_assets.defs.sync.assets import CLEAN_ASSETS, RAW_ASSETS
 from crm_assets.defs.sync.checks import CLEAN_CHECKS
@@ -74,7 +75,7 @@ def test_materializing_everything_loads_clean_tables_quarantines_dirt_and_export
         assert count(warehouse_url, CLEAN_TABLES[name]) == meta["dagster/row_count"]
     assert "duplicate deal_id" in metadata(result, "deals")["rejected_by_reason"]
     assert any(k.startswith("orphan") for k in metadata(result, "deals")["rejected_by_reason"])
-    assert metadata(result, "deals")["touched_dates"]
+    assert metadata(result, "deals")[TOUCHED_DATES]
     checks = result.get_asset_check_evaluations()
     assert checks and all(c.passed for c in checks)
     exported = sorted(p.name.split("_", 1)[1] for p in (tmp_path / "exports").iterdir())
@@ -91,7 +92,7 @@ def test_a_second_run_on_unchanged_data_changes_nothing(crm_url: str, warehouse_
         assert (raw["mode"], raw["inserted"], raw["updated"]) == ("incremental", 0, 0)
         clean = metadata(again, domain)
         assert (clean["inserted"], clean["updated"], clean["deleted"]) == (0, 0, 0)
-    assert metadata(again, "deals")["touched_dates"] == []
+    assert metadata(again, "deals")[TOUCHED_DATES] == []
 
 
 def view_requests(demo: DemoCrm) -> int:

@@ -6,15 +6,13 @@ from typing import Any
 
 import dagster as dg
 
+from crm_assets.contracts import RANGE_END_TAG, RANGE_START_TAG, TOUCHED_DATES
 from crm_assets.defs.reports.jobs import REPORT_JOBS
 from crm_assets.defs.reports.partitions import PARTITIONS
 from crm_assets.reports.windows import Cadence, contiguous_runs, utc_day, windows_touched
 
 DEALS_KEY = dg.AssetKey("deals")
-TOUCHED_DATES = "touched_dates"
 EVENTS_PER_TICK = 500  # a long backlog drains over a few ticks, each well inside the evaluation timeout
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 def touched_dates(metadata: Mapping[str, Any], log: Any = None) -> set[date]:

@@ -8,6 +8,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from crm_assets.contracts import CRM_POOL, PERIOD_COLUMN, TOUCHED_DATES
 from crm_assets.defs.metadata import markdown_table, table_schema
 from crm_assets.domains import DOMAINS, Domain
 from crm_assets.freshsales.client import FreshsalesClient
@@ -19,7 +20,6 @@ from crm_assets.warehouse.raw import raw_summary
 
 RAW_GROUP = "crm_raw"
 CLEAN_GROUP = "crm_clean"
-CRM_POOL = "crm_api"
 
 
 class RawSyncConfig(dg.Config):
@@ -112,9 +112,6 @@ def build_raw_asset(domain: Domain) -> dg.AssetsDefinition:
     return raw_asset
 
 
-PERIOD_COLUMN = "created_at"  # decides which aggregation windows a deal counts in
-
-
 def _touched_dates(changes: TableChanges) -> list[str]:
     """UTC dates of the period column of every inserted, updated or deleted row, old and new versions alike."""
     frames = [*changes.before, *changes.after]
@@ -145,7 +142,7 @@ def _clean_metadata(domain: Domain, changes: TableChanges, preview: pl.DataFrame
         "preview": dg.MetadataValue.md(markdown_table(preview)),
     }
     if PERIOD_COLUMN in domain.column_names:
-        metadata["touched_dates"] = dg.MetadataValue.json(_touched_dates(changes))
+        metadata[TOUCHED_DATES] = dg.MetadataValue.json(_touched_dates(changes))
     return metadata
 
 

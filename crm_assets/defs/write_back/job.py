@@ -9,6 +9,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from crm_assets.contracts import CRM_POOL, TOUCHED_DATES
 from crm_assets.domains import DOMAINS
 from crm_assets.resources import CrmResource, WarehouseResource
 from crm_assets.write_back import (
@@ -26,7 +27,6 @@ from crm_assets.write_back.apply import FAILED, planned_outcomes
 from crm_assets.write_back.store import check_foreign_keys
 
 JOB_NAME = "update_domain_value"
-CRM_POOL = "crm_api"
 # Changing these on a deal moves money between aggregation partitions.
 AGGREGATED_FIELDS = {"deals": frozenset({"deal_size", "account_id"})}
 _DOMAIN_NAMES = ", ".join(d.name for d in DOMAINS)
@@ -116,7 +116,7 @@ def _log_touched_dates(context: dg.OpExecutionContext, plan: UpdatePlan, outcome
         dg.AssetMaterialization(
             asset_key=update.domain.name,
             description=f"{update.target.name} written back by {JOB_NAME}",
-            metadata={"touched_dates": dg.MetadataValue.json(dates), "written_back": len(dates)},
+            metadata={TOUCHED_DATES: dg.MetadataValue.json(dates), "written_back": len(dates)},
         )
     )
 

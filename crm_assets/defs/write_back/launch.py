@@ -15,6 +15,7 @@ from typing import Any
 
 import dagster as dg
 
+from crm_assets.contracts import DRY_RUN_TAG, LAUNCHED_BY_TAG
 from crm_assets.defs.write_back.job import JOB_NAME, outcome_rows, update_domain_value
 from crm_assets.resources import crm_resource_from_env, warehouse_resource_from_env
 from crm_assets.write_back import ChangeOutcome, UpdatePlan, format_table
@@ -95,7 +96,7 @@ def launch_update(domain: str, key: str, value: str, key_to_update: str, update_
             dg.reconstructable(update_job),
             instance=instance,
             run_config=run_config,
-            tags={"crm_assets/launched_by": "cli", "crm_assets/dry_run": str(dry_run).lower()},
+            tags={LAUNCHED_BY_TAG: "cli", DRY_RUN_TAG: str(dry_run).lower()},
         ) as result,
     ):
         print(f"Run {result.run_id} ({JOB_NAME}): {'success' if result.success else 'FAILED'}")

@@ -1,0 +1,28 @@
+"""The names where capabilities meet: each is defined here once and imported by every side.
+
+A sync writes metadata the reports sensor reads, runs carry tags the CLI and the UI agree on, and every
+step that talks to the CRM shares one pool. Spelling any of these twice would let a rename silently
+break the other side.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Dagster pool shared by every step that spends the CRM account's request budget.
+CRM_POOL: Final = "crm_api"
+
+# Metadata key on a `deals` materialization (sync or write-back): the UTC dates (YYYY-MM-DD) of the
+# period column of every row it inserted, changed or removed, old and new versions alike.
+TOUCHED_DATES: Final = "touched_dates"
+
+# The deal column that decides which aggregation windows a deal counts in.
+PERIOD_COLUMN: Final = "created_at"
+
+# Dagster's tags for a single run over a partition range (BackfillPolicy.single_run()).
+RANGE_START_TAG: Final = "dagster/asset_partition_range_start"
+RANGE_END_TAG: Final = "dagster/asset_partition_range_end"
+
+# Tags crm-assets puts on the runs it launches.
+LAUNCHED_BY_TAG: Final = "crm_assets/launched_by"
+DRY_RUN_TAG: Final = "crm_assets/dry_run"
