@@ -6,16 +6,32 @@ The assets in `defs/sync` wrap these with metadata and logging; the benchmark ca
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
 from crm_assets.domains import Domain
 from crm_assets.freshsales.client import FreshsalesClient
+from crm_assets.freshsales.errors import CrmNotFoundError
 from crm_assets.warehouse.clean_load import TableChanges, clean_changes
 from crm_assets.warehouse.raw import RawLoadStats, RawWriter, read_cursor, save_cursor
+from crm_assets.warehouse.scan import (
+    DeleteGuard,
+    MassDeleteRefusedError,
+    Scan,
+    ScanMovedError,
+    ViewPosition,
+    finish_scan,
+    load_scan,
+    mark_refused,
+    save_checkpoint,
+    start_scan,
+    touch_scan,
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +46,23 @@ class ExtractResult:
     plan: SyncPlan
     stats: RawLoadStats
     cursor: datetime | None
+    resumed: bool = False
+    scan_note: str = ""  # how the scan started: new, resumed or restarted, and why
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    """How an extraction checkpoints, resumes, confirms deletes and guards against mass deletes."""
+
+    checkpoint_pages: int = 200  # commit the staged pages every this many pages ...
+    checkpoint_seconds: float = 300.0  # ... or this many seconds, whichever comes first
+    max_scan_age: timedelta = timedelta(days=3)  # an unfinished scan older than this starts over
+    delete_checks: int = 1_000  # GETs per run confirming records a full listing did not show
+    guard: DeleteGuard = field(default_factory=DeleteGuard)
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_pages < 1 or self.checkpoint_seconds <= 0 or self.delete_checks < 0:
+            raise ValueError("checkpoint_pages and checkpoint_seconds must be positive, delete_checks not negative")
 
 
 def plan_sync(
@@ -61,11 +94,54 @@ def extract_domain(
     full_refresh: bool = False,
     reconcile_every: timedelta = timedelta(days=7),
     overlap: timedelta = timedelta(minutes=10),
+    settings: ScanSettings | None = None,
     log: logging.Logger | None = None,
 ) -> ExtractResult:
-    """Read changed (or all) records of a domain into its raw table, in one transaction."""
+    """Read changed (or all) records of a domain into its raw table, resuming an unfinished scan.
+
+    Pages are staged in checkpoints (no transaction spans more than one); the merge into the raw table,
+    the reconciliation and the cursor advance happen once, in one transaction, when the scan is complete.
+    """
     log = log or logging.getLogger(__name__)
+    settings = settings or ScanSettings()
+    scan, resumed, note = _open_scan(engine, domain, run_id, full_refresh, reconcile_every, overlap, settings)
+    log.info(f"{domain.name}: {note}")
+    for view in scan.views.values():
+        if not view.done:
+            _scan_view(engine, domain, client, scan, view, settings, log)
+    with engine.connect() as conn:
+        scan = _reload(conn, domain)
+    _guard(engine, domain, scan, run_id, settings)
+    if scan.full:
+        _confirm_unlisted(engine, domain, client, scan, run_id, settings, log)
     with engine.begin() as conn:
+        state = read_cursor(conn, domain)
+        stats = RawWriter(conn, domain, run_id, scan.scan_id).apply(reconcile=scan.full)
+        cursor = _next_cursor(state.cursor, stats.max_updated_at, scan.started_at)
+        save_cursor(conn, domain, cursor, full=scan.full)
+        finish_scan(conn, domain, scan)
+    _log_outcome(domain, stats, log)
+    plan = SyncPlan(scan.full, scan.reason, scan.since)
+    return ExtractResult(plan=plan, stats=stats, cursor=cursor, resumed=resumed, scan_note=note)
+
+
+def _open_scan(
+    engine: sa.Engine,
+    domain: Domain,
+    run_id: str | None,
+    full_refresh: bool,
+    reconcile_every: timedelta,
+    overlap: timedelta,
+    settings: ScanSettings,
+) -> tuple[Scan, bool, str]:
+    """Resume the unfinished scan when it is still good, else plan a new one; says which and why."""
+    with engine.begin() as conn:
+        scan = load_scan(conn, domain)
+        restart = _why_restart(scan, full_refresh, settings) if scan is not None else None
+        if scan is not None and restart is None:
+            age = _age(scan.started_at)
+            kind = "full" if scan.full else "incremental"
+            return scan, True, f"resuming the unfinished {kind} scan started {age} ago: {scan.position_text()}"
         state = read_cursor(conn, domain)
         plan = plan_sync(
             state.cursor,
@@ -74,24 +150,171 @@ def extract_domain(
             reconcile_every=reconcile_every,
             overlap=overlap,
         )
-        since = f", records updated since {plan.since.isoformat()}" if plan.since else ""
-        log.info(f"{domain.name}: {'full' if plan.full else 'incremental'} sync ({plan.reason}){since}")
-        writer = RawWriter(conn, domain, run_id)
-        # A record listed in several views (or moved between pages mid-scan) is staged more than once; the
-        # merge keeps the newest copy per CRM id, so memory does not grow with the number of ids seen.
-        for view in domain.views:
-            for batch in client.iter_view(domain.entity, view, stop_before=plan.since):
-                writer.add(batch)
-        # Deleting bumps updated_at, so the Recycle Bin is read down to the cursor too; a delete that
-        # did not (or a record purged from the bin) is caught by the periodic full reconciliation.
-        for batch in client.iter_view(domain.entity, domain.deleted_view, stop_before=plan.since):
-            writer.add(batch, deleted=True)
-        stats = writer.merge(reconcile=plan.full)
-        cursor = stats.max_updated_at or state.cursor
-        save_cursor(conn, domain, cursor, full=plan.full)
-    if stats.without_id:
-        log.warning(f"{domain.name}: {stats.without_id} records without a numeric CRM id were skipped")
-    return ExtractResult(plan=plan, stats=stats, cursor=cursor)
+        scan = start_scan(conn, domain, full=plan.full, since=plan.since, reason=plan.reason, run_id=run_id)
+    since = f", records updated since {plan.since.isoformat()}" if plan.since else ""
+    note = f"{'full' if plan.full else 'incremental'} sync ({plan.reason}){since}"
+    return scan, False, (f"restarting: {restart}; new " + note) if restart else note
+
+
+def _why_restart(scan: Scan, full_refresh: bool, settings: ScanSettings) -> str | None:
+    if scan.refused is not None and not settings.guard.allow:
+        return "the last scan's merge was refused (a mass delete), and allow_mass_delete is off"
+    if datetime.now(UTC) - scan.started_at > settings.max_scan_age:
+        return (
+            f"the unfinished scan started {_age(scan.started_at)} ago, more than the "
+            f"{_age_text(settings.max_scan_age)} a scan may take (max_scan_age_hours)"
+        )
+    if full_refresh and not scan.full:
+        return "a full refresh was asked for and the unfinished scan is incremental"
+    return None
+
+
+def _age(since: datetime) -> str:
+    return _age_text(datetime.now(UTC) - since)
+
+
+def _age_text(age: timedelta) -> str:
+    seconds = max(age.total_seconds(), 0.0)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _reload(conn: sa.Connection, domain: Domain) -> Scan:
+    scan = load_scan(conn, domain)
+    if scan is None:
+        raise ScanMovedError(f"{domain.raw_table}: the unfinished scan was removed by another process; run again")
+    return scan
+
+
+class _Checkpoints:
+    """Buffers pages and commits them (with the view's new position) every few pages or seconds."""
+
+    def __init__(self, engine: sa.Engine, domain: Domain, scan: Scan, view: ViewPosition, settings: ScanSettings):
+        self.engine, self.domain, self.scan, self.settings = engine, domain, scan, settings
+        self.view = view.view
+        self.next_page = view.next_page
+        self.deleted = view.view == domain.deleted_view
+        self.pages: list[list[dict[str, Any]]] = []
+        self.last_commit = time.monotonic()
+
+    def add(self, page: list[dict[str, Any]]) -> None:
+        self.pages.append(page)
+        due = time.monotonic() - self.last_commit >= self.settings.checkpoint_seconds
+        if len(self.pages) >= self.settings.checkpoint_pages or due:
+            self.commit(done=False)
+
+    def commit(self, *, done: bool) -> None:
+        with self.engine.begin() as conn:
+            writer = RawWriter(conn, self.domain, self.scan.run_id, self.scan.scan_id)
+            records = sum(writer.add(page, deleted=self.deleted) for page in self.pages)
+            to_page = self.next_page + len(self.pages)
+            save_checkpoint(conn, self.scan, self.view, self.next_page, to_page, records, done=done)
+        self.next_page, self.pages, self.last_commit = to_page, [], time.monotonic()
+
+
+def _scan_view(
+    engine: sa.Engine,
+    domain: Domain,
+    client: FreshsalesClient,
+    scan: Scan,
+    view: ViewPosition,
+    settings: ScanSettings,
+    log: logging.Logger,
+) -> None:
+    checkpoints = _Checkpoints(engine, domain, scan, view, settings)
+    # Deleting bumps updated_at, so the Recycle Bin is read down to the cursor too; a delete that did not
+    # (or a record purged from the bin) is caught by the periodic full reconciliation.
+    pages = client.iter_view(domain.entity, view.view, stop_before=scan.since, start_page=view.next_page)
+    for page in pages:
+        checkpoints.add(page)
+    checkpoints.commit(done=True)
+
+
+def _guard(engine: sa.Engine, domain: Domain, scan: Scan, run_id: str | None, settings: ScanSettings) -> None:
+    """Refuse, before any confirmation is spent and before anything is merged, what looks like an accident."""
+    with engine.connect() as conn:
+        counts = RawWriter(conn, domain, run_id, scan.scan_id).deletion_counts(reconcile=scan.full)
+    refusal = settings.guard.refusal(domain, scan, counts)
+    if refusal is None:
+        return
+    with engine.begin() as conn:
+        mark_refused(conn, scan, refusal)
+    raise MassDeleteRefusedError(refusal)
+
+
+def _confirm_unlisted(
+    engine: sa.Engine,
+    domain: Domain,
+    client: FreshsalesClient,
+    scan: Scan,
+    run_id: str | None,
+    settings: ScanSettings,
+    log: logging.Logger,
+) -> None:
+    """GET each live record the full listing did not show (up to the cap), staging what the CRM answers."""
+    with engine.connect() as conn:
+        writer = RawWriter(conn, domain, run_id, scan.scan_id)
+        total = writer.deletion_counts(reconcile=True).unlisted
+        ids = writer.unlisted_ids(settings.delete_checks)
+    if not total:
+        return
+    log.info(
+        f"{domain.name}: {total:,} live records were not listed; checking {len(ids):,} of them one by one"
+        + (f" (the rest wait for a later run: delete_checks is {settings.delete_checks:,})" if len(ids) < total else "")
+    )
+    found: dict[int, dict[str, Any] | None] = {}
+    last_commit = time.monotonic()
+    for crm_id in ids:
+        found[crm_id] = _current_copy(client, domain, crm_id)
+        if len(found) >= settings.checkpoint_pages or time.monotonic() - last_commit >= settings.checkpoint_seconds:
+            _stage_confirmations(engine, domain, scan, run_id, found)
+            found, last_commit = {}, time.monotonic()
+    _stage_confirmations(engine, domain, scan, run_id, found)
+
+
+def _current_copy(client: FreshsalesClient, domain: Domain, crm_id: int) -> dict[str, Any] | None:
+    try:
+        return client.get_record(domain.entity, domain.singular, crm_id)
+    except CrmNotFoundError:
+        return None
+
+
+def _stage_confirmations(
+    engine: sa.Engine, domain: Domain, scan: Scan, run_id: str | None, found: dict[int, dict[str, Any] | None]
+) -> None:
+    if not found:
+        return
+    with engine.begin() as conn:
+        RawWriter(conn, domain, run_id, scan.scan_id).add_confirmations(found)
+        touch_scan(conn, scan)
+
+
+def _next_cursor(old: datetime | None, newest_seen: datetime | None, started_at: datetime) -> datetime | None:
+    """The newest updated_at read, but never past the scan's start: a record edited while later pages or
+    views were read may have moved to a page already read, and the next incremental run must see it."""
+    if newest_seen is None:
+        return old
+    new = min(newest_seen, started_at)
+    return new if old is None else max(old, new)
+
+
+def _log_outcome(domain: Domain, stats: RawLoadStats, log: logging.Logger) -> None:
+    if stats.unlisted_checked:
+        log.info(
+            f"{domain.name}: {stats.unlisted_checked:,} records missing from the listing were re-read: "
+            f"{stats.confirmed_deleted:,} confirmed deleted, {stats.still_live:,} still live (merged)"
+        )
+    if stats.unconfirmed:
+        log.warning(
+            f"{domain.name}: {stats.unconfirmed:,} live records missing from the listing were left as they are, "
+            "unconfirmed (over this run's delete_checks); a later full reconciliation checks them"
+        )
+    if stats.rejected:
+        kinds = ", ".join(f"{k}: {n}" for k, n in stats.rejected_by_reason.items())
+        log.warning(f"{domain.name}: {stats.rejected:,} records the warehouse cannot store were quarantined ({kinds})")
 
 
 def clean_domain(

@@ -283,14 +283,18 @@ class FreshsalesClient:
         sort: str = "updated_at",
         sort_type: str = "desc",
         stop_before: datetime | None = None,
+        start_page: int = 1,
     ) -> Iterator[Page]:
-        """Non-empty pages of a view, in page order.
+        """Non-empty pages of a view, in page order, from `start_page` (a resumed scan) on.
 
         With `stop_before` (newest-first by updated_at only), records older than it are dropped and no
-        page after the first one holding such a record is requested.
+        page after the first one holding such a record is requested. Every page yielded is the next
+        page number: the k-th page yielded is page start_page + k - 1.
         """
         if stop_before is not None and (sort, sort_type) != ("updated_at", "desc"):
             raise ValueError("stop_before needs sort='updated_at' and sort_type='desc'")
+        if start_page < 1:
+            raise ValueError("start_page must be 1 or more")
         cutoff = as_utc(stop_before) if stop_before is not None else None
         view_id = self.view_id(entity, view_name)
         tracker = ProgressTracker(
@@ -300,19 +304,23 @@ class FreshsalesClient:
             log=self.log,
             on_progress=self._on_progress,
             incremental=cutoff is not None,
+            limiter=self._limiter,
+            waits=self.stats,
         )
+        skipped = start_page - 1  # pages before start_page: the paging below counts from 1 regardless
 
         def fetch(page: int) -> tuple[Page, dict[str, Any]]:
-            return self._fetch_view_page(entity, view_id, page, sort, sort_type)
+            return self._fetch_view_page(entity, view_id, page + skipped, sort, sort_type)
 
         first, meta = fetch(1)
         total_pages = _int_or_none(meta.get("total_pages"))
-        tracker.set_totals(_int_or_none(meta.get("total")), total_pages)
-        for page_no, records in self._pages_from(fetch, first, total_pages, concurrent=cutoff is None):
+        tracker.set_totals(_int_or_none(meta.get("total")), total_pages, pages_before=skipped, per_page=self.per_page)
+        remaining = max(total_pages - skipped, 0) if total_pages is not None else None
+        for page_no, records in self._pages_from(fetch, first, remaining, concurrent=cutoff is None):
             if not records:
                 break
             kept = records if cutoff is None else _not_older(records, cutoff)
-            tracker.page_done(page_no, len(kept))
+            tracker.page_done(page_no + skipped, len(kept))
             if kept:
                 yield kept
             if len(kept) < len(records):

@@ -85,3 +85,25 @@ class RateLimiter:
         self._log.log(level, f"rate limit: {wait.reason}, waiting {wait.seconds:.1f} s")
         self._sleep(wait.seconds)
         return wait.seconds
+
+    def seconds_for(self, requests: int) -> float:
+        """The least time `requests` more requests can take under the budgets (0.0 when they fit now).
+
+        For an honest time left on a long scan: past the hourly budget, time follows the budget, not the speed.
+        """
+        if requests <= 0 or not self.budgets:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            granted = list(self._granted)
+        longest = 0.0
+        for budget in self.budgets:
+            in_window = [t for t in granted if t > now - budget.window_seconds]
+            over = requests - (budget.limit - len(in_window))
+            if over <= 0:
+                continue
+            cycles, k = divmod(over - 1, budget.limit)
+            # Each wait frees the oldest grant in the window; after `limit` of them a whole window has passed.
+            first_free = in_window[k] + budget.window_seconds if k < len(in_window) else now + budget.window_seconds
+            longest = max(longest, first_free + cycles * budget.window_seconds - now)
+        return longest

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+import json
+import reprlib
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,18 +16,26 @@ import sqlalchemy as sa
 
 from crm_assets.domains import Domain
 from crm_assets.timestamps import as_utc, parse_instant
-from crm_assets.warehouse.bulk import (
-    analyze_after_bulk_change,
-    analyze_stage,
-    create_stage,
-    drop_stages,
-    fill_stage_rows,
-    read_frame,
-    upsert_insert,
-)
-from crm_assets.warehouse.schema import RAW_TABLES, sync_state
+from crm_assets.transform.clean import reason_kinds, tally_kinds
+from crm_assets.warehouse.bulk import analyze_after_bulk_change, read_frame, upsert_insert
+from crm_assets.warehouse.schema import RAW_TABLES, raw_scan_records, rejected_records, sync_state
+
+# Staging rows are many and short-lived: refresh PostgreSQL's statistics on them before every merge.
+_ANALYZE_STAGE_FROM = 0
 
 RAW_STAGE_COLUMNS = ("crm_id", "payload", "updated_at", "is_deleted", "synced_at", "run_id")
+SCAN_COLUMNS = ("scan_id", "crm_id", "kind", "payload", "updated_at", "is_deleted", "reason", "problem")
+
+# Kinds of staged row: a listing's copy (live or not), a Recycle Bin copy, a fresh copy fetched to confirm
+# a record a full listing missed, a 404 on that fetch, and a record the warehouse cannot store as it came.
+LISTED, DELETED, CONFIRMED, GONE, REJECTED = "listed", "deleted", "confirmed", "gone", "rejected"
+COPIES = (LISTED, DELETED, CONFIRMED)
+
+BIGINT_RANGE = (-(2**63), 2**63 - 1)
+# A quarantined payload is kept for a person to read, not to load: past this many characters it is cut.
+MAX_REJECTED_PAYLOAD_CHARS = 100_000
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxstring, _REPR.maxother = 20, 50, 50, 1_000, 200
 
 
 @dataclass
@@ -33,8 +44,27 @@ class RawLoadStats:
     inserted: int = 0
     updated: int = 0
     marked_deleted: int = 0
-    without_id: int = 0
+    rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
     max_updated_at: datetime | None = None
+    # Full reconciliation: live rows the listing did not show are re-read one by one, up to a cap.
+    unlisted_checked: int = 0
+    confirmed_deleted: int = 0
+    still_live: int = 0
+    unconfirmed: int = 0  # unlisted rows left alone (beyond the cap, or no way to check)
+
+
+@dataclass(frozen=True)
+class DeletionCounts:
+    """What a merge would delete, known before any confirmation is spent."""
+
+    live: int  # live rows of the raw table now
+    deleted_by_crm: int  # live rows the CRM now lists as deleted (Recycle Bin, is_deleted)
+    unlisted: int  # live rows a full listing did not show (deleted only once confirmed)
+
+    @property
+    def at_risk(self) -> int:
+        return self.deleted_by_crm + self.unlisted
 
 
 @dataclass(frozen=True)
@@ -43,10 +73,26 @@ class SyncCursor:
     last_full_sync_at: datetime | None
 
 
+@dataclass(frozen=True)
+class Storable:
+    crm_id: int
+    record: dict[str, Any]
+    text: str
+
+
+@dataclass(frozen=True)
+class Unstorable:
+    crm_id: int | None
+    reason: str
+    payload: Any  # the record when it can be stored as JSON, else its text (cut when huge) as a JSON string
+
+
 def _storable(record: dict[str, Any]) -> tuple[dict[str, Any], str]:
     """The record and its JSON text, with any NUL character (U+0000) replaced by U+FFFD.
 
     PostgreSQL's JSONB refuses NUL and SQLite's JSON functions cut text at it: replace it the same way on both.
+    Raises orjson.JSONEncodeError when the record cannot be JSON (nested deeper than 255 levels, integers
+    beyond 64 bits, strings with lone surrogates).
     """
     text = orjson.dumps(record).decode()
     if "\\u0000" in text:
@@ -65,55 +111,198 @@ def _replace_nul(value: Any) -> Any:
     return value
 
 
-class RawWriter:
-    """Streams record batches into a staging table, then merges them into raw_<domain> in one statement.
+def usable_id(value: Any) -> tuple[int | None, str | None]:
+    """(the CRM id, None) when the warehouse can key a row by it, else (None, the reason)."""
+    if value is None:
+        return None, "id: missing"
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None, f"id: not an integer ({_REPR.repr(value)})"
+    if not BIGINT_RANGE[0] <= value <= BIGINT_RANGE[1]:
+        return None, f"id: outside the 64-bit range the warehouse stores ({value})"
+    return value, None
 
-    Use inside the caller's transaction: nothing is visible until it commits.
+
+def check_record(record: Any) -> Storable | Unstorable:
+    """Whether the warehouse can store a record as it came; if not, why, with a payload safe to keep."""
+    if not isinstance(record, dict):
+        return Unstorable(None, f"record: not a JSON object ({type(record).__name__})", _safe_text(record))
+    crm_id, problem = usable_id(record.get("id"))
+    try:
+        stored, text = _storable(record)
+    except (orjson.JSONEncodeError, TypeError, RecursionError) as exc:
+        return Unstorable(crm_id, f"payload: cannot be stored as JSON ({_encode_problem(exc)})", _safe_text(record))
+    if crm_id is None:
+        payload: Any = stored if len(text) <= MAX_REJECTED_PAYLOAD_CHARS else _cut(text)
+        return Unstorable(None, problem or "id: missing", payload)
+    return Storable(crm_id, stored, text)
+
+
+def _encode_problem(exc: BaseException) -> str:
+    message = str(exc) or type(exc).__name__
+    if "recursion" in message.lower() or isinstance(exc, RecursionError):
+        return "nested deeper than 255 levels"
+    return message[:200]
+
+
+def _safe_text(value: Any) -> str:
+    """Readable text of a value JSON cannot hold as it is: lone surrogates escaped, depth and length cut."""
+    try:
+        text = json.dumps(value, ensure_ascii=True, default=repr)
+    except (RecursionError, ValueError, TypeError):
+        text = _REPR.repr(value)
+    return _cut(text.replace("\x00", "\ufffd"))
+
+
+def _cut(text: str) -> str:
+    if len(text) <= MAX_REJECTED_PAYLOAD_CHARS:
+        return text
+    return text[:MAX_REJECTED_PAYLOAD_CHARS] + f"... [cut: {len(text):,} characters in all]"
+
+
+def _stage(conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Append rows (in SCAN_COLUMNS order) to raw_scan_records: COPY on PostgreSQL, executemany on SQLite."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        columns = ", ".join(f'"{c}"' for c in SCAN_COLUMNS)
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f'COPY "{raw_scan_records.name}" ({columns}) FROM STDIN') as copy:
+            for row in rows:
+                copy.write_row(row)
+    else:
+        conn.execute(raw_scan_records.insert(), [dict(zip(SCAN_COLUMNS, row, strict=True)) for row in rows])
+
+
+def new_scan_id() -> str:
+    return uuid.uuid4().hex
+
+
+class RawWriter:
+    """Stages record batches (durably, in raw_scan_records), then merges the newest copy per id into raw_<domain>.
+
+    A writer of its own (no `scan_id`) works inside the caller's transaction: nothing is visible until it
+    commits. A resumable extraction stages a scan over many transactions (one writer per checkpoint, the
+    same `scan_id`) and merges it once, when the scan is complete.
     """
 
-    def __init__(self, conn: sa.Connection, domain: Domain, run_id: str | None) -> None:
+    def __init__(self, conn: sa.Connection, domain: Domain, run_id: str | None, scan_id: str | None = None) -> None:
         self.conn = conn
         self.domain = domain
         self.table = RAW_TABLES[domain.name]
         self.run_id = run_id
+        self.scan_id = scan_id or new_scan_id()
         self.synced_at = datetime.now(UTC)
         self.stats = RawLoadStats()
-        self.invalid: list[dict[str, Any]] = []
-        self.stage = create_stage(conn, self.table, RAW_STAGE_COLUMNS)
+        self._mine = raw_scan_records.c.scan_id == self.scan_id
 
-    def add(self, records: Iterable[dict[str, Any]], *, deleted: bool = False) -> None:
-        fill_stage_rows(self.conn, self.stage, self._rows(records, deleted))
+    def add(self, records: Iterable[Any], *, deleted: bool = False) -> int:
+        """Stage a page of a listing (`deleted`: of the Recycle Bin); returns the records staged."""
+        rows = [self._row(record, DELETED if deleted else LISTED, deleted) for record in records]
+        _stage(self.conn, rows)
+        return len(rows)
 
-    def _rows(self, records: Iterable[dict[str, Any]], deleted: bool) -> Iterator[tuple[Any, ...]]:
-        is_postgres = self.conn.dialect.name == "postgresql"
-        for record in records:
-            self.stats.fetched += 1
-            crm_id = record.get("id")
-            if not isinstance(crm_id, int) or isinstance(crm_id, bool):
-                self.stats.without_id += 1
-                self.invalid.append(record)
-                continue
-            updated_at = parse_instant(record.get("updated_at")) or parse_instant(record.get("created_at"))
-            updated_at = updated_at or self.synced_at
-            if self.stats.max_updated_at is None or updated_at > self.stats.max_updated_at:
-                self.stats.max_updated_at = updated_at
-            stored, text = _storable(record)
-            payload = text if is_postgres else stored
-            is_deleted = deleted or record.get("is_deleted") is True
-            yield (crm_id, payload, updated_at, is_deleted, self.synced_at, self.run_id)
+    def add_confirmations(self, found: Mapping[int, dict[str, Any] | None]) -> None:
+        """Stage what a GET of each unlisted id answered: its fresh copy, or None when it is gone (404)."""
+        rows = [
+            self._row(record, CONFIRMED, False)
+            if record is not None
+            else (self.scan_id, crm_id, GONE, None, None, True, None, None)
+            for crm_id, record in found.items()
+        ]
+        _stage(self.conn, rows)
 
-    def merge(self, *, reconcile: bool) -> RawLoadStats:
-        """Upsert the newest staged copy of each id; with `reconcile`, ids not fetched are marked deleted."""
-        stage, table = self.stage, self.table
-        analyze_stage(self.conn, stage)
+    def _row(self, record: Any, kind: str, deleted: bool) -> tuple[Any, ...]:
+        checked = check_record(record)
+        if isinstance(checked, Unstorable):
+            payload = checked.payload if not self._is_postgres else orjson.dumps(checked.payload).decode()
+            problem = "; ".join(reason_kinds(checked.reason))
+            return (self.scan_id, checked.crm_id, REJECTED, payload, None, False, checked.reason, problem)
+        updated_at = parse_instant(record.get("updated_at")) or parse_instant(record.get("created_at"))
+        payload = checked.text if self._is_postgres else checked.record
+        is_deleted = deleted or record.get("is_deleted") is True
+        return (self.scan_id, checked.crm_id, kind, payload, updated_at or self.synced_at, is_deleted, None, None)
+
+    @property
+    def _is_postgres(self) -> bool:
+        return self.conn.dialect.name == "postgresql"
+
+    # -- before the merge --------------------------------------------------------------------------
+
+    def _newest(self) -> sa.Subquery:
+        """The newest staged copy of each id (a later updated_at wins; on a tie, the deleted copy)."""
+        stage = raw_scan_records
+        ranked = (
+            sa.select(
+                stage.c.crm_id,
+                stage.c.payload,
+                stage.c.updated_at,
+                stage.c.is_deleted,
+                sa.func.row_number()
+                .over(partition_by=stage.c.crm_id, order_by=(stage.c.updated_at.desc(), stage.c.is_deleted.desc()))
+                .label("rank"),
+            )
+            .where(self._mine, stage.c.kind.in_(COPIES))
+            .subquery()
+        )
+        return (
+            sa.select(ranked.c.crm_id, ranked.c.payload, ranked.c.updated_at, ranked.c.is_deleted)
+            .where(ranked.c.rank == 1)
+            .subquery()
+        )
+
+    def _unlisted(self) -> sa.ColumnElement[bool]:
+        """Live raw rows of which this scan staged nothing (index lookups on (scan_id, crm_id))."""
+        stage, table = raw_scan_records, self.table
+        staged = sa.exists().where(self._mine, stage.c.crm_id == table.c.crm_id)
+        return sa.and_(~table.c.is_deleted, ~staged)
+
+    def deletion_counts(self, *, reconcile: bool) -> DeletionCounts:
+        """How many live rows the merge would delete: cheap, and before any confirmation is spent."""
+        table = self.table
+        live = self.conn.execute(sa.select(sa.func.count()).where(~table.c.is_deleted)).scalar_one()
+        newest = self._newest()
+        by_crm = self.conn.execute(
+            sa.select(sa.func.count())
+            .select_from(newest.join(table, table.c.crm_id == newest.c.crm_id))
+            .where(newest.c.is_deleted, ~table.c.is_deleted)
+        ).scalar_one()
+        unlisted = 0
+        if reconcile:
+            unlisted = self.conn.execute(sa.select(sa.func.count()).where(self._unlisted())).scalar_one()
+        return DeletionCounts(int(live), int(by_crm), int(unlisted))
+
+    def unlisted_ids(self, limit: int) -> list[int]:
+        """Up to `limit` live ids the listing did not show and no confirmation has answered yet."""
+        if limit <= 0:
+            return []
+        query = sa.select(self.table.c.crm_id).where(self._unlisted()).order_by(self.table.c.crm_id).limit(limit)
+        return [int(i) for i in self.conn.execute(query).scalars()]
+
+    # -- the merge ---------------------------------------------------------------------------------
+
+    def merge(
+        self,
+        *,
+        reconcile: bool,
+        confirm: Callable[[list[int]], Mapping[int, dict[str, Any] | None]] | None = None,
+        max_checks: int = 1_000,
+    ) -> RawLoadStats:
+        """Stage confirmations of unlisted rows (with `reconcile` and `confirm`), then apply, in one go."""
+        if reconcile and confirm is not None:
+            self.add_confirmations(confirm(self.unlisted_ids(max_checks)))
+        return self.apply(reconcile=reconcile)
+
+    def apply(self, *, reconcile: bool) -> RawLoadStats:
+        """Upsert the newest staged copy of each id, delete what the CRM confirmed gone, quarantine the rest.
+
+        A row a full listing merely did not show stays as it is (counted as unconfirmed): absence alone
+        never deletes. The staged rows of the scan are removed.
+        """
+        table, stage = self.table, raw_scan_records
+        analyze_after_bulk_change(self.conn, stage, _ANALYZE_STAGE_FROM)
+        self._count_staged(reconcile)
         seq = next_change_seq(self.conn, self.domain)
-        ranked = sa.select(
-            *stage.c,
-            sa.func.row_number()
-            .over(partition_by=stage.c.crm_id, order_by=(stage.c.updated_at.desc(), stage.c.is_deleted.desc()))
-            .label("rank"),
-        ).subquery()
-        newest = sa.select(*(ranked.c[c] for c in RAW_STAGE_COLUMNS)).where(ranked.c.rank == 1).subquery()
+        newest = self._newest()
         matched = newest.outerjoin(table, table.c.crm_id == newest.c.crm_id)
         changed = sa.or_(
             table.c.updated_at.is_distinct_from(newest.c.updated_at),
@@ -122,12 +311,20 @@ class RawWriter:
         counts = sa.select(
             sa.func.count().filter(table.c.crm_id.is_(None)),
             sa.func.count().filter(table.c.crm_id.is_not(None) & changed),
+            sa.func.count().filter(newest.c.is_deleted & table.c.crm_id.is_not(None) & ~table.c.is_deleted),
         ).select_from(matched)
-        self.stats.inserted, self.stats.updated = self.conn.execute(counts).one()
+        self.stats.inserted, self.stats.updated, deleted_copies = self.conn.execute(counts).one()
 
-        insert = upsert_insert(self.conn, table).from_select(
-            [*RAW_STAGE_COLUMNS, "change_seq"], sa.select(*newest.c, sa.literal(seq)).where(sa.true())
-        )
+        source = sa.select(
+            newest.c.crm_id,
+            newest.c.payload,
+            newest.c.updated_at,
+            newest.c.is_deleted,
+            sa.literal(self.synced_at, table.c.synced_at.type),
+            sa.literal(self.run_id, table.c.run_id.type),
+            sa.literal(seq, table.c.change_seq.type),
+        ).where(sa.true())  # WHERE: SQLite's parser needs it before ON CONFLICT
+        insert = upsert_insert(self.conn, table).from_select([*RAW_STAGE_COLUMNS, "change_seq"], source)
         excluded = insert.excluded
         insert = insert.on_conflict_do_update(
             index_elements=["crm_id"],
@@ -138,17 +335,90 @@ class RawWriter:
             ),
         )
         self.conn.execute(insert)
-        if reconcile:
-            gone = (
-                sa.update(table)
-                # NOT EXISTS, not NOT IN: PostgreSQL plans it as a hash anti-join at any size.
-                .where(~table.c.is_deleted, ~sa.exists().where(stage.c.crm_id == table.c.crm_id))
-                .values(is_deleted=True, synced_at=self.synced_at, run_id=self.run_id, change_seq=seq)
-            )
-            self.stats.marked_deleted = self.conn.execute(gone).rowcount or 0
+        gone = sa.select(stage.c.crm_id).where(self._mine, stage.c.kind == GONE)
+        confirmed_gone = self.conn.execute(
+            sa.update(table)
+            .where(table.c.crm_id.in_(gone), ~table.c.is_deleted)
+            .values(is_deleted=True, synced_at=self.synced_at, run_id=self.run_id, change_seq=seq)
+        ).rowcount
+        self.stats.marked_deleted = int(deleted_copies) + (confirmed_gone or 0)
+        self._quarantine()
         analyze_after_bulk_change(self.conn, table, self.stats.inserted + self.stats.updated)
-        drop_stages(self.conn)
+        self.conn.execute(sa.delete(stage).where(self._mine))
         return self.stats
+
+    def _count_staged(self, reconcile: bool) -> None:
+        stage = raw_scan_records
+        by_kind = sa.select(stage.c.kind, sa.func.count()).where(self._mine).group_by(stage.c.kind)
+        kinds: dict[str, int] = {str(k): int(n) for k, n in self.conn.execute(by_kind).all()}
+        confirmed_deleted = self.conn.execute(
+            sa.select(sa.func.count()).where(self._mine, stage.c.kind == CONFIRMED, stage.c.is_deleted)
+        ).scalar_one()
+        self.stats.fetched = sum(kinds.get(k, 0) for k in (LISTED, DELETED, REJECTED))
+        self.stats.rejected = kinds.get(REJECTED, 0)
+        self.stats.unlisted_checked = kinds.get(CONFIRMED, 0) + kinds.get(GONE, 0)
+        self.stats.confirmed_deleted = kinds.get(GONE, 0) + int(confirmed_deleted)
+        self.stats.still_live = kinds.get(CONFIRMED, 0) - int(confirmed_deleted)
+        if reconcile:
+            self.stats.unconfirmed = int(
+                self.conn.execute(sa.select(sa.func.count()).where(self._unlisted())).scalar_one()
+            )
+        problems = self.conn.execute(
+            sa.select(stage.c.problem, sa.func.count())
+            .where(self._mine, stage.c.kind == REJECTED)
+            .group_by(stage.c.problem)
+        ).all()
+        self.stats.rejected_by_reason = tally_kinds((str(p).split("; "), int(n)) for p, n in problems)
+        self.stats.max_updated_at = _utc_or_none(
+            self.conn.execute(
+                sa.select(sa.func.max(stage.c.updated_at)).where(self._mine, stage.c.kind.in_((LISTED, DELETED)))
+            ).scalar()
+        )
+
+    def _quarantine(self) -> None:
+        """Staged records the warehouse cannot store go to rejected_records, replacing earlier copies of them."""
+        stage, rejected = raw_scan_records, rejected_records
+        mine = sa.and_(self._mine, stage.c.kind == REJECTED)
+        same_record = sa.or_(
+            sa.and_(rejected.c.crm_id.is_not(None), stage.c.crm_id == rejected.c.crm_id),
+            sa.and_(
+                rejected.c.crm_id.is_(None),
+                stage.c.crm_id.is_(None),
+                stage.c.reason == rejected.c.reason,
+                stage.c.payload == rejected.c.payload,
+            ),
+        )
+        self.conn.execute(
+            sa.delete(rejected).where(
+                rejected.c.domain == self.domain.name,
+                sa.exists().where(mine, stage.c.problem == rejected.c.problem, same_record),
+            )
+        )
+        identity = sa.case((stage.c.crm_id.is_(None), stage.c.payload))
+        ranked = (
+            sa.select(
+                stage.c.crm_id,
+                stage.c.reason,
+                stage.c.problem,
+                stage.c.payload,
+                sa.func.row_number()
+                .over(partition_by=(stage.c.crm_id, stage.c.problem, identity), order_by=stage.c.id.desc())
+                .label("rank"),
+            )
+            .where(mine)
+            .subquery()
+        )
+        source = sa.select(
+            sa.literal(self.domain.name, rejected.c.domain.type),
+            ranked.c.crm_id,
+            ranked.c.reason,
+            ranked.c.problem,
+            ranked.c.payload,
+            sa.literal(self.run_id, rejected.c.run_id.type),
+            sa.literal(datetime.now(UTC), rejected.c.rejected_at.type),
+        ).where(ranked.c.rank == 1)
+        columns = ["domain", "crm_id", "reason", "problem", "payload", "run_id", "rejected_at"]
+        self.conn.execute(rejected.insert().from_select(columns, source))
 
 
 def read_cursor(conn: sa.Connection, domain: Domain) -> SyncCursor:

@@ -189,3 +189,49 @@ crm_update_audit = Table(
 )
 
 Index("ix_deals_created_at", CLEAN_TABLES["deals"].c.created_at)
+
+# -- resumable extraction (a long scan survives a crash, a deploy or a kill) ------------------------
+
+raw_scans = Table(
+    "raw_scans",
+    metadata,
+    Column("domain", String(64), primary_key=True),
+    Column("scan_id", String(32), nullable=False, unique=True),
+    Column("full_scan", Boolean, nullable=False),
+    Column("since", UtcTimestamp, nullable=True, comment="incremental: records updated at or after this"),
+    Column("reason", Text, nullable=False, comment="why this kind of scan was planned"),
+    Column("started_at", UtcTimestamp, nullable=False),
+    Column("checkpointed_at", UtcTimestamp, nullable=False),
+    Column("run_id", String(64), nullable=True, comment="the run that started the scan"),
+    Column("refused", Text, nullable=True, comment="why the merge was refused (mass delete); NULL: not refused"),
+    comment="The unfinished extraction of each domain: resumed from its checkpoints, merged once complete",
+)
+
+raw_scan_views = Table(
+    "raw_scan_views",
+    metadata,
+    Column("domain", String(64), primary_key=True),
+    Column("view", String(255), primary_key=True),
+    Column("next_page", Integer, nullable=False, comment="the first page the unfinished scan has not staged"),
+    Column("done", Boolean, nullable=False),
+    Column("records", BigInteger, nullable=False, comment="records the unfinished scan staged from this view"),
+    Column("last_full_records", BigInteger, nullable=True, comment="records the last complete full scan listed"),
+    Column("last_full_at", UtcTimestamp, nullable=True),
+    comment="Per view: the unfinished scan's position, and what the last complete full scan listed",
+)
+
+raw_scan_records = Table(
+    "raw_scan_records",
+    metadata,
+    Column("id", SurrogateKey, primary_key=True, autoincrement=True),
+    Column("scan_id", String(32), nullable=False),
+    Column("crm_id", BigInteger, nullable=True, comment="NULL only for a rejected record without a usable id"),
+    Column("kind", String(16), nullable=False, comment="listed, deleted, confirmed, gone or rejected"),
+    Column("payload", Payload, nullable=True),
+    Column("updated_at", UtcTimestamp, nullable=True),
+    Column("is_deleted", Boolean, nullable=False),
+    Column("reason", Text, nullable=True, comment="rejected: why the warehouse cannot store the record"),
+    Column("problem", String(255), nullable=True),
+    Index("ix_raw_scan_records_scan_crm_id", "scan_id", "crm_id"),
+    comment="Pages of unfinished scans, staged durably as they arrive; emptied when the scan is merged",
+)

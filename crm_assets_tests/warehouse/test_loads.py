@@ -34,12 +34,14 @@ def account(crm_id: int, account_id: int, updated: str = "2024-01-01T10:00:00-06
     } | extra
 
 
-def write_raw(engine: Engine, records: list[dict[str, Any]], *, reconcile: bool = False, deleted=(), domain=ACCOUNTS):  # type: ignore[no-untyped-def]
+def write_raw(  # type: ignore[no-untyped-def]
+    engine: Engine, records: list[dict[str, Any]], *, reconcile: bool = False, deleted=(), domain=ACCOUNTS, confirm=None
+):
     with engine.begin() as conn:
         writer = RawWriter(conn, domain, "run")
         writer.add(records)
         writer.add(deleted, deleted=True)
-        return writer.merge(reconcile=reconcile)
+        return writer.merge(reconcile=reconcile, confirm=confirm)
 
 
 def load_clean(engine: Engine, domain=ACCOUNTS, **kwargs: Any):  # type: ignore[no-untyped-def]
@@ -75,7 +77,8 @@ def test_recycle_bin_and_reconciliation_remove_records_from_the_clean_table(ware
     write_raw(warehouse_engine, [account(1, 10), account(2, 20), account(3, 30)])
     load_clean(warehouse_engine)
     write_raw(warehouse_engine, [], deleted=[account(2, 20, is_deleted=True)])
-    write_raw(warehouse_engine, [account(1, 10)], reconcile=True)  # 3 vanished from the CRM
+    # 3 vanished from the CRM: a GET of it answers 404
+    write_raw(warehouse_engine, [account(1, 10)], reconcile=True, confirm=lambda ids: dict.fromkeys(ids))
     assert raw_rows(warehouse_engine) == {1: False, 2: True, 3: True}
     changes = load_clean(warehouse_engine)
     assert (changes.deleted, changes.unchanged) == (2, 1)

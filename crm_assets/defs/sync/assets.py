@@ -13,10 +13,16 @@ from crm_assets.defs.metadata import markdown_table, table_schema
 from crm_assets.domains import DOMAINS, Domain
 from crm_assets.freshsales.client import FreshsalesClient
 from crm_assets.freshsales.errors import CrmError, CrmRateLimitError, CrmUnavailableError
-from crm_assets.pipeline import clean_domain, extract_domain
+from crm_assets.pipeline import ScanSettings, clean_domain, extract_domain
 from crm_assets.resources import CrmResource, WarehouseResource
 from crm_assets.warehouse.clean_load import TableChanges, read_clean_rows
 from crm_assets.warehouse.raw import raw_summary
+from crm_assets.warehouse.scan import (
+    DEFAULT_MAX_DELETE_SHARE,
+    DEFAULT_MIN_MASS_DELETE,
+    DeleteGuard,
+    MassDeleteRefusedError,
+)
 
 RAW_GROUP = "crm_raw"
 CLEAN_GROUP = "crm_clean"
@@ -36,6 +42,46 @@ class RawSyncConfig(dg.Config):
     overlap_minutes: int = Field(
         default=10, description="Re-read this much before the stored cursor, for clock skew and late writes."
     )
+    allow_mass_delete: bool = Field(
+        default=False,
+        description="Merge a scan even if it deletes more than max_delete_percent of the live records or a view "
+        "listed nothing where the last full listing had records. Only for the day such a loss is real.",
+    )
+    max_delete_percent: float = Field(
+        default=DEFAULT_MAX_DELETE_SHARE * 100,
+        gt=0,
+        le=100,
+        description="Refuse a scan that would delete more than this percentage of the domain's live records "
+        f"(from {DEFAULT_MIN_MASS_DELETE} records up).",
+    )
+    delete_checks_per_run: int = Field(
+        default=ScanSettings.delete_checks,
+        ge=0,
+        description="GET requests per run confirming records a full listing did not show; beyond it they are "
+        "left as they are until a later full reconciliation.",
+    )
+    checkpoint_pages: int = Field(
+        default=ScanSettings.checkpoint_pages,
+        ge=1,
+        description="Commit the pages read so far every this many pages (a resumed scan re-reads at most these).",
+    )
+    checkpoint_minutes: float = Field(
+        default=ScanSettings.checkpoint_seconds / 60, gt=0, description="... or every this many minutes."
+    )
+    max_scan_age_hours: float = Field(
+        default=ScanSettings.max_scan_age.total_seconds() / 3600,
+        gt=0,
+        description="Resume an unfinished scan only if it started less than this long ago; else start over.",
+    )
+
+    def scan_settings(self) -> ScanSettings:
+        return ScanSettings(
+            checkpoint_pages=self.checkpoint_pages,
+            checkpoint_seconds=self.checkpoint_minutes * 60,
+            max_scan_age=timedelta(hours=self.max_scan_age_hours),
+            delete_checks=self.delete_checks_per_run,
+            guard=DeleteGuard(max_share=self.max_delete_percent / 100, allow=self.allow_mass_delete),
+        )
 
 
 def _extract(
@@ -54,6 +100,7 @@ def _extract(
         full_refresh=config.full_refresh,
         reconcile_every=timedelta(days=config.reconcile_every_days),
         overlap=timedelta(minutes=config.overlap_minutes),
+        settings=config.scan_settings(),
         log=context.log,
     )
     stats = result.stats
@@ -61,7 +108,7 @@ def _extract(
         live, deleted, latest = raw_summary(conn, domain)
     context.log.info(
         f"{domain.raw_table}: {stats.fetched:,} records fetched, {stats.inserted:,} new, {stats.updated:,} "
-        f"changed, {stats.marked_deleted:,} marked deleted"
+        f"changed, {stats.marked_deleted:,} marked deleted, {stats.rejected:,} quarantined"
     )
     return dg.MaterializeResult(
         metadata={
@@ -74,7 +121,14 @@ def _extract(
             "inserted": stats.inserted,
             "updated": stats.updated,
             "marked_deleted": stats.marked_deleted,
-            "skipped_without_id": stats.without_id,
+            "unlisted_checked": stats.unlisted_checked,
+            "confirmed_deleted": stats.confirmed_deleted,
+            "still_live": stats.still_live,
+            "unconfirmed": stats.unconfirmed,
+            "rejected": stats.rejected,
+            "rejected_by_reason": dg.MetadataValue.json(stats.rejected_by_reason),
+            "resumed": result.resumed,
+            "scan": result.scan_note,
             "cursor": result.cursor.isoformat() if result.cursor else "",
             "crm_requests": client.stats.requests,
             "crm_retries": client.stats.retries,
@@ -108,6 +162,9 @@ def build_raw_asset(domain: Domain) -> dg.AssetsDefinition:
             # The message names the cause and the fix; only an outage or a rate limit is worth a retry.
             retryable = isinstance(exc, CrmUnavailableError | CrmRateLimitError)
             raise dg.Failure(description=f"{domain.raw_asset}: {exc}", allow_retries=retryable) from None
+        except MassDeleteRefusedError as exc:
+            # The same scan would be refused again: a retry only waits; a person decides.
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
 
     return raw_asset
 
