@@ -126,14 +126,15 @@ def check_record(record: Any) -> Storable | Unstorable:
     """Whether the warehouse can store a record as it came; if not, why, with a payload safe to keep."""
     if not isinstance(record, dict):
         return Unstorable(None, f"record: not a JSON object ({type(record).__name__})", _safe_text(record))
-    crm_id, problem = usable_id(record.get("id"))
+    crm_id, id_problem = usable_id(record.get("id"))
     try:
         stored, text = _storable(record)
     except (orjson.JSONEncodeError, TypeError, RecursionError) as exc:
-        return Unstorable(crm_id, f"payload: cannot be stored as JSON ({_encode_problem(exc)})", _safe_text(record))
+        problems = [p for p in (id_problem, f"payload: cannot be stored as JSON ({_encode_problem(exc)})") if p]
+        return Unstorable(crm_id, "; ".join(problems), _safe_text(record))
     if crm_id is None:
         payload: Any = stored if len(text) <= MAX_REJECTED_PAYLOAD_CHARS else _cut(text)
-        return Unstorable(None, problem or "id: missing", payload)
+        return Unstorable(None, id_problem or "id: missing", payload)
     return Storable(crm_id, stored, text)
 
 
