@@ -380,21 +380,18 @@ class RawWriter:
         """Staged records the warehouse cannot store go to rejected_records, replacing earlier copies of them."""
         stage, rejected = raw_scan_records, rejected_records
         mine = sa.and_(self._mine, stage.c.kind == REJECTED)
-        same_record = sa.or_(
-            sa.and_(rejected.c.crm_id.is_not(None), stage.c.crm_id == rejected.c.crm_id),
-            sa.and_(
-                rejected.c.crm_id.is_(None),
-                stage.c.crm_id.is_(None),
-                stage.c.reason == rejected.c.reason,
-                stage.c.payload == rejected.c.payload,
-            ),
+        # Two statements, not one with OR: each correlated lookup then uses the (scan_id, crm_id) index.
+        by_id = sa.exists().where(mine, stage.c.crm_id == rejected.c.crm_id, stage.c.problem == rejected.c.problem)
+        without_id = sa.exists().where(
+            mine,
+            stage.c.crm_id.is_(None),
+            stage.c.problem == rejected.c.problem,
+            stage.c.reason == rejected.c.reason,
+            stage.c.payload == rejected.c.payload,
         )
-        self.conn.execute(
-            sa.delete(rejected).where(
-                rejected.c.domain == self.domain.name,
-                sa.exists().where(mine, stage.c.problem == rejected.c.problem, same_record),
-            )
-        )
+        domain = rejected.c.domain == self.domain.name
+        self.conn.execute(sa.delete(rejected).where(domain, rejected.c.crm_id.is_not(None), by_id))
+        self.conn.execute(sa.delete(rejected).where(domain, rejected.c.crm_id.is_(None), without_id))
         identity = sa.case((stage.c.crm_id.is_(None), stage.c.payload))
         ranked = (
             sa.select(
