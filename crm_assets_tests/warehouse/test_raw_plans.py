@@ -67,6 +67,6 @@ def test_merge_and_reconciliation_statements_look_rows_up_by_key(tmp_path: Path)
 
     assert any("NOT (EXISTS" in s for s, _ in statements)  # the unlisted-rows lookup was planned
     with engine.connect() as conn:
-        plans = {statement[:120]: quadratic_steps(plan_rows(conn, statement, p)) for statement, p in statements}
+        plans = {statement: quadratic_steps(plan_rows(conn, statement, p)) for statement, p in statements}
     found = {statement: steps for statement, steps in plans.items() if steps}
     assert found == {}
