@@ -54,7 +54,7 @@ def describe(event: ProgressEvent) -> str:
     counted = f"{event.records_so_far:,} records"
     if event.total is not None and event.percent is not None:
         counted = f"{event.records_so_far:,} of {event.total:,} records ({event.percent:.0f}%)"
-    pages = f"page {event.page}" + (f" of {event.total_pages:,}" if event.total_pages else "")
+    pages = f"page {event.page:,}" + (f" of {event.total_pages:,}" if event.total_pages else "")
     eta = ""
     if event.eta_seconds is not None:
         eta = f", ~{_duration(event.eta_seconds)} left" + (" (request budget)" if event.budget_bound else "")
