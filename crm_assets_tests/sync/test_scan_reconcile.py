@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -197,3 +198,39 @@ def test_an_incremental_run_deleting_a_large_share_is_refused_until_overridden(
     result = incremental(allow=True)
     assert not result.plan.full and result.stats.marked_deleted == len(deleted)
     assert {i for i, d in raw_state(warehouse_engine).items() if d} == set(deleted)
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_an_interrupted_scan_resumes_from_its_checkpoint_and_a_stale_one_starts_over(
+    demo: DemoCrm, warehouse_engine: Engine
+) -> None:
+    with crm_client(demo) as client:
+        open_view = client.view_id("deals", "Open Deals")
+    pages: list[int] = []
+
+    def crash_at(last: int | None) -> Hook:
+        def hook(request: httpx.Request, response: httpx.Response) -> None:
+            page = view_page(request, open_view)
+            if page is not None:
+                pages.append(page)
+                if page == last:
+                    raise Crash(f"killed while reading page {page}")
+
+        return hook
+
+    with crm_client(demo, crash_at(8)) as client, pytest.raises(Crash):
+        extract(warehouse_engine, client)  # pages 1-6 are committed in two checkpoints of 3
+    assert raw_state(warehouse_engine) == {}
+    pages.clear()
+    with crm_client(demo, crash_at(10)) as client, pytest.raises(Crash):
+        extract(warehouse_engine, client)
+    assert pages[0] == 7
+    pages.clear()
+    with crm_client(demo, crash_at(None)) as client:
+        stale = extract(warehouse_engine, client, max_scan_age=timedelta(0))
+    assert stale.scan_note.startswith("restarting: the unfinished scan started") and not stale.resumed
+    assert pages[0] == 1
+    assert {i for i, d in raw_state(warehouse_engine).items() if not d} == live_in_crm(demo)

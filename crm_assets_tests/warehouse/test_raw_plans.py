@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 
 from crm_assets.domains import ACCOUNTS
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
 from crm_assets.warehouse.raw import RawWriter
+from crm_assets.warehouse.schema import metadata
 
 
 def account(crm_id: Any, **extra: Any) -> dict[str, Any]:
@@ -70,3 +73,21 @@ def test_merge_and_reconciliation_statements_look_rows_up_by_key(tmp_path: Path)
         plans = {statement: quadratic_steps(plan_rows(conn, statement, p)) for statement, p in statements}
     found = {statement: steps for statement, steps in plans.items() if steps}
     assert found == {}
+
+
+def test_the_scan_tables_migration_matches_the_schema(warehouse_engine: Any) -> None:
+    scan_tables = {"raw_scans", "raw_scan_views", "raw_scan_records"}
+
+    def ours(diff: Any) -> bool:
+        items = diff if isinstance(diff, list) else [diff]
+        return any(
+            getattr(getattr(part, "table", None), "name", None) in scan_tables
+            or getattr(part, "name", None) in scan_tables
+            for item in items
+            for part in item
+            if not isinstance(part, str)
+        )
+
+    with warehouse_engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert [d for d in diffs if ours(d)] == []
