@@ -20,9 +20,6 @@ from crm_assets.transform.clean import reason_kinds, tally_kinds
 from crm_assets.warehouse.bulk import analyze_after_bulk_change, read_frame, upsert_insert
 from crm_assets.warehouse.schema import RAW_TABLES, raw_scan_records, rejected_records, sync_state
 
-# Staging rows are many and short-lived: refresh PostgreSQL's statistics on them before every merge.
-_ANALYZE_STAGE_FROM = 0
-
 RAW_STAGE_COLUMNS = ("crm_id", "payload", "updated_at", "is_deleted", "synced_at", "run_id")
 SCAN_COLUMNS = ("scan_id", "crm_id", "kind", "payload", "updated_at", "is_deleted", "reason", "problem")
 
@@ -299,8 +296,9 @@ class RawWriter:
         A row a full listing merely did not show stays as it is (counted as unconfirmed): absence alone
         never deletes. The staged rows of the scan are removed.
         """
+        # No ANALYZE of the staging table here: it would serialize every domain's merge on its lock, and
+        # autovacuum has seen the rows, committed checkpoint by checkpoint.
         table, stage = self.table, raw_scan_records
-        analyze_after_bulk_change(self.conn, stage, _ANALYZE_STAGE_FROM)
         self._count_staged(reconcile)
         seq = next_change_seq(self.conn, self.domain)
         newest = self._newest()
