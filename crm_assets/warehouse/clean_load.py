@@ -32,6 +32,7 @@ from crm_assets.warehouse.bulk import (
     upsert_from_stage,
     upsert_insert,
 )
+from crm_assets.warehouse.drift import guard_changed_records
 from crm_assets.warehouse.raw import (
     latest_change_seq,
     lock_domain,
@@ -87,6 +88,7 @@ def clean_changes(
             lock_domain(conn, locked)
     after = 0 if rebuild else read_cleaned_through(conn, domain)
     through = latest_change_seq(conn, domain)
+    guard_changed_records(conn, domain, after, through)  # schema drift: refuse before writing anything
     changes = TableChanges()
     affected = _key_set(conn, domain)
     for batch in read_changed_batches(conn, domain, after, through, batch_size):
