@@ -366,6 +366,15 @@ class FreshsalesClient:
         body = self._get_json(path, params={"q": value, "f": field, "entities": singular})
         return _lookup_records(body, f"{singular}s")
 
+    def field_settings(self, entity: str) -> list[dict[str, Any]]:
+        """The entity's field metadata (GET /api/settings/<entity>/fields): name, label, type, choices, ..."""
+        path = f"/api/settings/{entity}/fields"
+        body = self._get_json(path)
+        fields = body.get("fields") if isinstance(body, dict) else None
+        if not isinstance(fields, list):
+            raise self._unexpected("GET", path, "no 'fields' list")
+        return [f for f in fields if isinstance(f, dict)]
+
     def filtered_search(self, singular: str, rules: list[dict[str, Any]], entity: str) -> Iterator[Page]:
         """Pages of records matching every rule (POST /api/filtered_search/<singular>) up to an empty page."""
         path = f"/api/filtered_search/{singular}"

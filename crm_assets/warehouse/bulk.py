@@ -31,13 +31,24 @@ def upsert_insert(conn: sa.Connection, table: sa.Table) -> Any:
 
 
 def create_stage(
-    conn: sa.Connection, like: sa.Table, columns: Sequence[str], primary_key: Sequence[str] = ()
+    conn: sa.Connection,
+    like: sa.Table,
+    columns: Sequence[str],
+    primary_key: Sequence[str] = (),
+    indexed: Sequence[str] = (),
 ) -> sa.Table:
-    """A temporary table with `columns` typed as in `like`, dropped at the end of the transaction."""
+    """A temporary table with `columns` typed as in `like`, dropped at the end of the transaction.
+
+    `indexed` columns get an index: a statement that looks rows of the stage up by a column (a correlated
+    EXISTS, a join driven by another table) needs one on SQLite, which has no hash join and would scan
+    the stage once per outer row.
+    """
+    name = f"stage_{like.name}_{uuid.uuid4().hex[:8]}"
     stage = sa.Table(
-        f"stage_{like.name}_{uuid.uuid4().hex[:8]}",
+        name,
         sa.MetaData(),
         *(sa.Column(c, like.c[c].type, primary_key=c in primary_key) for c in columns),
+        *(sa.Index(f"ix_{name}_{c}", c) for c in indexed),
         prefixes=["TEMPORARY"],
         postgresql_on_commit="DROP",  # ignored by SQLite, whose temporary tables live as long as the connection
     )

@@ -32,6 +32,7 @@ from crm_assets.warehouse.bulk import (
     upsert_from_stage,
     upsert_insert,
 )
+from crm_assets.warehouse.drift import guard_changed_records
 from crm_assets.warehouse.raw import (
     latest_change_seq,
     lock_domain,
@@ -87,6 +88,7 @@ def clean_changes(
             lock_domain(conn, locked)
     after = 0 if rebuild else read_cleaned_through(conn, domain)
     through = latest_change_seq(conn, domain)
+    guard_changed_records(conn, domain, after, through)  # schema drift: refuse before writing anything
     changes = TableChanges()
     affected = _key_set(conn, domain)
     for batch in read_changed_batches(conn, domain, after, through, batch_size):
@@ -131,7 +133,9 @@ def _take_changed_batch(
     candidates, key = CANDIDATE_TABLES[domain.name], domain.business_key
     ids = create_stage(conn, RAW_TABLES[domain.name], ["crm_id"])
     fill_stage(conn, ids, batch.select("crm_id"))
-    in_batch = sa.exists().where(ids.c.crm_id == candidates.c.crm_id)
+    # IN, not a correlated EXISTS: SQLite then probes the candidates' primary key once per staged id
+    # instead of scanning the stage once per candidate.
+    in_batch = candidates.c.crm_id.in_(sa.select(ids.c.crm_id))
 
     _add_keys(conn, affected, sa.select(candidates.c[key]).where(in_batch, candidates.c[key].is_not(None)))
     conn.execute(sa.delete(candidates).where(in_batch))
@@ -257,8 +261,9 @@ def _mark_dependents(conn: sa.Connection, domain: Domain, changed_keys: pl.DataF
             stage = create_stage(conn, CLEAN_TABLES[domain.name], [fk.target_column])
             fill_stage(conn, stage, changed_keys.rename({domain.business_key: fk.target_column}))
             child_candidates = CANDIDATE_TABLES[child.name]
+            # IN: driven by the staged keys through the candidates' foreign-key index, on SQLite too.
             dependents = sa.select(child_candidates.c.crm_id).where(
-                sa.exists().where(stage.c[fk.target_column] == child_candidates.c[fk.column])
+                child_candidates.c[fk.column].in_(sa.select(stage.c[fk.target_column]))
             )
             mark_changed(conn, child, dependents)
 

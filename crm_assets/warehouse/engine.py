@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,9 @@ from sqlalchemy.engine import URL, Engine, make_url
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # Any constant works; it only has to be the same in every process that migrates this database.
 _MIGRATION_LOCK_KEY = 7_305_118_402
+# How long an SQLite statement waits for another process's write lock before failing with "database is
+# locked". Generous: SQLite serializes writers, and a parallel step may hold the lock for a whole extract.
+SQLITE_BUSY_TIMEOUT_SECONDS = 900
 
 
 class WarehouseConnectionError(RuntimeError):
@@ -48,14 +52,22 @@ def create_warehouse_engine(url: str | URL | None = None, **kwargs: Any) -> Engi
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(parsed, **{"connect_args": {"timeout": 60}, **kwargs})
+        connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "isolation_level": "IMMEDIATE"}
+        engine = sa.create_engine(parsed, **{"connect_args": connect_args, **kwargs})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return sa.create_engine(parsed, **{"pool_pre_ping": True, **kwargs})
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """Wait for other writers instead of failing, in every process and on every connection.
+
+    The driver begins each transaction with BEGIN IMMEDIATE (isolation_level above): the write lock is
+    taken, or waited for, at the start. A deferred transaction that has read and then writes cannot wait
+    for a lock upgrade: SQLite fails it at once with "database is locked" while another process writes.
+    """
     cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -76,8 +88,31 @@ def check_connection(engine: Engine) -> None:
 
 
 @contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    """An exclusive lock on a file beside the SQLite database, held across processes until the block ends.
+
+    SQLite cannot hold its own lock over Alembic's several transactions; without this, parallel steps
+    each find an empty database and all create the tables (`table accounts already exists`).
+    """
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{Path(database).resolve()}.migrate.lock", "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+@contextmanager
 def _migration_lock(engine: Engine) -> Iterator[sa.Connection]:
-    """One migrator at a time: parallel steps creating tables on a fresh PostgreSQL database race."""
+    """One migrator at a time: parallel steps creating tables on a fresh database race."""
+    if engine.dialect.name == "sqlite":
+        with _sqlite_file_lock(engine), engine.connect() as conn:
+            yield conn
+        return
     with engine.connect() as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})

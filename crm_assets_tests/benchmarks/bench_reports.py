@@ -1,7 +1,7 @@
-"""Benchmark of the reporting layer on PostgreSQL (prints figures; not a test).
+"""Benchmark of the reporting layer on PostgreSQL or SQLite (prints figures; not a test).
 
     .venv/bin/python crm_assets_tests/benchmarks/bench_reports.py [--deals 1000000] [--accounts 2000]
-        [--days 1096] [--sample 10]
+        [--days 1096] [--sample 10] [--db postgres|sqlite]
 
 On a throwaway database: N deals over the last `--days` days, then
   1. the set-based replacement alone (SQL, no Dagster),
@@ -13,14 +13,15 @@ The Dagster instance is a temporary local one, with DAGSTER_EVENT_BATCH_SIZE=100
 """
 
 import argparse
-import io
 import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "100")  # before Dagster reads it
@@ -33,14 +34,16 @@ from crm_assets.defs.reports.assets import REPORT_ASSETS_BY_CADENCE
 from crm_assets.reports.aggregate import replace_aggregations
 from crm_assets.reports.windows import Cadence, window_start
 from crm_assets.resources import WarehouseResource
+from crm_assets.warehouse.bulk import fill_stage
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
+from crm_assets.warehouse.schema import CLEAN_TABLES
 from crm_assets_tests.conftest import create_pg_database, drop_pg_database
 
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def _load(engine: sa.Engine, deals: int, accounts: int, first: date, days: int) -> None:
-    now = datetime.now(UTC)
+    now = datetime.now(UTC).replace(microsecond=0)
     account_rows = pl.DataFrame(
         {
             "account_id": range(1, accounts + 1),
@@ -49,7 +52,7 @@ def _load(engine: sa.Engine, deals: int, accounts: int, first: date, days: int) 
             "account_value": 1000,
             "region": [("North America", "Europe", "Asia")[i % 3] for i in range(accounts)],
             "crm_id": range(1, accounts + 1),
-            "updated_at": now.isoformat(),
+            "updated_at": now,
         }
     )
     base = int(datetime.combine(first, datetime.min.time(), tzinfo=UTC).timestamp())
@@ -60,22 +63,31 @@ def _load(engine: sa.Engine, deals: int, accounts: int, first: date, days: int) 
         probability_of_closure=pl.lit("50%"),
         deal_stage=pl.lit("Prospecting"),
         account_id=(seed.hash(2) % accounts + 1).cast(pl.Int64),
-        created_at=pl.from_epoch(base + (seed.hash(3) % (days * 86_400)).cast(pl.Int64), time_unit="s").dt.strftime(
-            "%Y-%m-%d %H:%M:%S+00"
-        ),
+        created_at=pl.from_epoch(
+            base + (seed.hash(3) % (days * 86_400)).cast(pl.Int64), time_unit="s"
+        ).dt.replace_time_zone("UTC"),
         crm_id=seed + 1,
-        updated_at=pl.lit(now.isoformat()),
+        updated_at=pl.lit(now),
     )
-    with engine.begin() as conn:
-        for table, frame in (("accounts", account_rows), ("deals", deal_rows)):
-            buffer = io.BytesIO()
-            frame.write_csv(buffer, include_header=False)
-            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            columns = ", ".join(frame.columns)
-            with cursor.copy(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:
-                copy.write(buffer.getvalue())
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql("ANALYZE")
+    with engine.begin() as conn:  # COPY on PostgreSQL, executemany on SQLite: the warehouse's own bulk path
+        fill_stage(conn, CLEAN_TABLES["accounts"], account_rows)
+        fill_stage(conn, CLEAN_TABLES["deals"], deal_rows)
+    if engine.dialect.name == "postgresql":  # SQLite keeps no statistics unless asked: measure it as users run it
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("ANALYZE")
+
+
+@contextmanager
+def _throwaway_database(db: str) -> Iterator[str]:
+    if db == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="crm_bench_reports_") as folder:
+            yield f"sqlite:///{Path(folder) / 'warehouse.db'}"
+        return
+    url = create_pg_database("crm_assets_bench")
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
 
 
 def _timed(label: str, fn: Callable[[], Any]) -> float:
@@ -107,19 +119,24 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=2_000)
     parser.add_argument("--days", type=int, default=1_096)
     parser.add_argument("--sample", type=int, default=10, help="daily partitions run one per run")
+    parser.add_argument("--db", choices=("postgres", "sqlite"), default="postgres", help="the warehouse database")
     args = parser.parse_args()
+    with _throwaway_database(args.db) as url:
+        _run(args, url)
 
+
+def _run(args: argparse.Namespace, url: str) -> None:
     last = datetime.now(UTC).date() - timedelta(days=1)  # the newest complete daily partition
     first = last - timedelta(days=args.days - 1)
-    url = create_pg_database("crm_assets_bench")
     engine = create_warehouse_engine(url)
     try:
         migrate(engine)
         print(
-            f"reports benchmark: {args.deals:,} deals, {args.accounts:,} accounts, {args.days:,} daily partitions "
+            f"reports benchmark ({args.db}): {args.deals:,} deals, {args.accounts:,} accounts, "
+            f"{args.days:,} daily partitions "
             f"({first} .. {last}), DAGSTER_EVENT_BATCH_SIZE={os.environ['DAGSTER_EVENT_BATCH_SIZE']}"
         )
-        _timed("load deals (COPY, setup only)", lambda: _load(engine, args.deals, args.accounts, first, args.days))
+        _timed("load deals (bulk path, setup only)", lambda: _load(engine, args.deals, args.accounts, first, args.days))
         end = last + timedelta(days=1)
         _timed(
             "SQL only: replace every daily window in one statement",
@@ -175,7 +192,6 @@ def main() -> None:
         )
     finally:
         engine.dispose()
-        drop_pg_database(url)
 
 
 if __name__ == "__main__":

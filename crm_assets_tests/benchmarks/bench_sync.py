@@ -1,10 +1,12 @@
-"""Sync benchmark: N deals (+ N/10 accounts, N/2 contacts) from the demo CRM over loopback HTTP into PostgreSQL.
+"""Sync benchmark: N deals (+ N/10 accounts, N/2 contacts) from the demo CRM over loopback HTTP into
+PostgreSQL (default) or the embedded SQLite warehouse (`--db sqlite`).
 
 Prints, per stage (fetch, parse and clean, load), records/s and peak RSS; beside them, measured in the same
 run, a plain COPY of the same deal rows and an origin-style ORM row-by-row load of a 5,000-row sample; then
 a re-sync after 1% of the records changed. Not a test: it prints figures.
 
     python crm_assets_tests/benchmarks/bench_sync.py --deals 1000000
+    python crm_assets_tests/benchmarks/bench_sync.py --deals 1000000 --db sqlite
     python crm_assets_tests/benchmarks/bench_sync.py --compare 250000,1000000   # RSS growth between sizes
 """
 
@@ -18,6 +20,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -139,7 +142,11 @@ def touch(base: str, entity: str, fraction: float) -> None:
 
 
 @contextmanager
-def throwaway_database() -> Iterator[str]:
+def throwaway_database(db: str) -> Iterator[str]:
+    if db == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="crm_bench_") as folder:
+            yield f"sqlite:///{Path(folder) / 'warehouse.db'}"
+        return
     name = f"crm_bench_{os.getpid()}"
     with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
@@ -183,7 +190,12 @@ def clean_and_load(engine: sa.Engine, report: Report, rss: PeakRss, label: str) 
 
 
 def plain_copy_seconds(engine: sa.Engine) -> tuple[int, float]:
-    """The ceiling: COPY the loaded deal rows into a (logged) table with no constraints or indexes."""
+    """The ceiling: COPY the loaded deal rows into a (logged) table with no constraints or indexes.
+
+    On SQLite, which has no COPY: one executemany of the rows into such a table, in one transaction.
+    """
+    if engine.dialect.name == "sqlite":
+        return _plain_insert_seconds(engine)
     with engine.connect() as conn:
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         buffer = io.BytesIO()
@@ -201,6 +213,23 @@ def plain_copy_seconds(engine: sa.Engine) -> tuple[int, float]:
         conn.execute(sa.text("DROP TABLE deals_plain_copy"))
         conn.commit()
     return rows, elapsed
+
+
+def _plain_insert_seconds(engine: sa.Engine) -> tuple[int, float]:
+    with engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        rows = driver.execute("SELECT * FROM deals").fetchall()
+        columns = [c[1] for c in driver.execute("PRAGMA table_info(deals)").fetchall()]
+        driver.execute(f"CREATE TABLE deals_plain_copy ({', '.join(columns)})")
+        started = time.perf_counter()
+        driver.execute("BEGIN")
+        driver.executemany(f"INSERT INTO deals_plain_copy VALUES ({', '.join('?' * len(columns))})", rows)
+        driver.execute("COMMIT")
+        elapsed = time.perf_counter() - started
+        count = int(driver.execute("SELECT count(*) FROM deals_plain_copy").fetchone()[0])
+        driver.execute("DROP TABLE deals_plain_copy")
+    return count, elapsed
 
 
 def orm_row_by_row_seconds(engine: sa.Engine, sample: int = 5000) -> tuple[int, float]:
@@ -236,14 +265,14 @@ def orm_row_by_row_seconds(engine: sa.Engine, sample: int = 5000) -> tuple[int, 
     return len(rows), time.perf_counter() - started
 
 
-def run(deals: int) -> Report:
+def run(deals: int, db: str = "postgres") -> Report:
     report = Report()
     rss = PeakRss()
     print(
-        f"== sync benchmark: {deals:,} deals, {deals // 10:,} accounts, {deals // 2:,} contacts ==",
+        f"== sync benchmark ({db}): {deals:,} deals, {deals // 10:,} accounts, {deals // 2:,} contacts ==",
         flush=True,
     )
-    with throwaway_database() as url, demo_server(deals) as base:
+    with throwaway_database(db) as url, demo_server(deals) as base:
         engine = create_warehouse_engine(url)
         migrate(engine)
         client = FreshsalesClient(base, DEMO_API_KEY, rate_limit_per_minute=0, rate_limit_per_hour=0, max_concurrency=4)
@@ -259,9 +288,10 @@ def run(deals: int) -> Report:
         deal_load_rate = report.extra["full_deals_write_rate"]
         copy_rate = copy_rows / copy_seconds
         report.extra |= {"copy_rate": copy_rate, "load_rate": deal_load_rate}
-        print(f"  plain COPY of the deals  {copy_rows:>10,} rows   {copy_seconds:>8.2f} s {copy_rate:>11,.0f} rows/s")
+        ceiling = "plain COPY" if db == "postgres" else "plain INSERT"
+        print(f"  {ceiling} of the deals {copy_rows:>10,} rows   {copy_seconds:>8.2f} s {copy_rate:>11,.0f} rows/s")
         for name, rate in (("deals load (bulk writes)", deal_load_rate), ("deals parse+clean+load", deal_clean_rate)):
-            print(f"  {name:<24} {rate:>11,.0f} rows/s = {rate / copy_rate:.0%} of plain COPY")
+            print(f"  {name:<24} {rate:>11,.0f} rows/s = {rate / copy_rate:.0%} of {ceiling}")
         orm_rows, orm_seconds = orm_row_by_row_seconds(engine)
         orm_rate = orm_rows / orm_seconds
         print(f"  ORM row by row (origin)  {orm_rows:>10,} rows   {orm_seconds:>8.2f} s {orm_rate:>11,.0f} rows/s")
@@ -286,14 +316,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--deals", type=int, default=100_000)
     parser.add_argument("--compare", help="comma-separated sizes, each run in its own process, e.g. 250000,1000000")
+    parser.add_argument("--db", choices=("postgres", "sqlite"), default="postgres", help="the warehouse database")
     args = parser.parse_args()
     if not args.compare:
-        run(args.deals)
+        run(args.deals, args.db)
         return
     peaks = {}
     for size in (int(s) for s in args.compare.split(",")):
         out = subprocess.run(
-            [sys.executable, __file__, "--deals", str(size)], capture_output=True, text=True, check=True
+            [sys.executable, __file__, "--deals", str(size), "--db", args.db],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         print(out, flush=True)
         peaks[size] = max(float(mib) for mib in re.findall(r"peak RSS\s+([\d.]+) MiB", out))

@@ -16,6 +16,7 @@ from crm_assets.freshsales.errors import CrmError, CrmRateLimitError, CrmUnavail
 from crm_assets.pipeline import ScanSettings, clean_domain, extract_domain
 from crm_assets.resources import CrmResource, WarehouseResource
 from crm_assets.warehouse.clean_load import TableChanges, read_clean_rows
+from crm_assets.warehouse.drift import SchemaDriftError
 from crm_assets.warehouse.raw import raw_summary
 from crm_assets.warehouse.scan import (
     DEFAULT_MAX_DELETE_SHARE,
@@ -219,7 +220,12 @@ def build_clean_asset(domain: Domain) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         started = time.monotonic()
         engine = warehouse.get_engine()
-        changes = clean_domain(engine, domain, context.run.run_id, rebuild=config.rebuild, track=track, log=context.log)
+        try:
+            changes = clean_domain(
+                engine, domain, context.run.run_id, rebuild=config.rebuild, track=track, log=context.log
+            )
+        except SchemaDriftError as exc:  # a retry would find the same records: needs a person
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
         reasons = changes.rejected_by_reason
         context.log.info(
             f"{domain.name}: {changes.rows:,} rows; {changes.inserted:,} inserted, {changes.updated:,} "

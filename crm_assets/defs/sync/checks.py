@@ -1,4 +1,5 @@
-"""Asset checks on the clean tables, derived from the domain declarations.
+"""Asset checks on the clean tables, derived from the domain declarations, and one per raw table on the
+CRM fields the domain reads.
 
 The database constraints already refuse bad rows; these checks make the guarantees visible in the UI
 and catch drift in databases that were loaded by other means.
@@ -9,8 +10,11 @@ from collections.abc import Callable
 import dagster as dg
 import sqlalchemy as sa
 
+from crm_assets.contracts import CRM_POOL
 from crm_assets.domains import DOMAINS, ColumnType, Domain
-from crm_assets.resources import WarehouseResource
+from crm_assets.freshsales.errors import CrmError
+from crm_assets.resources import CrmResource, WarehouseResource
+from crm_assets.warehouse.drift import drift_message, missing_in_field_settings
 from crm_assets.warehouse.schema import CLEAN_TABLES
 
 Probe = Callable[[sa.Table], sa.Select]
@@ -91,3 +95,34 @@ def build_checks(domain: Domain) -> list[dg.AssetChecksDefinition]:
 
 
 CLEAN_CHECKS = [check for domain in DOMAINS for check in build_checks(domain)]
+
+
+def mapped_fields_in_crm(domain: Domain) -> dg.AssetChecksDefinition:
+    """On the raw asset, so it runs (and tells why) even when the clean step refuses drifted records."""
+
+    @dg.asset_check(
+        asset=dg.AssetKey(domain.raw_asset),
+        name="mapped_fields_in_crm",
+        description=f"every field the {domain.name} columns are read from is still in the CRM's field settings",
+        pool=CRM_POOL,
+    )
+    def check(crm: CrmResource) -> dg.AssetCheckResult:
+        try:
+            with crm.get_client() as client:
+                settings = client.field_settings(domain.entity)
+        except CrmError as exc:
+            raise dg.Failure(description=f"{domain.raw_asset} mapped_fields_in_crm: {exc}") from None
+        missing = missing_in_field_settings(domain, settings)
+        return dg.AssetCheckResult(
+            passed=not missing,
+            metadata={
+                "missing_fields": dg.MetadataValue.json({m.column: m.source for m in missing}),
+                "crm_fields": len(settings),
+            },
+            description=drift_message(domain, missing, "is no longer in the CRM's field settings") if missing else None,
+        )
+
+    return check
+
+
+CRM_FIELD_CHECKS = [mapped_fields_in_crm(domain) for domain in DOMAINS]

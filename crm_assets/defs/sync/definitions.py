@@ -4,7 +4,7 @@ import dagster as dg
 
 from crm_assets.defs.exports.assets import EXPORT_GROUP, crm_exports
 from crm_assets.defs.sync.assets import CLEAN_ASSETS, CLEAN_GROUP, RAW_ASSETS, RAW_GROUP
-from crm_assets.defs.sync.checks import CLEAN_CHECKS
+from crm_assets.defs.sync.checks import CLEAN_CHECKS, CRM_FIELD_CHECKS
 
 crm_sync = dg.define_asset_job(
     "crm_sync",
@@ -23,7 +23,7 @@ crm_sync_daily = dg.ScheduleDefinition(
 
 defs = dg.Definitions(
     assets=[*RAW_ASSETS, *CLEAN_ASSETS, crm_exports],
-    asset_checks=CLEAN_CHECKS,
+    asset_checks=[*CLEAN_CHECKS, *CRM_FIELD_CHECKS],
     jobs=[crm_sync],
     schedules=[crm_sync_daily],
 )
