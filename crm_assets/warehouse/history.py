@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from crm_assets.domains import Domain
-from crm_assets.warehouse.bulk import create_stage
+from crm_assets.warehouse.bulk import analyze_stage, create_stage
 from crm_assets.warehouse.schema import CLEAN_TABLES, HISTORY_TRACKED_COLUMNS, RAW_TABLES, deal_history
 
 HISTORY_DOMAIN = "deals"
@@ -74,11 +74,15 @@ def reconcile(conn: sa.Connection, deal_ids: sa.Select[Any]) -> datetime | None:
     observed = sa.literal(observation_time(), deal_history.c.valid_from.type)
     keys = create_stage(conn, deal_history, ["deal_id"], primary_key=["deal_id"])
     conn.execute(keys.insert().from_select(["deal_id"], deal_ids.distinct()))
+    if conn.execute(sa.select(keys.c.deal_id).limit(1)).first() is None:
+        return None
+    analyze_stage(conn, keys)
     versions = create_stage(conn, deal_history, VERSION_COLUMNS)
     conn.execute(versions.insert().from_select(VERSION_COLUMNS, _changed_rows(keys, observed)))
     conn.execute(versions.insert().from_select(VERSION_COLUMNS, _departures(keys, observed)))
     if conn.execute(sa.select(versions.c.deal_id).limit(1)).first() is None:
         return None
+    analyze_stage(conn, versions)
     _follow_open_versions(conn, versions)
     _close_open_versions(conn, versions)
     conn.execute(deal_history.insert().from_select(VERSION_COLUMNS, sa.select(*versions.c).where(sa.true())))
