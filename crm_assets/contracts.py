@@ -26,3 +26,8 @@ RANGE_END_TAG: Final = "dagster/asset_partition_range_end"
 # Tags crm-assets puts on the runs it launches.
 LAUNCHED_BY_TAG: Final = "crm_assets/launched_by"
 DRY_RUN_TAG: Final = "crm_assets/dry_run"
+
+# Metadata key on a `deals` materialization from a clean run: the UTC date (YYYY-MM-DD) of the earliest
+# deal_history version it wrote. The open pipeline at the end of that day and of every later day may
+# have changed; earlier days have not.
+HISTORY_CHANGED_FROM: Final = "history_changed_from"

@@ -1,12 +1,13 @@
 """The code location: every capability's definitions, with resources bound from the environment.
 
 Data flow: CRM client (freshsales/, demo_crm/) -> domain declarations (domains/) -> cleaning (transform/)
--> warehouse (warehouse/) -> Dagster definitions (defs/: sync, exports, reports, write_back).
+-> warehouse (warehouse/) -> Dagster definitions (defs/: sync, exports, reports, write_back, history).
 """
 
 import dagster as dg
 
 from crm_assets.defs.exports.assets import ExportDirectory
+from crm_assets.defs.history import definitions as history
 from crm_assets.defs.reports import definitions as reports
 from crm_assets.defs.sync import definitions as sync
 from crm_assets.defs.write_back import definitions as write_back
@@ -21,7 +22,7 @@ def build_defs() -> dg.Definitions:
             "exports": ExportDirectory(path=export_dir_from_env()),
         }
     )
-    return dg.Definitions.merge(sync.defs, reports.defs, write_back.defs, resources)
+    return dg.Definitions.merge(sync.defs, reports.defs, write_back.defs, history.defs, resources)
 
 
 defs = build_defs()

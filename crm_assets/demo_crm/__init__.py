@@ -28,6 +28,8 @@ Admin endpoints (no API key; under `/_demo/` at the server root or under `/crm/s
 - `POST /_demo/faults` body: Faults fields as JSON (omitted fields take their defaults, so `{}`
   clears every fault); `GET /_demo/faults` shows them.
 - `POST /_demo/touch` `{"entity": "deals", "fraction": 0.01, "seed": 0}` -> `{"count", "ids"}`.
+- `POST /_demo/advance` `{"fraction": 0.1, "seed": 0}` -> `{"count", "ids"}`: that share of the deals
+  (the open, live ones among them) moves one stage on with a later `updated_at`.
 - `GET /_demo/stats` -> request counts (total, by status, by endpoint) and record counts.
 - `POST /_demo/clear_log` empties the request and PUT logs.
 """

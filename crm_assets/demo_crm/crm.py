@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import orjson
 
+from crm_assets.demo_crm import advance
 from crm_assets.demo_crm.config import DemoConfig, Faults, RequestRecord
 from crm_assets.demo_crm.data import (
     BY_SINGULAR,
@@ -108,6 +109,10 @@ class DemoCrm:
 
     def touch_fraction(self, entity: str, fraction: float, seed: int = 0) -> list[int]:
         return self.store.touch_fraction(entity, fraction, seed)
+
+    def advance_deals(self, fraction: float, seed: int = 0) -> list[int]:
+        """Move that share of the deals (the open, live ones among them) one stage on, with a later updated_at."""
+        return advance.advance_deals(self.store, fraction, seed)
 
     def get_record(self, entity: str, crm_id: int) -> dict[str, Any] | None:
         try:
@@ -334,6 +339,10 @@ class DemoCrm:
                     entity, fraction = str(body.get("entity")), float(body["fraction"])
                     ids = self.touch_fraction(entity, fraction, int(body.get("seed", 0)))
                     return json_response(200, {"entity": body["entity"], "count": len(ids), "ids": ids})
+                case ("POST", "/_demo/advance"):
+                    body = _json_body(request)
+                    ids = self.advance_deals(float(body["fraction"]), int(body.get("seed", 0)))
+                    return json_response(200, {"count": len(ids), "ids": ids})
                 case ("GET", "/_demo/stats"):
                     return json_response(200, self.stats())
                 case ("POST", "/_demo/clear_log"):

@@ -33,6 +33,7 @@ from crm_assets.warehouse.bulk import (
     upsert_insert,
 )
 from crm_assets.warehouse.drift import guard_changed_records
+from crm_assets.warehouse.history import earliest, record_versions
 from crm_assets.warehouse.raw import (
     latest_change_seq,
     lock_domain,
@@ -62,6 +63,7 @@ class TableChanges:
     write_seconds: float = 0.0  # time in bulk writes of candidates and clean rows (the load stage)
     before: list[pl.DataFrame] = field(default_factory=list)  # previous versions of updated and deleted rows
     after: list[pl.DataFrame] = field(default_factory=list)  # new versions of inserted and updated rows
+    history_from: datetime | None = None  # earliest valid_from of the deal_history versions written
 
     @property
     def unchanged(self) -> int:
@@ -197,6 +199,7 @@ def _decide(
     _write(conn, domain, inserts, updates, deleted)
     changes.write_seconds += time.perf_counter() - started
     _mark_dependents(conn, domain, pl.concat([inserts.select(key), deleted.select(key)]))
+    changes.history_from = earliest(changes.history_from, record_versions(conn, domain, affected, first, last))
 
     changes.keys_decided += contenders[key].n_unique() if not contenders.is_empty() else 0
     changes.inserted += inserts.height

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeEngine
@@ -234,4 +236,69 @@ raw_scan_records = Table(
     Column("problem", String(255), nullable=True),
     Index("ix_raw_scan_records_scan_crm_id", "scan_id", "crm_id"),
     comment="Pages of unfinished scans, staged durably as they arrive; emptied when the scan is merged",
+)
+
+# -- deal history (issue 11): versions of each deal, stage changes, and the open pipeline per day --
+
+HISTORY_TRACKED_COLUMNS = (
+    "deal_name",
+    "deal_size",
+    "deal_stage",
+    "probability_of_closure",
+    "account_id",
+    "created_at",
+)
+_DEALS = CLEAN_TABLES["deals"]
+
+deal_history = Table(
+    "deal_history",
+    metadata,
+    Column("id", SurrogateKey, primary_key=True, autoincrement=True),
+    Column("deal_id", BigInteger, nullable=False),
+    Column("crm_id", BigInteger, nullable=False, comment="Freshsales record id of this version"),
+    Column("valid_from", UtcTimestamp, nullable=False, comment="the CRM's updated_at of this version (UTC)"),
+    Column("valid_to", UtcTimestamp, nullable=True, comment="valid_from of the next version; NULL = current"),
+    *(Column(c, _DEALS.c[c].type, nullable=True) for c in HISTORY_TRACKED_COLUMNS),
+    Column("is_deleted", Boolean, nullable=False, comment="this version records the deal leaving `deals`"),
+    Column("first_observed_at", UtcTimestamp, nullable=False, comment="when a sync first saw this deal"),
+    Index("ix_deal_history_deal_id_valid_from", "deal_id", "valid_from"),
+    Index(
+        "uq_deal_history_open_deal_id",
+        "deal_id",
+        unique=True,
+        postgresql_where=text("valid_to IS NULL"),
+        sqlite_where=text("valid_to IS NULL"),
+    ),
+    Index(
+        "ix_deal_history_open_account_id",
+        "account_id",
+        postgresql_where=text("valid_to IS NULL"),
+        sqlite_where=text("valid_to IS NULL"),
+    ),
+    comment="One row per version of a deal (type 2): what `deals` held for it from valid_from to valid_to",
+)
+
+deal_stage_transitions = Table(
+    "deal_stage_transitions",
+    metadata,
+    Column("id", SurrogateKey, primary_key=True, autoincrement=True),
+    Column("deal_id", BigInteger, nullable=False, index=True),
+    Column("from_stage", Text, nullable=False),
+    Column("to_stage", Text, nullable=False),
+    Column("changed_at", UtcTimestamp, nullable=False),
+    Column("days_in_from_stage", Float, nullable=True, comment="NULL when from_stage was entered before the history"),
+    comment="One row per stage change of a deal, derived from deal_history",
+)
+
+pipeline_daily = Table(
+    "pipeline_daily",
+    metadata,
+    Column("id", SurrogateKey, primary_key=True, autoincrement=True),
+    Column("day", Date, nullable=False),
+    Column("deal_stage", Text, nullable=False),
+    Column("region", Text, nullable=True, comment="the account's region now; NULL when the account is gone"),
+    Column("open_deal_count", Integer, nullable=False),
+    Column("open_deal_value", Money, nullable=False),
+    Index("ix_pipeline_daily_day", "day"),
+    comment="Open deals per stage and region as of the end of each UTC day, from deal_history",
 )

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from crm_assets.domains import get_domain
+from crm_assets.warehouse.history import record_write_back
 from crm_assets.warehouse.raw import RawWriter, lock_domain
 from crm_assets.warehouse.schema import CLEAN_TABLES, crm_update_audit
 from crm_assets.write_back.request import UpdateRequestError, ValidatedUpdate
@@ -106,6 +107,8 @@ def record_outcome(engine: Engine, update: ValidatedUpdate, run_id: str, outcome
     with engine.begin() as conn:
         lock_domain(conn, update.domain)  # before the row: the raw merge below takes it too
         changed = _update_row(conn, update, outcome) if outcome.in_sync else False
+        if changed:
+            record_write_back(conn, update.domain, outcome.crm_id)  # the deal's new version, same transaction
         if outcome.crm_record is not None and outcome.in_sync:
             # The raw copy follows too, so the next clean run re-decides this record from the new value.
             writer = RawWriter(conn, update.domain, run_id)

@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from crm_assets.contracts import CRM_POOL, PERIOD_COLUMN, TOUCHED_DATES
+from crm_assets.contracts import CRM_POOL, HISTORY_CHANGED_FROM, PERIOD_COLUMN, TOUCHED_DATES
 from crm_assets.defs.metadata import markdown_table, table_schema
 from crm_assets.domains import DOMAINS, Domain
 from crm_assets.freshsales.client import FreshsalesClient
@@ -201,6 +201,8 @@ def _clean_metadata(domain: Domain, changes: TableChanges, preview: pl.DataFrame
     }
     if PERIOD_COLUMN in domain.column_names:
         metadata[TOUCHED_DATES] = dg.MetadataValue.json(_touched_dates(changes))
+    if changes.history_from is not None:
+        metadata[HISTORY_CHANGED_FROM] = changes.history_from.date().isoformat()
     return metadata
 
 

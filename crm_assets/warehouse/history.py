@@ -1,0 +1,184 @@
+"""Keeping deal_history: a type-2 version per change of a deal, written with the clean change that causes it.
+
+The history is reconciled against `deals` for the keys a clean run (or a write-back) just decided, in
+SQL and in the caller's transaction: a deal whose row differs from its open version gets a new version
+(valid from the CRM's updated_at of the row), a deal that left `deals` (deleted, rejected, orphaned)
+gets a version marked `is_deleted`. Re-running on unchanged input finds nothing to add; a failed run
+rolls back with the clean change.
+
+A version closes at the CRM's timestamp of the change when the record itself changed, else at the time
+the sync observed it (a deal orphaned by its account's deletion keeps its own updated_at). Versions
+never run backwards: a new version starts no earlier than the one it closes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from crm_assets.domains import Domain
+from crm_assets.warehouse.bulk import analyze_stage, create_stage
+from crm_assets.warehouse.schema import CLEAN_TABLES, HISTORY_TRACKED_COLUMNS, RAW_TABLES, deal_history
+
+HISTORY_DOMAIN = "deals"
+DEALS = CLEAN_TABLES[HISTORY_DOMAIN]
+RAW_DEALS = RAW_TABLES[HISTORY_DOMAIN]
+VERSION_COLUMNS = ("deal_id", "crm_id", "valid_from", *HISTORY_TRACKED_COLUMNS, "is_deleted", "first_observed_at")
+
+
+def record_versions(conn: sa.Connection, domain: Domain, affected: sa.Table, first: Any, last: Any) -> datetime | None:
+    """After a clean run wrote the keys [first, last] of `affected`: version the deals that changed.
+
+    For `deals` these are the decided deal_ids; for a domain `deals` refers to (accounts), the deals
+    whose open version points at a decided key that is gone (the foreign key cascades the deletion).
+    Returns the earliest valid_from written, or None when nothing changed.
+    """
+    column = affected.c[domain.business_key]
+    in_range = column.between(first, last)
+    if domain.name == HISTORY_DOMAIN:
+        return reconcile(conn, sa.select(column).where(in_range))
+    table = CLEAN_TABLES[domain.name]
+    for fk in _foreign_keys_to(domain):
+        gone = sa.select(column).where(in_range, ~sa.exists().where(table.c[fk.target_column] == column))
+        referencing = sa.select(deal_history.c.deal_id).where(*_open_live(), deal_history.c[fk.column].in_(gone))
+        return reconcile(conn, referencing)
+    return None
+
+
+def earliest(*moments: datetime | None) -> datetime | None:
+    return min((m for m in moments if m is not None), default=None)
+
+
+def record_write_back(conn: sa.Connection, domain: Domain, crm_id: int) -> datetime | None:
+    """After a write-back changed a clean row: version the deal it belongs to."""
+    if domain.name != HISTORY_DOMAIN:
+        return None
+    return reconcile(conn, sa.select(DEALS.c.deal_id).where(DEALS.c.crm_id == crm_id))
+
+
+def _foreign_keys_to(domain: Domain) -> list[Any]:
+    from crm_assets.domains import get_domain
+
+    return [fk for fk in get_domain(HISTORY_DOMAIN).foreign_keys if fk.domain == domain.name]
+
+
+def observation_time() -> datetime:
+    """When this sync observes what it writes (the clock tests move)."""
+    return datetime.now(UTC)
+
+
+def reconcile(conn: sa.Connection, deal_ids: sa.Select[Any]) -> datetime | None:
+    """Make the open versions of `deal_ids` match `deals`; returns the earliest valid_from written."""
+    observed = sa.literal(observation_time(), deal_history.c.valid_from.type)
+    keys = create_stage(conn, deal_history, ["deal_id"], primary_key=["deal_id"])
+    conn.execute(keys.insert().from_select(["deal_id"], deal_ids.distinct()))
+    if conn.execute(sa.select(keys.c.deal_id).limit(1)).first() is None:
+        return None
+    analyze_stage(conn, keys)
+    versions = create_stage(conn, deal_history, VERSION_COLUMNS)
+    conn.execute(versions.insert().from_select(VERSION_COLUMNS, _changed_rows(keys, observed)))
+    conn.execute(versions.insert().from_select(VERSION_COLUMNS, _departures(keys, observed)))
+    if conn.execute(sa.select(versions.c.deal_id).limit(1)).first() is None:
+        return None
+    analyze_stage(conn, versions)
+    _follow_open_versions(conn, versions)
+    _close_open_versions(conn, versions)
+    conn.execute(deal_history.insert().from_select(VERSION_COLUMNS, sa.select(*versions.c).where(sa.true())))
+    return _as_utc(conn.execute(sa.select(sa.func.min(versions.c.valid_from))).scalar_one())
+
+
+def _open_live() -> list[sa.ColumnElement[bool]]:
+    return [deal_history.c.valid_to.is_(None), deal_history.c.is_deleted.is_(False)]
+
+
+def _changed_rows(keys: sa.Table, observed: Any) -> sa.Select[Any]:
+    """Rows of `deals` among the keys whose open version is missing, deleted or different."""
+    h, d = deal_history.c, DEALS.c
+    same = sa.exists().where(
+        h.deal_id == d.deal_id,
+        *_open_live(),
+        h.crm_id == d.crm_id,
+        *(h[c].is_not_distinct_from(d[c]) for c in HISTORY_TRACKED_COLUMNS),
+    )
+    return (
+        sa.select(
+            d.deal_id,
+            d.crm_id,
+            d.updated_at,
+            *(d[c] for c in HISTORY_TRACKED_COLUMNS),
+            sa.false(),
+            observed,
+        )
+        .select_from(DEALS.join(keys, keys.c.deal_id == d.deal_id))
+        .where(~same)
+    )
+
+
+def _departures(keys: sa.Table, observed: Any) -> sa.Select[Any]:
+    """A deletion version for each key whose open live version has no row in `deals` any more."""
+    h, raw = deal_history.c, RAW_DEALS.c
+    closes_at = sa.case((raw.updated_at > h.valid_from, raw.updated_at), else_=observed)
+    source = deal_history.join(keys, keys.c.deal_id == h.deal_id).outerjoin(RAW_DEALS, raw.crm_id == h.crm_id)
+    return (
+        sa.select(
+            h.deal_id,
+            h.crm_id,
+            closes_at,
+            *(h[c] for c in HISTORY_TRACKED_COLUMNS),
+            sa.true(),
+            observed,
+        )
+        .select_from(source)
+        .where(*_open_live(), ~sa.exists().where(DEALS.c.deal_id == h.deal_id))
+    )
+
+
+def _follow_open_versions(conn: sa.Connection, versions: sa.Table) -> None:
+    """A new version keeps its deal's first observation and starts no earlier than the version it closes."""
+    h, v = deal_history.c, versions.c
+    conn.execute(
+        sa.update(versions)
+        .where(h.deal_id == v.deal_id, h.valid_to.is_(None))
+        .values(
+            first_observed_at=h.first_observed_at,
+            valid_from=sa.case((h.valid_from > v.valid_from, h.valid_from), else_=v.valid_from),
+        )
+    )
+
+
+def _close_open_versions(conn: sa.Connection, versions: sa.Table) -> None:
+    h, v = deal_history.c, versions.c
+    conn.execute(
+        sa.update(deal_history).where(h.deal_id == v.deal_id, h.valid_to.is_(None)).values(valid_to=v.valid_from)
+    )
+
+
+def _as_utc(value: Any) -> datetime | None:
+    """SQLite hands timestamps back naive (they are stored in UTC)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def history_start(conn: sa.Connection) -> datetime | None:
+    """When the history begins: the first time a sync observed any deal (None before the first sync)."""
+    return _as_utc(conn.execute(sa.select(sa.func.min(deal_history.c.first_observed_at))).scalar_one())
+
+
+def current_version_mismatches(conn: sa.Connection, limit: int = 20) -> tuple[int, list[int]]:
+    """(how many deals differ between `deals` and their current versions, some of their deal_ids)."""
+    h, d = deal_history.c, DEALS.c
+    current = sa.select(h.deal_id, h.crm_id, *(h[c] for c in HISTORY_TRACKED_COLUMNS)).where(*_open_live())
+    rows = sa.select(d.deal_id, d.crm_id, *(d[c] for c in HISTORY_TRACKED_COLUMNS))
+    # Each side's rows missing from the other (SQLite takes no parenthesised compound inside a compound).
+    only_current, only_deals = sa.except_(current, rows).subquery(), sa.except_(rows, current).subquery()
+    differing = sa.union(sa.select(only_current.c.deal_id), sa.select(only_deals.c.deal_id)).subquery()
+    count = conn.execute(sa.select(sa.func.count(sa.distinct(differing.c.deal_id)))).scalar_one()
+    sample = conn.execute(
+        sa.select(differing.c.deal_id).distinct().order_by(differing.c.deal_id).limit(limit)
+    ).scalars()
+    return int(count), [int(k) for k in sample]

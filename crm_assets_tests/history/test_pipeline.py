@@ -1,0 +1,150 @@
+"""pipeline_daily equals, day by day, a replay of deal_history's versions; deal_stage_transitions follows it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from crm_assets.reports.pipeline import OPEN_STAGES, read_pipeline, replace_pipeline
+from crm_assets.reports.transitions import replace_transitions
+from crm_assets.reports.windows import utc_midnight
+from crm_assets.warehouse import history
+from crm_assets.warehouse.schema import CLEAN_TABLES, deal_stage_transitions
+from crm_assets_tests.history.helpers import account, deal, instant, stamp, sync, versions
+
+Row = tuple[date, str, str | None, int, Decimal]
+
+
+def at(monkeypatch: pytest.MonkeyPatch, moment: datetime) -> None:
+    monkeypatch.setattr(history, "observation_time", lambda: moment)
+
+
+def build_history(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three syncs; changes land on several days, one exactly at midnight, one deal goes and comes back."""
+    at(monkeypatch, instant(3, 0))
+    sync(
+        engine,
+        [account(1, 1, "Asia"), account(2, 2, "Europe"), account(3, 3, "North America")],
+        [
+            deal(101, 1, 1, stamp(1), amount="100.10"),
+            deal(102, 2, 1, stamp(1), stage="Negotiation", amount="200"),
+            deal(103, 3, 2, stamp(2), amount=None),
+            deal(104, 4, 3, stamp(2), stage="Negotiation", amount="400"),
+            deal(106, 6, 3, stamp(2), stage="Closed-Won", amount="600"),
+        ],
+    )
+    at(monkeypatch, instant(10, 0))
+    sync(
+        engine,
+        deals=[
+            deal(101, 1, 1, stamp(4), stage="Negotiation", amount="150.05"),
+            deal(102, 2, 1, stamp(6), stage="Closed-Won", amount="200"),
+            deal(103, 3, 3, stamp(7, 0), amount="300"),  # midnight: counts from the 7th on
+            deal(105, 5, 2, stamp(9), amount="500"),
+        ],
+        deleted_deals=[deal(104, 4, 3, stamp(8), stage="Negotiation", amount="400")],
+    )
+    at(monkeypatch, instant(14, 0))
+    sync(
+        engine,
+        deals=[
+            deal(101, 1, 1, stamp(12), stage="Closed-Lost", amount="150.05"),
+            deal(104, 4, 3, stamp(13), stage="Prospecting", amount="410"),
+        ],
+        deleted_accounts=[account(2, 2, "Europe", stamp(11))],  # deal 5 is orphaned, observed on the 14th
+    )
+
+
+def replay(engine: Engine, day: date) -> list[Row]:
+    """The open pipeline at the end of `day`, from the versions, in Python."""
+    accounts = CLEAN_TABLES["accounts"]
+    with engine.connect() as conn:
+        region = dict(conn.execute(sa.select(accounts.c.account_id, accounts.c.region)).all())
+    end = utc_midnight(day + timedelta(days=1))
+    count: Counter[tuple[str, str | None]] = Counter()
+    value: Counter[tuple[str, str | None]] = Counter()
+    for v in versions(engine):
+        valid = v["valid_from"] < end and (v["valid_to"] is None or v["valid_to"] >= end)
+        if valid and not v["is_deleted"] and v["deal_stage"] in OPEN_STAGES:
+            group = (v["deal_stage"], region.get(v["account_id"]))
+            count[group] += 1
+            value[group] += v["deal_size"] or Decimal("0")
+    rows = [(day, s, r, n, value[(s, r)].quantize(Decimal("0.01"))) for (s, r), n in count.items()]
+    return sorted(rows, key=lambda r: (r[1], r[2] or ""))
+
+
+def by_day(rows: list[Row]) -> dict[date, list[Row]]:
+    grouped: dict[date, list[Row]] = {}
+    for row in rows:
+        grouped.setdefault(row[0], []).append(row)
+    return {d: sorted(rs, key=lambda r: (r[1], r[2] or "")) for d, rs in grouped.items()}
+
+
+def test_each_day_equals_a_replay_of_the_versions(warehouse_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    build_history(warehouse_engine, monkeypatch)
+    stats = replace_pipeline(warehouse_engine, date(2024, 2, 27), date(2024, 3, 20))
+    with warehouse_engine.connect() as conn:
+        stored = by_day(read_pipeline(conn, date(2024, 2, 1), date(2024, 4, 1)))
+    days = [date(2024, 3, 3) + timedelta(days=i) for i in range(17)]
+    for day in days:
+        assert stored.get(day, []) == replay(warehouse_engine, day), day
+    assert stats.first_history_day == date(2024, 3, 3)
+    assert stats.before_history() == [date(2024, 2, 27) + timedelta(days=i) for i in range(5)]
+    assert not any(d < date(2024, 3, 3) for d in stored)  # days before the history are not invented
+    assert stored[date(2024, 3, 6)] != stored[date(2024, 3, 7)]  # the midnight change counts from the 7th
+    assert stats.days[date(2024, 3, 19)].open_deal_count == sum(r[3] for r in stored[date(2024, 3, 19)])
+    assert stats.rows_written == sum(len(rs) for rs in stored.values())
+
+
+def test_replacing_a_range_is_idempotent_and_stays_inside_it(
+    warehouse_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_history(warehouse_engine, monkeypatch)
+    replace_pipeline(warehouse_engine, date(2024, 3, 1), date(2024, 3, 20))
+    with warehouse_engine.connect() as conn:
+        first = read_pipeline(conn, date(2024, 3, 1), date(2024, 3, 20))
+    again = replace_pipeline(warehouse_engine, date(2024, 3, 8), date(2024, 3, 9))
+    with warehouse_engine.connect() as conn:
+        assert read_pipeline(conn, date(2024, 3, 1), date(2024, 3, 20)) == first
+    assert again.rows_deleted == again.rows_written > 0
+
+
+def test_no_history_yet_means_no_rows(warehouse_engine: Engine) -> None:
+    stats = replace_pipeline(warehouse_engine, date(2024, 3, 1), date(2024, 3, 3))
+    assert stats.first_history_day is None and stats.rows_written == 0
+    assert stats.before_history() == [date(2024, 3, 1), date(2024, 3, 2)]
+
+
+def test_stage_transitions_follow_the_history(warehouse_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    build_history(warehouse_engine, monkeypatch)
+    stats = replace_transitions(warehouse_engine)
+    t = deal_stage_transitions.c
+    with warehouse_engine.connect() as conn:
+        rows: list[Any] = conn.execute(
+            sa.select(t.deal_id, t.from_stage, t.to_stage, t.changed_at, t.days_in_from_stage).order_by(
+                t.deal_id, t.changed_at
+            )
+        ).all()
+    simple = [(d, a, b, c.replace(tzinfo=None), None if n is None else round(n, 4)) for d, a, b, c, n in rows]
+    naive = {k: instant(k).replace(tzinfo=None) for k in (4, 6, 12, 13)}
+    assert simple == [
+        (1, "Prospecting", "Negotiation", naive[4], None),  # entered Prospecting before the history
+        (1, "Negotiation", "Closed-Lost", naive[12], 8.0),
+        (2, "Negotiation", "Closed-Won", naive[6], None),
+        (4, "Negotiation", "Prospecting", naive[13], None),  # across its deletion and return
+    ]
+    assert stats.transitions == 4 and stats.deals == 3
+    assert stats.conversions == {
+        "Negotiation -> Closed-Lost": 1,
+        "Negotiation -> Closed-Won": 1,
+        "Negotiation -> Prospecting": 1,
+        "Prospecting -> Negotiation": 1,
+    }
+    assert stats.median_days_in_stage == {"Negotiation": 8.0}
+    assert replace_transitions(warehouse_engine) == stats  # a rebuild, not an append
