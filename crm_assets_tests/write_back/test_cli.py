@@ -78,7 +78,9 @@ def test_update_runs_on_the_dagster_home_instance_and_prints_the_changes(
     assert dry.returncode == 0, dry.stderr
     assert f"{crm_id}" in dry.stdout and "24456.00" in dry.stdout and "planned" in dry.stdout
     old = f"{Decimal(str((demo.get_record('deals', crm_id) or {})['amount'])):.2f}"
-    assert re.search(rf"^{crm_id} +{old} +24456.00 +planned$", dry.stdout, re.M), "the old value is formatted like the new one"
+    assert re.search(rf"^{crm_id} +{old} +24456.00 +planned$", dry.stdout, re.M), (
+        "the old value is formatted like the new one"
+    )
     assert _tables(dry.stdout) == 1
     assert "Dry run: nothing was written" in dry.stdout
     assert demo.put_log == []
