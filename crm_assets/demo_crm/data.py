@@ -11,7 +11,7 @@ computes what view membership needs without building the record.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -21,11 +21,14 @@ from crm_assets.domains.demo import (
     COMMON_DIRT,
     ME,
     RECENT_DAYS,
-    USERS,
+    Built,
     DemoRecipe,
     Dirt,
     Draw,
     ViewKind,
+    format_ts,
+    owner_of,
+    zone_of,
 )
 from crm_assets.timestamps import parse_instant
 
@@ -62,6 +65,8 @@ class EntitySpec:
     recipe: DemoRecipe
     views: tuple[View, ...]
     buckets: tuple[Dirt, ...]  # dirt by hash bucket (per mille)
+    id_base: int  # CRM id of record 0
+    build: Callable[[Draw], Built]  # the recipe's, at hand for the per-record path
 
     @property
     def entity(self) -> str:  # plural, as in URLs and list responses
@@ -74,10 +79,6 @@ class EntitySpec:
     @property
     def code(self) -> int:
         return self.recipe.code
-
-    @property
-    def id_base(self) -> int:  # CRM id of record 0
-        return _ID_ORIGIN + 1 + (self.code - 1) * _ID_BLOCK
 
     @property
     def settings_base(self) -> int:  # id of the first field setting
@@ -112,7 +113,8 @@ def entity_spec(domain: Domain) -> EntitySpec:
     recipe = domain.demo
     if len(domain.views) > 1 and (recipe.listed_in is None or recipe.listed_in_record is None):
         raise ValueError(f"domain {domain.name!r} has several views: its demo recipe must say which lists a record")
-    return EntitySpec(domain, recipe, _views(domain, recipe), _buckets(recipe))
+    id_base = _ID_ORIGIN + 1 + (recipe.code - 1) * _ID_BLOCK
+    return EntitySpec(domain, recipe, _views(domain, recipe), _buckets(recipe), id_base, recipe.build)
 
 
 def entity_specs(domains: Sequence[Domain]) -> dict[str, EntitySpec]:
@@ -146,14 +148,14 @@ class SyntheticData:
         self.specs = entity_specs(domains)
         self._by_name = {spec.domain.name: spec for spec in self.specs.values()}
         self.counts = {e: config.count(s.domain.name, s.recipe.count) for e, s in self.specs.items()}
+        self._count_by_name = {s.domain.name: self.counts[e] for e, s in self.specs.items()}
         self._salts = {e: mix64((config.seed << 8) ^ s.code) for e, s in self.specs.items()}
 
     # -- the world as recipes see it --
 
     def count(self, domain: str) -> int:
         """How many records a domain has (0 for one this demo CRM does not serve)."""
-        spec = self._by_name.get(domain)
-        return self.counts[spec.entity] if spec else 0
+        return self._count_by_name.get(domain, 0)
 
     def crm_id(self, domain: str, index: int) -> int:
         return self._by_name[domain].id_base + index
@@ -166,9 +168,9 @@ class SyntheticData:
 
     def dirt(self, entity: str, i: int, h1: int) -> Dirt:
         if not self.dirty:
-            return Dirt.CLEAN
+            return _CLEAN
         kind = self.specs[entity].buckets[h1 % 1000]
-        return Dirt.CLEAN if kind == Dirt.DUP and i == 0 else kind
+        return _CLEAN if kind is _DUP and i == 0 else kind
 
     def created_ts(self, entity: str, i: int) -> int:
         """Strictly increasing in the index (ties only when there are more records than seconds)."""
@@ -183,8 +185,7 @@ class SyntheticData:
         kind = self.dirt(entity, i, h1)
         listed_in = self.specs[entity].recipe.listed_in
         part = listed_in(h1, kind) if listed_in is not None else 0
-        owner = USERS[(h1 >> 17) % len(USERS)]["id"]
-        return Facts(kind == Dirt.DELETED, part, owner, self.created_ts(entity, i), kind == Dirt.VIEW_DUP)
+        return Facts(kind is _DELETED, part, owner_of(h1), self.created_ts(entity, i), kind is _VIEW_DUP)
 
     # -- full records --
 
@@ -193,15 +194,18 @@ class SyntheticData:
         h1, h2 = self._hashes(entity, i)
         kind = self.dirt(entity, i, h1)
         created = self.created_ts(entity, i)
-        draw = Draw(self, i, h1, h2, kind, spec.id_base + i, created, self.updated_ts(created), self.end_ts)
-        fields, custom = spec.recipe.build(draw)
+        updated, zone = self.updated_ts(created), zone_of(h1)
+        created_at, updated_at = format_ts(created, zone), format_ts(updated, zone)
+        crm_id = spec.id_base + i
+        draw = Draw(self, i, h1, h2, kind, crm_id, created, updated, self.end_ts, zone, created_at, updated_at)
+        fields, custom = spec.build(draw)
         return {
-            "id": draw.crm_id,
+            "id": crm_id,
             **fields,
-            "owner_id": draw.owner_id,
-            "created_at": draw.stamp(created),
-            "updated_at": draw.stamp(draw.updated_ts),
-            "is_deleted": kind == Dirt.DELETED,
+            "owner_id": owner_of(h1),
+            "created_at": created_at,
+            "updated_at": updated_at,
+            "is_deleted": kind is _DELETED,
             "tags": [],
             "custom_field": custom,
         }
@@ -221,13 +225,19 @@ def record_facts(record: dict[str, Any], spec: EntitySpec, base: Facts) -> Facts
     )
 
 
+# Module-level aliases: enum attribute lookups are slow, and these run for every record of every view.
+_LISTED, _MINE, _DELETED_VIEW = ViewKind.LISTED, ViewKind.MINE, ViewKind.DELETED
+_CLEAN, _DUP, _DELETED, _VIEW_DUP = Dirt.CLEAN, Dirt.DUP, Dirt.DELETED, Dirt.VIEW_DUP
+
+
 def is_member(view: View, facts: Facts, recent_ts: int) -> bool:
-    if view.kind is ViewKind.DELETED:
+    kind = view.kind
+    if kind is _DELETED_VIEW:
         return facts.deleted
     if facts.deleted:
         return False
-    if view.kind is ViewKind.LISTED:
+    if kind is _LISTED:
         return facts.part == view.part or (view.part == 0 and facts.view_dup)
-    if view.kind is ViewKind.MINE:
+    if kind is _MINE:
         return facts.owner_id == ME
     return facts.created_ts >= recent_ts  # RECENT

@@ -99,7 +99,7 @@ def _deal(d: Draw) -> Built:
         "probability": STAGE_PROBABILITY.get(known or "", 50),
         "deal_pipeline_id": PIPELINE_ID,
         "deal_stage_id": STAGE_IDS.get(known or ""),
-        "stage_updated_time": d.stamp(d.updated_ts),
+        "stage_updated_time": d.updated_at,
         "sales_account_id": crm_account,
     }
     custom = {

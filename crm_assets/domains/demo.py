@@ -112,9 +112,9 @@ class World(Protocol):
     def crm_id(self, domain: str, index: int) -> int: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made once per generated record, and frozen dataclasses init slowly
 class Draw:
-    """Everything chance decides about record `i`: two 64-bit hashes, its dirt, its zone and timestamps."""
+    """Everything chance decides about record `i`: two 64-bit hashes, its dirt, zone and timestamps."""
 
     world: World
     i: int
@@ -125,15 +125,9 @@ class Draw:
     created_ts: int
     updated_ts: int
     end_ts: int  # the data's end (start of `today`, UTC)
-
-    @property
-    def zone(self) -> int:
-        return (self.h1 >> 25) % len(ZONES)
-
-    @property
-    def owner_id(self) -> int:
-        owner: int = USERS[(self.h1 >> 17) % len(USERS)]["id"]
-        return owner
+    zone: int  # index in ZONES: the zone its timestamps are written in
+    created_at: str  # created_ts and updated_ts as the CRM writes them
+    updated_at: str
 
     def stamp(self, ts: int) -> str:
         """A timestamp in this record's zone."""
@@ -145,6 +139,16 @@ class Draw:
         if self.kind != Dirt.DUP:
             return self.i
         return self.i - 1 - (self.h2 >> 48) % min(self.i, 97)
+
+
+def owner_of(h1: int) -> int:
+    """The owner of a record: one of USERS, by its first hash."""
+    owner: int = USERS[(h1 >> 17) % len(USERS)]["id"]
+    return owner
+
+
+def zone_of(h1: int) -> int:
+    return (h1 >> 25) % len(ZONES)
 
 
 @dataclass(frozen=True)
