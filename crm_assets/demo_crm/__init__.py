@@ -6,9 +6,13 @@ is unset) or over HTTP (`crm_assets.demo_crm.server.serve_demo_crm`, `crm-assets
 API (paths under `/crm/sales`, `Authorization: Token token=<key>` required, see
 docs/freshsales-api.md):
 
+The entities, their views, ids and field settings come from the CRM domains (`crm_assets.domains`) and
+the `DemoRecipe` each declares beside its `Domain` (`crm_assets.domains.demo`); `DemoCrm(domains=...)`
+serves others.
+
 - `GET /api/{sales_accounts|contacts|deals}/filters` -> `{"filters": [...]}` with stable ids.
-  Views: All Accounts, My Accounts, All Contacts, My Contacts, New Contacts, Open/Won/Lost Deals,
-  My Deals, Recent Deals, and Recycle Bin for each entity.
+  Views: the domain's own (All Accounts; All Contacts; Open/Won/Lost Deals), the recipe's others (My
+  Accounts, My Contacts, New Contacts, My Deals, Recent Deals), and Recycle Bin for each entity.
 - `GET /api/{entity}/view/{id}?page=1&per_page=25&sort=updated_at|created_at&sort_type=asc|desc`
   (defaults: page 1, per_page 25 clamped to `max_per_page`, sort updated_at desc; ties by id)
   -> `{"<entity>": [...], "meta": {"total_pages", "total"}}`; pages past the end are empty.
@@ -20,7 +24,8 @@ docs/freshsales-api.md):
 - `POST /api/filtered_search/{deal|contact|sales_account}?page=&per_page=` with
   `{"filter_rule": [{"attribute", "operator", "value"}], "sort", "sort_type"}`; operators is,
   is_in, contains, is_after, is_before; attribute `deleted` selects soft-deleted records.
-- `GET /api/selector/{owners|deal_stages|deal_pipelines}`, `GET /api/settings/{entity}/fields`.
+- `GET /api/selector/{owners|deal_stages|deal_pipelines}` (owners, plus the recipes' lists),
+  `GET /api/settings/{entity}/fields`.
 - Errors: `{"errors": {"code": <status>, "message": ["..."]}}` (400, 401, 404, 405, 429, 5xx).
 
 Admin endpoints (no API key; under `/_demo/` at the server root or under `/crm/sales`):

@@ -13,9 +13,11 @@ DEMO_API_KEY = "demo-api-key"
 
 @dataclass
 class DemoConfig:
+    # Records of the shipped domains (the `crm-assets demo-crm` options); `counts` sizes any domain by name.
     accounts: int = 300
     contacts: int = 3000
     deals: int = 3000
+    counts: dict[str, int] = field(default_factory=dict)  # wins over the three above; else the recipe's count
     seed: int = 7
     api_key: str = DEMO_API_KEY
     today: datetime.date | None = None  # data ends on this UTC date; None = today (UTC)
@@ -28,10 +30,20 @@ class DemoConfig:
         for name in ("accounts", "contacts", "deals"):
             if getattr(self, name) < 0:
                 raise ValueError(f"DemoConfig.{name} must be >= 0")
+        for name, count in self.counts.items():
+            if count < 0:
+                raise ValueError(f"DemoConfig.counts[{name!r}] must be >= 0")
         if self.max_per_page < 1:
             raise ValueError("DemoConfig.max_per_page must be >= 1")
         if self.years <= 0:
             raise ValueError("DemoConfig.years must be > 0")
+
+    def count(self, domain: str, default: int) -> int:
+        """How many records the demo CRM makes for a domain."""
+        if domain in self.counts:
+            return self.counts[domain]
+        named = {"accounts": self.accounts, "contacts": self.contacts, "deals": self.deals}
+        return named.get(domain, default)
 
 
 @dataclass

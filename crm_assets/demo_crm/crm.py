@@ -10,6 +10,7 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -17,22 +18,16 @@ import orjson
 
 from crm_assets.demo_crm import advance
 from crm_assets.demo_crm.config import DemoConfig, Faults, RequestRecord
-from crm_assets.demo_crm.data import (
-    BY_SINGULAR,
-    PIPELINE_ID,
-    STAGE_IDS,
-    STAGE_PROBABILITY,
-    USERS,
-    format_ts,
-)
+from crm_assets.demo_crm.data import DEMO_DOMAINS
 from crm_assets.demo_crm.fields import settings_fields
 from crm_assets.demo_crm.store import BadRequest, DemoStore, UnknownEntity, UnknownRecord
+from crm_assets.domains import Domain
+from crm_assets.domains.demo import USERS, format_ts
 
 log = logging.getLogger(__name__)
 
 BASE_PATH = "/crm/sales"
 DEFAULT_PER_PAGE = 25
-_MODEL_CLASS = {"sales_accounts": "SalesAccount", "contacts": "Contact", "deals": "Deal"}
 _ID_SEGMENT = re.compile(r"/\d+(?=/|$)")
 
 
@@ -84,10 +79,11 @@ def _require(request: httpx.Request, *methods: str) -> None:
 class DemoCrm:
     """An in-memory Freshsales: the API in `handle()`, data helpers for tests and benchmarks."""
 
-    def __init__(self, config: DemoConfig | None = None) -> None:
+    def __init__(self, config: DemoConfig | None = None, domains: Sequence[Domain] = DEMO_DOMAINS) -> None:
+        """Serve `domains` (each with a demo recipe): by default every shipped CRM domain."""
         self.config = config or DemoConfig()
         self.today = self.config.today or datetime.datetime.now(datetime.UTC).date()
-        self.store = DemoStore(self.config, self.today)
+        self.store = DemoStore(self.config, self.today, domains)
         self.faults = Faults()
         self.request_log: list[RequestRecord] = []
         self.put_log: list[tuple[str, int, dict[str, Any]]] = []
@@ -214,7 +210,7 @@ class DemoCrm:
         match parts[1:]:
             case ["selector", name]:
                 _require(request, "GET")
-                return json_response(200, _selector(name))
+                return json_response(200, self._selector(name))
             case ["lookup"]:
                 _require(request, "GET")
                 return self._lookup(request)
@@ -223,8 +219,7 @@ class DemoCrm:
                 return self._filtered_search(request, singular)
             case ["settings", entity, "fields"]:
                 _require(request, "GET")
-                self.store.state(entity)
-                return json_response(200, {"fields": settings_fields(entity)})
+                return json_response(200, {"fields": settings_fields(self.store.state(entity).spec)})
             case [entity, "filters"]:
                 _require(request, "GET")
                 return self._filters(entity)
@@ -241,18 +236,19 @@ class DemoCrm:
 
     def _filters(self, entity: str) -> httpx.Response:
         stamp = format_ts(self.store.data.start_ts, 2)
+        state = self.store.state(entity)
         filters = [
             {
                 "id": view.id,
                 "name": view.name,
-                "model_class_name": _MODEL_CLASS[entity],
+                "model_class_name": state.spec.model_class,
                 "user_id": USERS[0]["id"],
                 "is_default": True,
                 "updated_at": stamp,
                 "user_name": USERS[0]["display_name"],
                 "current_user_permissions": [],
             }
-            for view in self.store.state(entity).views
+            for view in state.views
         ]
         return json_response(200, {"filters": filters})
 
@@ -300,18 +296,19 @@ class DemoCrm:
         if text is None or not name:
             raise ApiError(400, "lookup needs q (the value) and f (the field)")
         answer: dict[str, Any] = {}
-        for singular in (params.get("entities") or "contact,sales_account,deal").split(","):
-            spec = BY_SINGULAR.get(singular.strip())
+        singulars = self.store.singulars
+        for singular in (params.get("entities") or ",".join(singulars)).split(","):
+            spec = self.store.spec_by_singular(singular.strip())
             if spec is None:
-                raise ApiError(400, f"unknown entity {singular!r} in entities; use contact, sales_account, deal")
+                raise ApiError(400, f"unknown entity {singular!r} in entities; use {', '.join(singulars)}")
             found = self.store.lookup(spec.entity, name, text)
             answer[spec.entity] = {spec.entity: found}
         return json_response(200, answer)
 
     def _filtered_search(self, request: httpx.Request, singular: str) -> httpx.Response:
-        spec = BY_SINGULAR.get(singular)
+        spec = self.store.spec_by_singular(singular)
         if spec is None:
-            raise ApiError(404, f"unknown entity {singular!r}; use contact, sales_account or deal")
+            raise ApiError(404, f"unknown entity {singular!r}; use {', '.join(self.store.singulars)}")
         body = _json_body(request)
         rules = body.get("filter_rule") or []
         if not isinstance(rules, list):
@@ -323,6 +320,16 @@ class DemoCrm:
         chunk = found[(page - 1) * per_page : page * per_page]
         meta = {"total": len(found), "total_pages": math.ceil(len(found) / per_page)}
         return json_response(200, {spec.entity: chunk, "meta": meta})
+
+    def _selector(self, name: str) -> dict[str, Any]:
+        """Owners, and whatever lists the domains' recipes add (deal stages and pipelines)."""
+        selectors = {"owners": lambda: {"users": list(USERS)}}
+        for state in self.store.states():
+            selectors.update(state.spec.recipe.selectors)
+        if name not in selectors:
+            raise ApiError(404, f"unknown selector {name!r}; the demo CRM has {', '.join(selectors)}")
+        payload: dict[str, Any] = selectors[name]()
+        return payload
 
     # -- admin endpoints (no API key; for tests and benchmarks) --
 
@@ -389,26 +396,3 @@ def _record_id(raw: str) -> int:
 def _copy(record: dict[str, Any]) -> dict[str, Any]:
     copied: dict[str, Any] = orjson.loads(orjson.dumps(record))
     return copied
-
-
-def _selector(name: str) -> dict[str, Any]:
-    stages = [
-        {
-            "id": stage_id,
-            "name": label,
-            "position": n + 1,
-            "forecast_type": "Closed" if label.startswith("Closed") else "Open",
-            "deal_pipeline_id": PIPELINE_ID,
-            "choice_type": 2 if label == "Closed-Won" else 3 if label == "Closed-Lost" else 1,
-            "probability": STAGE_PROBABILITY[label],
-        }
-        for n, (label, stage_id) in enumerate(STAGE_IDS.items())
-    ]
-    if name == "owners":
-        return {"users": list(USERS)}
-    if name == "deal_stages":
-        return {"deal_stages": stages}
-    if name == "deal_pipelines":
-        pipeline = {"id": PIPELINE_ID, "name": "Default Pipeline", "position": 1, "is_default": True}
-        return {"deal_pipelines": [{**pipeline, "deal_stages": stages}]}
-    raise ApiError(404, f"unknown selector {name!r}; the demo CRM has owners, deal_stages, deal_pipelines")

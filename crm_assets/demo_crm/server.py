@@ -19,6 +19,7 @@ import httpx
 
 from crm_assets.demo_crm.config import DEMO_API_KEY, DemoConfig
 from crm_assets.demo_crm.crm import BASE_PATH, DemoCrm
+from crm_assets.demo_crm.data import DEMO_DOMAINS
 
 # Headers the server writes itself.
 _HOP_HEADERS = frozenset({"content-length", "connection", "transfer-encoding", "keep-alive", "date", "server"})
@@ -118,9 +119,10 @@ def serve_forever(
         print(f"demo CRM: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     url = f"http://{_url_host(host)}:{server.server_address[1]}{BASE_PATH}"
+    sizes = ", ".join(f"{demo.store.data.count(d.name)} {d.name}" for d in DEMO_DOMAINS)
     print(
-        f"Demo CRM (Freshsales-compatible) with {config.accounts} accounts, {config.contacts} contacts, "
-        f"{config.deals} deals (seed {config.seed}), ready in {time.perf_counter() - started:.1f} s\n"
+        f"Demo CRM (Freshsales-compatible) with {sizes} (seed {config.seed}), "
+        f"ready in {time.perf_counter() - started:.1f} s\n"
         f"  CRM_BASE_URL={url}\n"
         f"  CRM_API_KEY={DEMO_API_KEY}\n"
         f"Admin: POST {url}/_demo/faults, POST {url}/_demo/touch, GET {url}/_demo/stats. Ctrl-C stops.",

@@ -19,29 +19,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crm_assets.demo_crm.config import DemoConfig
-from crm_assets.demo_crm.data import (
-    DELETED,
-    ENTITIES,
-    STAGE_IDS,
-    STAGES,
-    ZONES,
-    EntitySpec,
-    SyntheticData,
-    View,
-    format_ts,
-    is_member,
-    normalize_label,
-    record_facts,
-    views_of,
-)
+from crm_assets.demo_crm.data import DEMO_DOMAINS, EntitySpec, SyntheticData, View, is_member, record_facts
+from crm_assets.domains import Domain
+from crm_assets.domains.demo import ZONES, ViewKind, format_ts
 from crm_assets.timestamps import parse_instant
+from crm_assets.values import value_text
 
 READ_ONLY_FIELDS = frozenset({"id", "created_at", "updated_at", "is_deleted"})
 SORT_FIELDS = ("updated_at", "created_at")
-TOUCH_FIELD = {"sales_accounts": "name", "contacts": "job_title", "deals": "name"}
 _REV_SUFFIX = re.compile(r" \(rev \d+\)$")
-_CANONICAL_STAGE = {normalize_label(s): s for s in STAGES}
-_STAGE_BY_ID = {v: k for k, v in STAGE_IDS.items()}
 _LOOKUP_CACHE_FIELDS = 8  # per entity; each index holds one entry per base record
 
 
@@ -78,15 +64,6 @@ def field_value(record: dict[str, Any], name: str) -> Any:
     return record.get(name)
 
 
-def value_text(value: Any) -> str | None:
-    """The string form lookups and `is` rules compare against."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 def zone_of(record: dict[str, Any]) -> int:
     stamp = str(record.get("created_at") or "")
     for n, (suffix, _) in enumerate(ZONES):
@@ -98,17 +75,27 @@ def zone_of(record: dict[str, Any]) -> int:
 class DemoStore:
     """Thread-safe record store; every public method takes the lock for as short as it can."""
 
-    def __init__(self, config: DemoConfig, today: datetime.date) -> None:
-        self.data = SyntheticData(config, today)
+    def __init__(self, config: DemoConfig, today: datetime.date, domains: Sequence[Domain] = DEMO_DOMAINS) -> None:
+        self.data = SyntheticData(config, today, domains)
         self._lock = threading.RLock()
         self._build_lock = threading.Lock()
         self._clock = 0
         self._touches = 0
         self._states = {
-            entity: _EntityState(spec, self.data.counts[entity], views_of(entity)) for entity, spec in ENTITIES.items()
+            entity: _EntityState(spec, self.data.counts[entity], spec.views) for entity, spec in self.data.specs.items()
         }
 
     # -- lookups of entities, views and records --
+
+    def spec_by_singular(self, singular: str) -> EntitySpec | None:
+        return next((st.spec for st in self._states.values() if st.spec.singular == singular), None)
+
+    def states(self) -> list[_EntityState]:
+        return list(self._states.values())
+
+    @property
+    def singulars(self) -> list[str]:
+        return [st.spec.singular for st in self._states.values()]
 
     def state(self, entity: str) -> _EntityState:
         try:
@@ -173,8 +160,8 @@ class DemoStore:
             record = {**current, **{k: v for k, v in fields.items() if k not in READ_ONLY_FIELDS}}
             record["custom_field"] = {**(current.get("custom_field") or {}), **(custom or {})}
             self._commit(st, i, record)
-            if entity == "deals":
-                _sync_stage(current, record)
+            if st.spec.recipe.on_update is not None:
+                st.spec.recipe.on_update(current, record)
             return record
 
     def delete(self, entity: str, crm_id: int) -> None:
@@ -193,11 +180,11 @@ class DemoStore:
             st.version += 1
 
     def touch_fraction(self, entity: str, fraction: float, seed: int = 0) -> list[int]:
-        """Rename (deals, accounts) or retitle (contacts) that share of the live records."""
+        """Change the recipe's touch field (a name, a job title) of that share of the live records."""
         if not 0 <= fraction <= 1:
             raise BadRequest("fraction must be between 0 and 1")
         st = self.state(entity)
-        name = TOUCH_FIELD[entity]
+        name = st.spec.recipe.touch_field
         with self._lock:
             live = self._live_indexes(st)
             chosen = sorted(random.Random(seed).sample(live, round(fraction * len(live))))
@@ -211,7 +198,7 @@ class DemoStore:
 
     def _live_indexes(self, st: _EntityState) -> list[int]:
         members = self._base_members(st)
-        deleted_view = next(v for v in st.views if v.kind == DELETED)
+        deleted_view = next(v for v in st.views if v.kind is ViewKind.DELETED)
         skip = set(members[deleted_view.id]) | st.forgotten | set(st.overrides)
         live = [i for i in range(st.count) if i not in skip]
         live.extend(i for i, rec in st.overrides.items() if not rec.get("is_deleted"))
@@ -224,11 +211,11 @@ class DemoStore:
         if st.base_members is None:
             entity, recent = st.spec.entity, self.data.recent_ts
             members = {v.id: array("q") for v in st.views}
-            kinds = [(v.kind, members[v.id]) for v in st.views]
+            buckets = [(v, members[v.id]) for v in st.views]
             for i in range(st.count):
                 facts = self.data.facts(entity, i)
-                for kind, bucket in kinds:
-                    if is_member(kind, facts, recent):
+                for view, bucket in buckets:
+                    if is_member(view, facts, recent):
                         bucket.append(i)
             st.base_members = members
         return st.base_members
@@ -251,7 +238,7 @@ class DemoStore:
         mutated = [
             i
             for i, rec in st.overrides.items()
-            if is_member(view.kind, record_facts(rec, entity, self.data.view_dup(entity, i)), recent)
+            if is_member(view, record_facts(rec, st.spec, self.data.facts(entity, i)), recent)
         ]
         if sort == "updated_at":
             mutated.sort(key=lambda i: (st.mutated_ts[i], i))
@@ -338,18 +325,6 @@ class DemoStore:
                 entity: {"records": st.count, "mutated": len(st.overrides), "forgotten": len(st.forgotten)}
                 for entity, st in self._states.items()
             }
-
-
-def _sync_stage(before: dict[str, Any], record: dict[str, Any]) -> None:
-    """Keep cf_deal_stage and deal_stage_id in step; a stage change stamps stage_updated_time."""
-    custom = record["custom_field"]
-    old_label = (before.get("custom_field") or {}).get("cf_deal_stage")
-    if custom.get("cf_deal_stage") != old_label:
-        record["deal_stage_id"] = STAGE_IDS.get(_CANONICAL_STAGE.get(normalize_label(custom["cf_deal_stage"])) or "")
-    elif record.get("deal_stage_id") != before.get("deal_stage_id") and record["deal_stage_id"] in _STAGE_BY_ID:
-        custom["cf_deal_stage"] = _STAGE_BY_ID[record["deal_stage_id"]]
-    if custom.get("cf_deal_stage") != old_label or record.get("deal_stage_id") != before.get("deal_stage_id"):
-        record["stage_updated_time"] = record["updated_at"]
 
 
 def _instant_key(value: Any) -> float:

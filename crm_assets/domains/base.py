@@ -2,7 +2,8 @@
 
 A domain module (accounts.py, contacts.py, deals.py) builds one `Domain`. Everything else, from the raw
 extract to the clean table, the asset checks and the write-back job, is derived from these declarations,
-so adding a domain means adding one module and listing it in `crm_assets.domains.DOMAINS`.
+so adding a domain means adding one module and listing it in `crm_assets.domains.DOMAINS`. The module also
+declares the domain's `DemoRecipe`, from which the demo CRM serves the entity.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+
+from crm_assets.domains.demo import DemoRecipe
 
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -74,6 +77,8 @@ class Domain:
     description: str = ""
     # Columns a write-back may not change besides the business key.
     read_only: frozenset[str] = field(default_factory=frozenset)
+    # How the demo CRM makes this entity's records (see crm_assets.domains.demo); None: not in the demo CRM.
+    demo: DemoRecipe | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]

@@ -1,23 +1,39 @@
 """Write-back of one field to the CRM and the warehouse, without Dagster: validate, find, plan, apply.
 
-`crm_assets.defs.write_back` wraps these steps in the `update_domain_value` job.
+`model` holds the vocabulary every step shares; `crm_assets.defs.write_back` wraps the steps in the
+`update_domain_value` job.
 """
 
-from crm_assets.write_back.apply import ChangeOutcome, apply_changes
-from crm_assets.write_back.plan import PlannedChange, UpdatePlan, build_plan, find_matching_records
-from crm_assets.write_back.request import UpdateRequest, UpdateRequestError, ValidatedUpdate, validate_request
-from crm_assets.write_back.table import format_table
+from crm_assets.write_back.apply import apply_changes, planned_outcomes
+from crm_assets.write_back.model import (
+    Action,
+    ChangeOutcome,
+    PlannedChange,
+    Status,
+    UpdatePlan,
+    UpdateRequest,
+    UpdateRequestError,
+    ValidatedUpdate,
+    count_by_status,
+)
+from crm_assets.write_back.plan import build_plan, find_matching_records
+from crm_assets.write_back.request import validate_request
+from crm_assets.write_back.table import change_table
 
 __all__ = [
+    "Action",
     "ChangeOutcome",
     "PlannedChange",
+    "Status",
     "UpdatePlan",
     "UpdateRequest",
     "UpdateRequestError",
     "ValidatedUpdate",
     "apply_changes",
     "build_plan",
+    "change_table",
+    "count_by_status",
     "find_matching_records",
-    "format_table",
+    "planned_outcomes",
     "validate_request",
 ]

@@ -9,37 +9,16 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field, replace
-from datetime import datetime
-from typing import Any
+from dataclasses import replace
 
 from sqlalchemy.engine import Engine
 
 from crm_assets.freshsales.client import FreshsalesClient, parse_instant
 from crm_assets.freshsales.errors import CrmError
-from crm_assets.write_back.fields import Record, field_body, read_field, typed_field
-from crm_assets.write_back.plan import SKIP, PlannedChange, UpdatePlan, created_date, plan_record
-from crm_assets.write_back.request import ValidatedUpdate, display_text
+from crm_assets.write_back.fields import Record, field_body, field_text, typed_field
+from crm_assets.write_back.model import Action, ChangeOutcome, PlannedChange, Status, UpdatePlan, ValidatedUpdate
+from crm_assets.write_back.plan import created_date, plan_record
 from crm_assets.write_back.store import record_outcome, write_planned_audit
-
-APPLIED, SKIPPED, FAILED, PLANNED = "applied", "skipped", "failed", "planned"
-
-
-@dataclass(frozen=True)
-class ChangeOutcome:
-    """What happened to one record. `in_sync`: the CRM now holds the new value."""
-
-    crm_id: int
-    status: str  # applied, skipped, failed, planned (dry run)
-    old_text: str | None
-    new_text: str | None
-    error: str | None = None
-    in_sync: bool = False
-    updated_at: datetime | None = None  # the CRM's updated_at after our PUT
-    created_date: str | None = None  # UTC date of the record's created_at
-    replanned: bool = False
-    warehouse_changed: bool = False
-    crm_record: dict[str, Any] | None = field(default=None, repr=False)  # the record as the PUT returned it
 
 
 def planned_outcomes(plan: UpdatePlan) -> list[ChangeOutcome]:
@@ -47,7 +26,7 @@ def planned_outcomes(plan: UpdatePlan) -> list[ChangeOutcome]:
     return [
         ChangeOutcome(
             c.crm_id,
-            SKIPPED if c.action == SKIP else PLANNED,
+            Status.SKIPPED if c.action == Action.SKIP else Status.PLANNED,
             c.old_text,
             c.new_text,
             created_date=created_date(c.created_at),
@@ -59,7 +38,7 @@ def planned_outcomes(plan: UpdatePlan) -> list[ChangeOutcome]:
 def _skipped(change: PlannedChange, fresh: PlannedChange | None, note: str | None, replanned: bool) -> ChangeOutcome:
     return ChangeOutcome(
         change.crm_id,
-        SKIPPED,
+        Status.SKIPPED,
         (fresh or change).old_text,
         change.new_text,
         error=note,
@@ -77,7 +56,7 @@ def _write(
     saved: Record = client.update_record(domain.entity, domain.singular, change.crm_id, body)
     outcome = ChangeOutcome(
         change.crm_id,
-        APPLIED,
+        Status.APPLIED,
         fresh.old_text,
         change.new_text,
         in_sync=True,
@@ -87,8 +66,10 @@ def _write(
         crm_record=saved,
     )
     if typed_field(saved, update.target) != update.new_value:
-        holds = display_text(read_field(saved, update.target))
-        return replace(outcome, status=FAILED, in_sync=False, error=f"the CRM accepted the PUT but holds {holds!r}")
+        holds = field_text(saved, update.target)
+        return replace(
+            outcome, status=Status.FAILED, in_sync=False, error=f"the CRM accepted the PUT but holds {holds!r}"
+        )
     return outcome
 
 
@@ -111,12 +92,14 @@ def apply_change(
                 f"(updated_at {change.updated_at} -> {fresh.updated_at}); re-planned: "
                 f"{update.target.name} {fresh.old_text!r} -> {fresh.new_text!r}"
             )
-        if fresh.action == SKIP:
+        if fresh.action == Action.SKIP:
             return _skipped(change, fresh, None, replanned)
         return _write(client, update, change, fresh, replanned)
     except CrmError as exc:
         log.error(f"{domain.singular} {change.crm_id}: not updated: {exc}")
-        return ChangeOutcome(change.crm_id, FAILED, change.old_text, change.new_text, error=str(exc), created_date=None)
+        return ChangeOutcome(
+            change.crm_id, Status.FAILED, change.old_text, change.new_text, error=str(exc), created_date=None
+        )
 
 
 def apply_changes(

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from crm_assets.domains import Column
-from crm_assets.transform.coerce import cast_value
+from crm_assets.transform.coerce import cast_value, to_crm_value
+from crm_assets.values import value_text
 
 Record = dict[str, Any]
 
@@ -44,23 +43,21 @@ def field_body(column: Column, wire_value: Any) -> dict[str, Any]:
     return result
 
 
-def as_text(value: Any) -> str | None:
-    """A JSON value in the text form the cleaning pipeline reads raw fields in (JSON-path as text)."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return orjson.dumps(value).decode()
-
-
 def typed_field(record: Record, column: Column) -> Any:
     """The field cast by the domain's rules; UNREADABLE when the CRM holds something uncastable."""
     try:
-        return cast_value(column, as_text(read_field(record, column)))
+        return cast_value(column, value_text(read_field(record, column)))
     except ValueError:
         return UNREADABLE
+
+
+def field_text(record: Record, column: Column) -> str | None:
+    """The field as tables and the audit show it: in the form the write-back sends, so an old value reads like
+    the new one (302400.00 next to 24456.00); the CRM's own text when it does not cast."""
+    typed = typed_field(record, column)
+    if typed is UNREADABLE:
+        return value_text(read_field(record, column))
+    return value_text(to_crm_value(column, typed))
 
 
 def search_attribute(column: Column) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -20,42 +19,10 @@ from sqlalchemy.engine import Engine
 from crm_assets.domains import ColumnType
 from crm_assets.freshsales.client import FreshsalesClient, parse_instant
 from crm_assets.freshsales.errors import CrmNotFoundError
-from crm_assets.write_back.fields import Record, as_text, read_field, search_attribute, typed_field
-from crm_assets.write_back.request import ValidatedUpdate, display_text
+from crm_assets.values import value_text
+from crm_assets.write_back.fields import Record, field_text, search_attribute, typed_field
+from crm_assets.write_back.model import Action, PlannedChange, UpdatePlan, ValidatedUpdate
 from crm_assets.write_back.store import warehouse_candidates
-
-UPDATE = "update"
-SKIP = "skip"
-
-
-@dataclass(frozen=True)
-class PlannedChange:
-    """One record's change as read from the CRM; `updated_at` is the CRM's, to detect later edits."""
-
-    crm_id: int
-    action: str  # UPDATE or SKIP (already at the new value)
-    old_text: str | None
-    new_text: str | None
-    updated_at: str | None
-    created_at: str | None
-
-
-@dataclass(frozen=True)
-class UpdatePlan:
-    update: ValidatedUpdate
-    changes: tuple[PlannedChange, ...]
-
-    @property
-    def dry_run(self) -> bool:
-        return self.update.request.dry_run
-
-    @property
-    def to_apply(self) -> tuple[PlannedChange, ...]:
-        return tuple(c for c in self.changes if c.action == UPDATE)
-
-    @property
-    def skipped(self) -> tuple[PlannedChange, ...]:
-        return tuple(c for c in self.changes if c.action == SKIP)
 
 
 def plan_record(update: ValidatedUpdate, record: Record) -> PlannedChange | None:
@@ -65,11 +32,11 @@ def plan_record(update: ValidatedUpdate, record: Record) -> PlannedChange | None
     at_new_value = typed_field(record, update.target) == update.new_value
     return PlannedChange(
         crm_id=int(record["id"]),
-        action=SKIP if at_new_value else UPDATE,
-        old_text=display_text(read_field(record, update.target)),
+        action=Action.SKIP if at_new_value else Action.UPDATE,
+        old_text=field_text(record, update.target),
         new_text=update.new_text,
-        updated_at=as_text(record.get("updated_at")),
-        created_at=as_text(record.get("created_at")),
+        updated_at=value_text(record.get("updated_at")),
+        created_at=value_text(record.get("created_at")),
     )
 
 
@@ -83,7 +50,7 @@ def _spellings(update: ValidatedUpdate) -> list[str]:
     """Forms the key may have in the CRM that an exact-match search can find; the warehouse covers the rest."""
     column, value = update.key_column, update.key_value
     raw = update.request.value
-    forms = {raw, raw.strip(), display_text(value) or ""}
+    forms = {raw, raw.strip(), value_text(value) or ""}
     if column.type in (ColumnType.BIGINT, ColumnType.INTEGER):
         forms.add(f"{value}.0")
     if column.type is ColumnType.ENUM:

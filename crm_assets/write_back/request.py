@@ -2,66 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from crm_assets.domains import Column, Domain, get_domain
-from crm_assets.transform.coerce import cast_value, to_crm_value
+from crm_assets.transform.coerce import cast_value
+from crm_assets.write_back.model import UpdateRequest, UpdateRequestError, ValidatedUpdate
 
 # Names people may try that are no domain column: the CRM's own record id.
 _CRM_ID_NAMES = frozenset({"crm_id", "id"})
-
-
-class UpdateRequestError(ValueError):
-    """Bad input: the message names the field or value at fault and what would be accepted."""
-
-
-@dataclass(frozen=True)
-class UpdateRequest:
-    """The job's input exactly as given: every value is a string."""
-
-    domain: str
-    key: str
-    value: str
-    key_to_update: str
-    update_value: str
-    dry_run: bool = False
-
-
-@dataclass(frozen=True)
-class ValidatedUpdate:
-    """A request whose domain and fields exist and whose values are cast to the fields' types."""
-
-    request: UpdateRequest
-    domain: Domain
-    key_column: Column
-    key_value: Any
-    target: Column
-    new_value: Any
-
-    @property
-    def new_wire_value(self) -> Any:
-        return to_crm_value(self.target, self.new_value)
-
-    @property
-    def new_text(self) -> str | None:
-        return display_text(self.new_wire_value)
-
-    @property
-    def description(self) -> str:
-        return (
-            f"{self.domain.name} with {self.key_column.name} = {self.request.value!r}: "
-            f"set {self.target.name} to {self.new_text!r}"
-        )
-
-
-def display_text(value: Any) -> str | None:
-    """A wire value as audit and table text (None stays None, so "cleared" differs from "empty")."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 def _domain(name: str) -> Domain:
@@ -102,11 +50,44 @@ def _cast(column: Column, raw: str, role: str) -> Any:
     try:
         return cast_value(column, raw)
     except ValueError as exc:
-        raise UpdateRequestError(f"{role} {raw!r} does not fit {column.name}: {exc}") from None
+        raise UpdateRequestError(f"{role} {raw!r} does not fit {column.name}: {_reason(column, str(exc))}") from None
+
+
+def _reason(column: Column, message: str) -> str:
+    """The cast's reason without repeating the column and the value: "expected one of ...", "missing (required)"."""
+    _, found, expected = message.partition(", expected ")
+    return f"expected {expected}" if found else message.removeprefix(f"{column.name}: ")
+
+
+def _unstorable(text: str) -> str | None:
+    """The first character PostgreSQL, SQLite's UTF-8 or the CRM's JSON refuses, described; None when all fit.
+
+    PostgreSQL text and JSON hold no NUL, UTF-8 holds no lone surrogate, and the CRM rejects the other C0
+    controls; tab, newline and carriage return are ordinary text.
+    """
+    for position, char in enumerate(text, start=1):
+        code = ord(char)
+        if code == 0:
+            return f"a NUL character (U+0000) at position {position}"
+        if 0xD800 <= code <= 0xDFFF:
+            return f"a lone surrogate (U+{code:04X}) at position {position}"
+        if (code < 0x20 and char not in "\t\n\r") or code == 0x7F:
+            return f"the control character U+{code:04X} at position {position}"
+    return None
+
+
+def _check_storable(request: UpdateRequest) -> None:
+    for role, text in (("value", request.value), ("update_value", request.update_value)):
+        if (problem := _unstorable(text)) is not None:
+            raise UpdateRequestError(
+                f"{role} {text!r} contains {problem}, which neither the warehouse nor the CRM can store; "
+                "remove it and run again"
+            )
 
 
 def validate_request(request: UpdateRequest) -> ValidatedUpdate:
     """Check every field and cast both values; raises UpdateRequestError naming the first problem."""
+    _check_storable(request)
     domain = _domain(request.domain)
     key_column = _column(domain, request.key, "key")
     target = _writable(domain, request.key_to_update)

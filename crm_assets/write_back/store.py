@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -13,11 +13,14 @@ from crm_assets.domains import get_domain
 from crm_assets.warehouse.history import record_write_back
 from crm_assets.warehouse.raw import RawWriter, lock_domain
 from crm_assets.warehouse.schema import CLEAN_TABLES, crm_update_audit
-from crm_assets.write_back.request import UpdateRequestError, ValidatedUpdate
-
-if TYPE_CHECKING:
-    from crm_assets.write_back.apply import ChangeOutcome
-    from crm_assets.write_back.plan import UpdatePlan
+from crm_assets.write_back.model import (
+    Action,
+    ChangeOutcome,
+    Status,
+    UpdatePlan,
+    UpdateRequestError,
+    ValidatedUpdate,
+)
 
 _ID_CHUNK = 500  # bound parameters per IN list; far below SQLite's and PostgreSQL's limits
 
@@ -67,8 +70,6 @@ def check_foreign_keys(engine: Engine, update: ValidatedUpdate, crm_ids: Sequenc
 
 def write_planned_audit(engine: Engine, plan: UpdatePlan, run_id: str) -> None:
     """One audit row per record before the first PUT: 'planned' (or 'skipped'), so a crash leaves a trace."""
-    from crm_assets.write_back.plan import SKIP
-
     update, now = plan.update, _now()
     rows = [
         {
@@ -78,7 +79,7 @@ def write_planned_audit(engine: Engine, plan: UpdatePlan, run_id: str) -> None:
             "field": update.target.name,
             "old_value": change.old_text,
             "new_value": change.new_text,
-            "status": "skipped" if change.action == SKIP else "planned",
+            "status": (Status.SKIPPED if change.action == Action.SKIP else Status.PLANNED).value,
             "error": None,
             "changed_at": now,
         }
@@ -121,7 +122,9 @@ def record_outcome(engine: Engine, update: ValidatedUpdate, run_id: str, outcome
                 crm_update_audit.c.domain == update.domain.name,
                 crm_update_audit.c.crm_id == outcome.crm_id,
             )
-            .values(status=outcome.status, old_value=outcome.old_text, error=outcome.error, changed_at=_now())
+            .values(
+                status=Status(outcome.status).value, old_value=outcome.old_text, error=outcome.error, changed_at=_now()
+            )
         )
     return changed
 

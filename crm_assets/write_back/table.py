@@ -1,10 +1,13 @@
-"""Plain-text tables of planned and applied changes, for the CLI and the run's logs."""
+"""The one table of a write-back's changes, planned or done: for the CLI, the run's logs and its metadata."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from crm_assets.write_back.model import ChangeOutcome, Status
+
 HEADERS = ("crm_id", "old value", "new value", "status", "note")
+_ALREADY_SET = "already set"
 
 
 def _cell(value: object) -> str:
@@ -14,10 +17,23 @@ def _cell(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def format_table(rows: Sequence[Sequence[object]], headers: Sequence[str] = HEADERS) -> str:
-    """An aligned text table; None shows as (empty) so a cleared field is visible."""
-    cells = [[str(h) for h in headers], *([_cell(v) for v in row] for row in rows)]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in cells]
+def _note(outcome: ChangeOutcome) -> str:
+    if outcome.error:
+        return outcome.error
+    return _ALREADY_SET if outcome.status == Status.SKIPPED else ""
+
+
+def _aligned(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADERS))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+def change_table(outcomes: Sequence[ChangeOutcome]) -> str:
+    """An aligned text table, one row per record; None shows as (empty) so a cleared field is visible."""
+    rows = [
+        [_cell(o.crm_id), _cell(o.old_text), _cell(o.new_text), Status(o.status).value, _note(o).replace("\n", " ")]
+        for o in outcomes
+    ]
+    return _aligned([list(HEADERS), *rows])

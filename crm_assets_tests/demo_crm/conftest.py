@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from crm_assets.demo_crm import DEMO_API_KEY, DEMO_BASE_URL, DemoConfig, DemoCrm
-from crm_assets.demo_crm.data import parse_instant
+from crm_assets.timestamps import parse_instant
 
 TODAY = datetime.date(2025, 6, 1)
 AUTH = {"Authorization": f"Token token={DEMO_API_KEY}"}

@@ -9,20 +9,15 @@ from collections import Counter
 import pytest
 
 from crm_assets.demo_crm import DemoConfig, DemoCrm
-from crm_assets.demo_crm.data import (
-    ENTITIES,
-    LEAD_SOURCES,
-    REGIONS,
-    STAGES,
-    SyntheticData,
-    is_member,
-    normalize_label,
-    parse_instant,
-    record_facts,
-    views_of,
-)
+from crm_assets.demo_crm.data import DEMO_DOMAINS, SyntheticData, entity_specs, is_member, record_facts
+from crm_assets.domains.accounts import REGIONS
+from crm_assets.domains.contacts import LEAD_SOURCES
+from crm_assets.domains.deals import DEAL_STAGES as STAGES
+from crm_assets.domains.demo import normalize_label
+from crm_assets.timestamps import parse_instant
 from crm_assets_tests.demo_crm.conftest import TODAY, client_for, small_config
 
+ENTITIES = entity_specs(DEMO_DOMAINS)
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d([+-]\d\d:\d\d|Z)$")
 KEY_FIELD = {"sales_accounts": "cf_account_id", "deals": "cf_deal_id"}
 CUSTOM_KEYS = {
@@ -91,11 +86,13 @@ def test_view_membership_matches_the_record_fields(entity: str) -> None:
     data = SyntheticData(small_config(accounts=300, contacts=600, deals=900), TODAY)
     for i in range(data.counts[entity]):
         from_index = data.facts(entity, i)
-        from_record = record_facts(data.record(entity, i), entity, data.view_dup(entity, i))
-        for view in views_of(entity):
-            assert is_member(view.kind, from_index, data.recent_ts) == is_member(
-                view.kind, from_record, data.recent_ts
-            ), (entity, i, view.name)
+        from_record = record_facts(data.record(entity, i), ENTITIES[entity], from_index)
+        for view in ENTITIES[entity].views:
+            assert is_member(view, from_index, data.recent_ts) == is_member(view, from_record, data.recent_ts), (
+                entity,
+                i,
+                view.name,
+            )
 
 
 def _dirt(data: SyntheticData) -> Counter[str]:

@@ -18,8 +18,9 @@ from crm_assets.domains import get_domain
 from crm_assets.freshsales.client import parse_instant
 from crm_assets.resources import CrmResource, WarehouseResource
 from crm_assets.transform.coerce import cast_value
+from crm_assets.values import value_text
 from crm_assets.warehouse.schema import CLEAN_TABLES
-from crm_assets.write_back.fields import as_text, read_field
+from crm_assets.write_back.fields import read_field
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +50,7 @@ def resources(crm_url: str, warehouse_url: str) -> dict[str, Any]:
 def clean_row(domain_name: str, record: dict[str, Any]) -> dict[str, Any]:
     """The warehouse row the cleaning pipeline would load for a (clean) CRM record."""
     domain = get_domain(domain_name)
-    row = {c.name: cast_value(c, as_text(read_field(record, c))) for c in domain.columns}
+    row = {c.name: cast_value(c, value_text(read_field(record, c))) for c in domain.columns}
     return row | {"crm_id": record["id"], "updated_at": parse_instant(record["updated_at"])}
 
 

@@ -119,3 +119,70 @@ def test_sql_and_url_lookalikes_are_written_as_plain_values(
     (row,) = rows(warehouse_engine, CLEAN_TABLES["deals"], CLEAN_TABLES["deals"].c.crm_id == crm_id)
     assert row["deal_name"] == hostile
     assert len(rows(warehouse_engine, CLEAN_TABLES["accounts"])) == len(demo.crm_ids("sales_accounts"))
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "run"])
+@pytest.mark.parametrize(
+    ("field", "text", "named"),
+    [
+        pytest.param("update_value", "Acme\x00 Renewal", "a NUL character (U+0000) at position 5", id="nul"),
+        pytest.param("update_value", "bell\x07", "the control character U+0007 at position 5", id="bell"),
+        pytest.param("update_value", "half \ud83d pair", "a lone surrogate (U+D83D) at position 6", id="surrogate"),
+        pytest.param("value", "x\x00", "a NUL character (U+0000) at position 2", id="nul-in-key-value"),
+    ],
+)
+def test_a_value_the_warehouse_or_the_crm_cannot_store_fails_before_any_write(
+    demo: DemoCrm,
+    crm_url: str,
+    warehouse_url: str,
+    warehouse_engine: Engine,
+    field: str,
+    text: str,
+    named: str,
+    dry_run: bool,
+) -> None:
+    crm_id = first_deal(demo)
+    seed_warehouse(warehouse_engine, demo, [crm_id])
+    deal_id = str((demo.get_record("deals", crm_id) or {})["custom_field"]["cf_deal_id"])
+    config = DEAL | {"key": "deal_name", "value": "x", "key_to_update": "deal_name", "dry_run": dry_run}
+    config |= {"key": "deal_id", "value": deal_id} if field == "update_value" else {}
+    demo.clear_log()
+
+    result = run_update(crm_url, warehouse_url, **(config | {field: text}))
+
+    assert not result.success
+    message = failure_text(result)
+    assert message.startswith(f"nothing was written: {field} ")
+    assert f"contains {named}" in message and "remove it" in message
+    assert demo.request_log == [], "refused before the CRM is asked anything"
+    assert rows(warehouse_engine, crm_update_audit) == []
+    (row,) = rows(warehouse_engine, CLEAN_TABLES["deals"], CLEAN_TABLES["deals"].c.crm_id == crm_id)
+    assert row["deal_name"] == (demo.get_record("deals", crm_id) or {})["name"]
+
+
+def test_tabs_newlines_and_other_scripts_are_ordinary_text(
+    demo: DemoCrm, crm_url: str, warehouse_url: str, warehouse_engine: Engine
+) -> None:
+    crm_id = first_deal(demo)
+    seed_warehouse(warehouse_engine, demo, [crm_id])
+    deal_id = str((demo.get_record("deals", crm_id) or {})["custom_field"]["cf_deal_id"])
+    text = "Renewal\t2027\nÉtape 2 — 更新 🚀"
+
+    result = run_update(
+        crm_url, warehouse_url, **(DEAL | {"value": deal_id, "key_to_update": "deal_name", "update_value": text})
+    )
+
+    assert result.success
+    (row,) = rows(warehouse_engine, CLEAN_TABLES["deals"], CLEAN_TABLES["deals"].c.crm_id == crm_id)
+    assert row["deal_name"] == text
+
+
+def test_a_label_that_does_not_fit_is_said_once_with_what_fits(demo: DemoCrm, crm_url: str, sqlite_url: str) -> None:
+    migrate(create_warehouse_engine(sqlite_url))
+
+    result = run_update(crm_url, sqlite_url, **(DEAL | {"key_to_update": "deal_stage", "update_value": "closed won"}))
+
+    assert failure_text(result) == (
+        "nothing was written: update_value 'closed won' does not fit deal_stage: "
+        "expected one of Prospecting, Negotiation, Closed-Won, Closed-Lost"
+    )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
@@ -44,6 +46,11 @@ def engine(env: dict[str, str]) -> Engine:
     return engine
 
 
+def _tables(output: str) -> int:
+    """How many change tables the output holds (each starts with its header line)."""
+    return sum(line.split()[:3] == ["crm_id", "old", "value"] for line in output.splitlines())
+
+
 def update(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=120, check=False)
 
@@ -70,12 +77,18 @@ def test_update_runs_on_the_dagster_home_instance_and_prints_the_changes(
     dry = update(env, *args, "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert f"{crm_id}" in dry.stdout and "24456.00" in dry.stdout and "planned" in dry.stdout
+    old = f"{Decimal(str((demo.get_record('deals', crm_id) or {})['amount'])):.2f}"
+    assert re.search(rf"^{crm_id} +{old} +24456.00 +planned$", dry.stdout, re.M), (
+        "the old value is formatted like the new one"
+    )
+    assert _tables(dry.stdout) == 1
     assert "Dry run: nothing was written" in dry.stdout
     assert demo.put_log == []
 
     done = update(env, *args)
     assert done.returncode == 0, done.stderr
     assert "1 applied, 0 skipped, 0 failed" in done.stdout
+    assert _tables(done.stdout) == 1
     assert demo.put_log == [("deals", crm_id, {"deal": {"amount": "24456.00"}})]
     (row,) = rows(engine, CLEAN_TABLES["deals"], CLEAN_TABLES["deals"].c.crm_id == crm_id)
     assert str(row["deal_size"]) == "24456.00"

@@ -85,7 +85,7 @@ def test_deal_size_goes_to_the_crm_the_warehouse_the_audit_and_the_reports_senso
     (entry,) = audit(warehouse_engine, result.run_id)
     assert (entry["domain"], entry["crm_id"], entry["field"]) == ("deals", crm_id, "deal_size")
     assert (entry["old_value"], entry["new_value"], entry["status"], entry["error"]) == (
-        before["amount"],
+        f"{Decimal(before['amount']):.2f}",
         "24456.00",
         "applied",
         None,
@@ -300,7 +300,7 @@ def test_a_change_in_the_crm_between_read_and_write_is_replanned_not_overwritten
     (entry,) = audit(warehouse_engine, result.run_id)
     assert entry["status"] == status
     if status == "applied":
-        assert entry["old_value"] == "99.0", "the audit shows the value the write replaced, not the stale one"
+        assert entry["old_value"] == "99.00", "the audit shows the value the write replaced, not the stale one"
     (outcome,) = result.output_for_node("apply_update")
     assert outcome.replanned
     if "cf_deal_id" in str(concurrent_change):

@@ -14,16 +14,18 @@ from crm_assets.domains import DOMAINS
 from crm_assets.resources import CrmResource, WarehouseResource
 from crm_assets.write_back import (
     ChangeOutcome,
+    Status,
     UpdatePlan,
     UpdateRequest,
     UpdateRequestError,
     apply_changes,
     build_plan,
+    change_table,
+    count_by_status,
     find_matching_records,
-    format_table,
+    planned_outcomes,
     validate_request,
 )
-from crm_assets.write_back.apply import FAILED, planned_outcomes
 from crm_assets.write_back.store import check_foreign_keys
 
 JOB_NAME = "update_domain_value"
@@ -53,17 +55,6 @@ class UpdateDomainValueConfig(dg.Config):
         )
 
 
-def _plan_rows(plan: UpdatePlan) -> list[tuple[object, ...]]:
-    return [
-        (c.crm_id, c.old_text, c.new_text, "skip: already set" if c.action == "skip" else "update", "")
-        for c in plan.changes
-    ]
-
-
-def outcome_rows(outcomes: list[ChangeOutcome]) -> list[tuple[object, ...]]:
-    return [(o.crm_id, o.old_text, o.new_text, o.status, o.error or "") for o in outcomes]
-
-
 def _fail(message: str, **metadata: Any) -> dg.Failure:
     return dg.Failure(description=message, metadata=metadata, allow_retries=False)
 
@@ -89,11 +80,13 @@ def plan_update(
         check_foreign_keys(engine, update, [c.crm_id for c in plan.changes])
     except UpdateRequestError as exc:
         raise _fail(f"nothing was written: {exc}") from None
-    table = format_table(_plan_rows(plan))
+    table = change_table(planned_outcomes(plan))
     context.log.info(
         f"Plan for {update.description}: {len(plan.to_apply)} to update, {len(plan.skipped)} already set"
-        f"{' (dry run)' if plan.dry_run else ''}\n{table}"
+        f"{' (dry run)' if plan.dry_run else ''}"
     )
+    # The table itself is in the step's metadata and the CLI prints it: at INFO it would show twice there.
+    context.log.debug(f"Plan:\n{table}")
     context.add_output_metadata(
         {"to_update": len(plan.to_apply), "already_set": len(plan.skipped), "plan": dg.MetadataValue.md(_md(table))}
     )
@@ -122,8 +115,8 @@ def _log_touched_dates(context: dg.OpExecutionContext, plan: UpdatePlan, outcome
 
 
 def _failure_message(outcomes: list[ChangeOutcome]) -> str:
-    failed = [o for o in outcomes if o.status == FAILED]
-    done = [o.crm_id for o in outcomes if o.status != FAILED]
+    failed = [o for o in outcomes if o.status == Status.FAILED]
+    done = [o.crm_id for o in outcomes if o.status != Status.FAILED]
     reasons = "; ".join(f"{o.crm_id}: {o.error}" for o in failed[:10])
     return (
         f"{len(failed)} of {len(outcomes)} record(s) were NOT updated ({reasons}). "
@@ -143,11 +136,13 @@ def apply_update(
     engine = warehouse.get_engine()
     with crm.get_client(context.log) as client:
         outcomes = apply_changes(client, engine, plan, context.run_id, context.log, max_workers=crm.max_concurrency)
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("applied", "skipped", "failed")}
-    context.log.info(f"Write-back of {plan.update.description}: {counts}\n{format_table(outcome_rows(outcomes))}")
+    counts = count_by_status(outcomes)
+    text = change_table(outcomes)
+    context.log.info(f"Write-back of {plan.update.description}: {counts}")
+    context.log.debug(f"Outcome:\n{text}")
     _log_touched_dates(context, plan, outcomes)
-    table = dg.MetadataValue.md(_md(format_table(outcome_rows(outcomes))))
-    if counts["failed"]:
+    table = dg.MetadataValue.md(_md(text))
+    if counts[Status.FAILED]:
         raise _fail(_failure_message(outcomes), **counts, outcome=table)
     context.add_output_metadata({**counts, "outcome": table})
     return outcomes

@@ -16,9 +16,9 @@ from typing import Any
 import dagster as dg
 
 from crm_assets.contracts import DRY_RUN_TAG, LAUNCHED_BY_TAG
-from crm_assets.defs.write_back.job import JOB_NAME, outcome_rows, update_domain_value
+from crm_assets.defs.write_back.job import JOB_NAME, update_domain_value
 from crm_assets.resources import crm_resource_from_env, warehouse_resource_from_env
-from crm_assets.write_back import ChangeOutcome, UpdatePlan, format_table
+from crm_assets.write_back import ChangeOutcome, UpdatePlan, change_table, count_by_status, planned_outcomes
 
 PLAN_STEP, APPLY_STEP = "plan_update", "apply_update"
 
@@ -66,18 +66,18 @@ def _failure(result: dg.ExecuteJobResult) -> tuple[str, str | None]:
     return "the run failed before any step ran; see its logs in the Dagster UI", None
 
 
-def _print_plan(plan: UpdatePlan) -> None:
-    rows = [
-        (c.crm_id, c.old_text, c.new_text, "planned" if c.action == "update" else "skipped (already set)", "")
-        for c in plan.changes
-    ]
-    print(f"Planned: {plan.update.description}\n{format_table(rows)}")
-
-
-def _print_outcomes(outcomes: list[ChangeOutcome]) -> None:
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("applied", "skipped", "failed")}
-    print(f"Applied:\n{format_table(outcome_rows(outcomes))}")
-    print(f"{counts['applied']} applied, {counts['skipped']} skipped, {counts['failed']} failed")
+def _print_changes(plan: UpdatePlan | None, outcomes: list[ChangeOutcome] | None, failed_table: str | None) -> None:
+    """The one table of the run: what was done, else what the failed step attached, else what was planned."""
+    title = plan.update.description if plan is not None else "the write-back"
+    if outcomes is not None:
+        print(f"{'Planned' if plan is not None and plan.dry_run else 'Done'}: {title}\n{change_table(outcomes)}")
+        counts = count_by_status(outcomes)
+        if plan is None or not plan.dry_run:
+            print(", ".join(f"{n} {status}" for status, n in counts.items()))
+    elif failed_table:
+        print(f"Outcome: {title}\n{failed_table}")
+    elif plan is not None:
+        print(f"Planned, not applied: {title}\n{change_table(planned_outcomes(plan))}")
 
 
 def launch_update(domain: str, key: str, value: str, key_to_update: str, update_value: str, dry_run: bool) -> int:
@@ -102,16 +102,11 @@ def launch_update(domain: str, key: str, value: str, key_to_update: str, update_
         print(f"Run {result.run_id} ({JOB_NAME}): {'success' if result.success else 'FAILED'}")
         plan: UpdatePlan | None = _output(result, PLAN_STEP)
         outcomes: list[ChangeOutcome] | None = _output(result, APPLY_STEP)
-        if plan is not None and (dry_run or outcomes is None):
-            _print_plan(plan)
-        if outcomes is not None and not dry_run:
-            _print_outcomes(outcomes)
+        reason, table = (None, None) if result.success else _failure(result)
+        _print_changes(plan, outcomes, table)
         if result.success:
             if dry_run:
                 print("Dry run: nothing was written to the CRM or the warehouse.")
             return 0
-        reason, table = _failure(result)
-        if table:
-            print(f"Outcome:\n{table}")
         print(f"error: {reason}", file=sys.stderr)
         return 1
