@@ -10,14 +10,15 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from crm_assets.demo_crm.data import STAGES, normalize_label
 from crm_assets.demo_crm.store import BadRequest, DemoStore
+from crm_assets.domains.deals import DEAL_STAGES
+from crm_assets.domains.demo import normalize_label
 
 NEXT_STAGES: dict[str, tuple[str, ...]] = {
     "Prospecting": ("Negotiation",),
     "Negotiation": ("Closed-Won", "Closed-Lost"),
 }
-_CANONICAL = {normalize_label(s): s for s in STAGES}
+_CANONICAL = {normalize_label(s): s for s in DEAL_STAGES}
 
 
 def advance_deals(store: DemoStore, fraction: float, seed: int = 0) -> list[int]:
