@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from crm_assets.demo_crm.data import entity_spec
 from crm_assets.demo_crm.fields import settings_fields
 from crm_assets.domains import ACCOUNTS, CONTACTS, DEALS
 from crm_assets.warehouse.clean_load import clean_changes
@@ -84,9 +85,9 @@ def test_null_values_a_few_records_and_deleted_records_are_not_drift(warehouse_e
 
 def test_the_field_settings_check_finds_mapped_fields_the_crm_no_longer_lists() -> None:
     for domain in (ACCOUNTS, CONTACTS, DEALS):
-        assert missing_in_field_settings(domain, settings_fields(domain.entity)) == []
+        assert missing_in_field_settings(domain, settings_fields(entity_spec(domain))) == []
     renamed = [
-        f | {"name": "cf_territory"} if f["name"] == "cf_region" else f for f in settings_fields("sales_accounts")
+        f | {"name": "cf_territory"} if f["name"] == "cf_region" else f for f in settings_fields(entity_spec(ACCOUNTS))
     ]
     (missing,) = missing_in_field_settings(ACCOUNTS, renamed)
     assert (missing.column, missing.source) == ("region", "custom_field.cf_region")
