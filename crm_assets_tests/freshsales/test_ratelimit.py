@@ -98,7 +98,7 @@ def test_client_waits_are_logged_and_counted(fake_crm: FakeCrm, caplog: pytest.L
         max_concurrency=1,
         per_page=10,
         sleep=clock.sleep,
-        clock=clock,
+        wall_clock=clock,
     )
     with caplog.at_level(logging.INFO, logger="crm_assets.freshsales"):
         pages = list(client.iter_view("deals", "Open Deals"))
