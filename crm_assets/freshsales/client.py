@@ -193,6 +193,7 @@ class FreshsalesClient:
         rate_limit_per_hour: int = 1000,
         budget_store: BudgetStore | None = None,
         rate_limit_minute_seconds: float = 60.0,
+        rate_limit_margin: float = 0.025,
         max_concurrency: int = 4,
         per_page: int = 100,
         timeout: float = 30.0,
@@ -237,6 +238,7 @@ class FreshsalesClient:
             log=self.log,
             store=budget_store,
             minute_seconds=rate_limit_minute_seconds,
+            margin=rate_limit_margin,
         )
         self._views: dict[str, dict[str, int]] = {}
         self._views_lock = threading.Lock()

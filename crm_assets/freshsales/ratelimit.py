@@ -139,12 +139,16 @@ class RateLimiter:
         log: logging.Logger | None = None,
         store: BudgetStore | None = None,
         minute_seconds: float = _MINUTE,
+        margin: float = 0.0,
     ) -> None:
+        """`margin` lengthens each window by that fraction: the CRM counts a request when it arrives, and
+        arrival times jitter, so a request sent exactly one window after another may land inside it."""
         if per_minute < 0 or per_hour < 0:
             raise ValueError("rate limits must be 0 (unlimited) or positive")
-        if minute_seconds <= 0:
-            raise ValueError("minute_seconds must be positive")
-        scale = minute_seconds / _MINUTE  # below 1 only for benchmarks against a demo CRM on a fast clock
+        if minute_seconds <= 0 or margin < 0:
+            raise ValueError("minute_seconds must be positive, margin not negative")
+        # minute_seconds below 60 only for benchmarks against a demo CRM on a fast clock.
+        scale = minute_seconds / _MINUTE * (1 + margin)
         self.budgets = tuple(
             b
             for b in (Budget(per_minute, _MINUTE * scale, "minute"), Budget(per_hour, _HOUR * scale, "hour"))
@@ -164,13 +168,15 @@ class RateLimiter:
         """Claim the next free slot; returns how long to wait before using it (None: go now)."""
         if not self.budgets:
             return None
-        now = self._clock()
-        slot, reason = self._store.update(lambda state: self._claim(state, now))
+        slot, reason, now = self._store.update(self._claim)
         if slot <= now:
             return None
         return Wait(slot - now, reason)
 
-    def _claim(self, state: BudgetState, now: float) -> tuple[float, str]:
+    def _claim(self, state: BudgetState) -> tuple[float, str, float]:
+        """(slot, why it is later than now, now). Reads the clock only once the state is locked, so that
+        a wait for another process's lock never backdates this grant."""
+        now = self._clock()
         grants = state.grants
         slot, reason = now, ""
         for budget in self.budgets:
@@ -192,7 +198,7 @@ class RateLimiter:
         if len(grants) > 1 and grants[-2] > slot:
             grants.sort()
         del grants[: max(0, len(grants) - self._depth)]
-        return slot, reason
+        return slot, reason, now
 
     def observe(self, status: int, headers: Mapping[str, str]) -> None:
         """Take in the CRM's own count (x-ratelimit-remaining, x-ratelimit-reset) from any answer."""

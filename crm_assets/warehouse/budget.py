@@ -33,6 +33,8 @@ class PostgresBudgetStore:
         table = crm_rate_budget
         locked = sa.select(table.c.state).where(table.c.account == self._account).with_for_update()
         with self._engine.begin() as conn:
+            # Losing the last few grants in a crash is harmless; waiting for a WAL flush on every request is not.
+            conn.execute(sa.text("SET LOCAL synchronous_commit TO OFF"))
             raw = conn.execute(locked).scalar_one_or_none()
             if raw is None:
                 self._create_row(conn)
