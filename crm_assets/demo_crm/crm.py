@@ -379,7 +379,12 @@ class DemoCrm:
             }
         answer = {"requests": requests, "records": self.store.stats(), "faults": self.faults.to_json()}
         if self.budget is not None:
-            answer["budget"] = {"admitted": self.budget.log.admitted, "rejected": len(self.budget.log.rejected_at)}
+            log = self.budget.log
+            answer["budget"] = {
+                "admitted": log.admitted,
+                "rejected": len(log.rejected_at),
+                "rejected_after_first_minute": sum(1 for t in log.rejected_at if t >= self.budget.minute_seconds),
+            }
         return answer
 
 

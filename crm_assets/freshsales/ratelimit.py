@@ -31,6 +31,9 @@ from crm_assets.freshsales.retry import reset_hint
 
 # Waits shorter than this are routine pacing once a budget is saturated: logged at debug only.
 _LOG_WAITS_FROM_SECONDS = 1.0
+# While the CRM reports more left than this, its count cannot bind before the limiter's own does, and the
+# shared state is not written for it (that would cost a second locked update per request).
+_SERVER_COUNT_MATTERS_BELOW = 20
 _MINUTE = 60.0
 _HOUR = 3600.0
 
@@ -209,7 +212,7 @@ class RateLimiter:
         reset_in = reset_hint(headers.get("x-ratelimit-reset"), now)
         if status == 429 and remaining is None:
             remaining = 0
-        if remaining is None or reset_in is None:
+        if remaining is None or reset_in is None or remaining >= _SERVER_COUNT_MATTERS_BELOW:
             return
         reset_at = now + reset_in
 

@@ -56,7 +56,7 @@ def test_the_demo_crm_enforces_the_budget_after_the_key_check() -> None:
     assert "retry-after" not in limited.headers
     assert limited.json() == {"errors": {"code": 429, "message": ["API rate limit exceeded (demo CRM budget)"]}}
     assert unauthorised.status_code == 401
-    assert demo.stats()["budget"] == {"admitted": 2, "rejected": 1}
+    assert demo.stats()["budget"] == {"admitted": 2, "rejected": 1, "rejected_after_first_minute": 0}
 
 
 def test_without_a_budget_answers_carry_no_rate_limit_headers() -> None:

@@ -113,10 +113,13 @@ def test_the_crms_remaining_count_is_spent_before_waiting_for_its_reset() -> Non
     assert slots([limiter], 3) == [0.0, 0.0, 30.0]
 
 
-def test_answers_without_rate_limit_headers_change_nothing() -> None:
-    limiter = RateLimiter(2, 0, clock=Clock(), sleep=lambda s: None)
+def test_answers_without_rate_limit_headers_or_with_plenty_left_change_nothing() -> None:
+    store = MemoryBudgetStore()
+    limiter = RateLimiter(2, 0, clock=Clock(), sleep=lambda s: None, store=store)
     limiter.observe(200, {})
     limiter.observe(200, {"x-ratelimit-remaining": "soon"})
+    limiter.observe(200, {"x-ratelimit-remaining": "350", "x-ratelimit-reset": "40"})
+    assert store.update(lambda state: state) == BudgetState()
     assert slots([limiter], 3) == [0.0, 0.0, 60.0]
 
 
