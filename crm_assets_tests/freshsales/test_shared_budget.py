@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
+from crm_assets.demo_crm import DEMO_API_KEY, DemoConfig, DemoCrm
+from crm_assets.demo_crm.server import serve_demo_crm
 from crm_assets.freshsales.ratelimit import BudgetState, FileBudgetStore, MemoryBudgetStore, RateLimiter
+from crm_assets.resources import CrmResource
 from crm_assets.warehouse.budget import PostgresBudgetStore, shared_budget_store
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
 
@@ -139,3 +142,18 @@ def test_migrate_creates_the_budget_table(pg_url: str) -> None:
         assert store.update(lambda state: state.grants) == [1.0]
     finally:
         engine.dispose()
+
+
+def test_the_crm_resource_spends_the_budget_kept_in_its_warehouse(warehouse_url: str) -> None:
+    demo = DemoCrm(DemoConfig(accounts=5, contacts=5, deals=5, seed=1))
+    with serve_demo_crm(demo) as url:
+        resource = CrmResource(base_url=url, api_key=DEMO_API_KEY, budget_database_url=warehouse_url)
+        with resource.get_client() as client:
+            client.view_id("deals", "Open Deals")
+        account = url.rstrip("/")
+        engine = create_warehouse_engine(warehouse_url)
+        try:
+            grants = shared_budget_store(engine, account).update(lambda state: list(state.grants))
+        finally:
+            engine.dispose()
+    assert len(grants) == 1
