@@ -108,7 +108,7 @@ class CrmResource(dg.ConfigurableResource):
         url = self.budget_database_url or default_database_url()
         variable = "the crm resource's budget_database_url" if self.budget_database_url else "DATABASE_URL"
         validate_database_url(url, variable)
-        return shared_budget_store(_migrated_engine(url), base_url.strip().rstrip("/"))
+        return shared_budget_store(_migrated_engine(url), base_url)
 
 
 _RATE_LIMIT_RULE = (
@@ -146,7 +146,8 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def get_engine(self) -> Engine:
         """An engine on a schema brought up to date once per process."""
-        variable = "DATABASE_URL" if not self.url or self.url == os.environ.get("DATABASE_URL") else "the warehouse url"
+        from_env = not self.url or self.url == default_database_url()
+        variable = "DATABASE_URL" if from_env else "the warehouse resource's url"
         try:
             validate_database_url(self.resolved_url, variable)
             return _migrated_engine(self.resolved_url)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Engine
@@ -53,15 +54,25 @@ class PostgresBudgetStore:
         conn.execute(insert(crm_rate_budget).values(row).on_conflict_do_nothing(index_elements=["account"]))
 
 
+def crm_account(base_url: str) -> str:
+    """Whose budget a CRM base URL spends: Freshsales counts per account, and an account is a host."""
+    try:
+        netloc = httpx.URL(base_url.strip()).netloc.decode("ascii")
+    except (httpx.InvalidURL, UnicodeDecodeError):
+        netloc = ""
+    return netloc.lower() or base_url.strip()
+
+
 def budget_file(database: str, account: str) -> Path:
     """The file beside an SQLite database that holds the budget of CRM `account`."""
     path = Path(database)
-    slug = "".join(c if c.isalnum() else "_" for c in account.split("://", 1)[-1]).strip("_")[:80]
+    slug = "".join(c if c.isalnum() else "_" for c in account).strip("_")[:80]
     return path.with_name(f"{path.name}.{slug}.crm-budget.json")
 
 
-def shared_budget_store(engine: Engine, account: str) -> BudgetStore:
-    """Where the deployment of the warehouse behind `engine` keeps the budget of CRM `account`."""
+def shared_budget_store(engine: Engine, crm_base_url: str) -> BudgetStore:
+    """Where the deployment of the warehouse behind `engine` keeps the budget of the CRM at `crm_base_url`."""
+    account = crm_account(crm_base_url)
     if engine.dialect.name == "postgresql":
         return PostgresBudgetStore(engine, account)
     database = engine.url.database

@@ -193,7 +193,7 @@ Index("ix_deals_created_at", CLEAN_TABLES["deals"].c.created_at)
 crm_rate_budget = Table(
     "crm_rate_budget",
     metadata,
-    Column("account", Text, primary_key=True, comment="The CRM base URL whose budget this is"),
+    Column("account", Text, primary_key=True, comment="The CRM account (host) whose budget this is"),
     Column("state", Text, nullable=False, comment="Recent grant times and the CRM's last rate-limit headers (JSON)"),
     Column("updated_at", UtcTimestamp, nullable=False),
     comment="The CRM request budget every process of a deployment shares (PostgreSQL; SQLite uses a file)",

@@ -12,7 +12,7 @@ from crm_assets.demo_crm import DEMO_API_KEY, DemoConfig, DemoCrm
 from crm_assets.demo_crm.server import serve_demo_crm
 from crm_assets.freshsales.ratelimit import BudgetState, FileBudgetStore, MemoryBudgetStore, RateLimiter
 from crm_assets.resources import CrmResource
-from crm_assets.warehouse.budget import PostgresBudgetStore, shared_budget_store
+from crm_assets.warehouse.budget import PostgresBudgetStore, crm_account, shared_budget_store
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
 
 ACCOUNT = "https://acme.myfreshworks.com/crm/sales"
@@ -49,6 +49,11 @@ def test_limiters_on_one_warehouse_share_one_budget(warehouse_engine: Engine) ->
         other_engine.dispose()
 
 
+def test_an_account_is_the_crm_host() -> None:
+    assert crm_account("https://ACME.myfreshworks.com/crm/sales/") == "acme.myfreshworks.com"
+    assert crm_account("http://127.0.0.1:8300/crm/sales") == "127.0.0.1:8300"
+
+
 def test_accounts_have_separate_budgets(warehouse_engine: Engine) -> None:
     clock = Clock()
     first, second = (
@@ -65,7 +70,7 @@ def test_the_store_follows_the_warehouse(warehouse_engine: Engine) -> None:
     else:
         assert isinstance(store, FileBudgetStore)
         assert store.path.parent == Path(str(warehouse_engine.url.database)).parent
-        assert store.path.name.startswith("warehouse.db.acme_myfreshworks_com_crm_sales")
+        assert store.path.name == "warehouse.db.acme_myfreshworks_com.crm-budget.json"
     assert isinstance(shared_budget_store(create_warehouse_engine("sqlite://"), ACCOUNT), MemoryBudgetStore)
 
 
@@ -150,10 +155,10 @@ def test_the_crm_resource_spends_the_budget_kept_in_its_warehouse(warehouse_url:
         resource = CrmResource(base_url=url, api_key=DEMO_API_KEY, budget_database_url=warehouse_url)
         with resource.get_client() as client:
             client.view_id("deals", "Open Deals")
-        account = url.rstrip("/")
         engine = create_warehouse_engine(warehouse_url)
         try:
-            grants = shared_budget_store(engine, account).update(lambda state: list(state.grants))
+            # The same account however its base URL is spelt.
+            grants = shared_budget_store(engine, url.upper() + "/api/").update(lambda state: list(state.grants))
         finally:
             engine.dispose()
     assert len(grants) == 1

@@ -19,7 +19,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_table(
         "crm_rate_budget",
-        sa.Column("account", sa.Text(), nullable=False, comment="The CRM base URL whose budget this is"),
+        sa.Column("account", sa.Text(), nullable=False, comment="The CRM account (host) whose budget this is"),
         sa.Column(
             "state",
             sa.Text(),
