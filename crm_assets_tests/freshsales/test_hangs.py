@@ -74,7 +74,7 @@ def test_a_trickling_answer_hits_the_request_deadline_and_is_retried_like_a_time
 
     assert len(served) == 2  # the trickle, then the retry that got a whole answer
     assert client.stats.retries == 1 and client.stats.transport_errors == 1
-    assert 1.0 <= took < 3.0  # the per-read timeout (30 s) never fired: each byte came within it
+    assert 1.0 <= took < 5.0  # the trickle alone lasts 14 s, and each byte came within the 30 s read timeout
 
 
 def test_a_server_that_always_trickles_fails_within_the_retries(caplog: pytest.LogCaptureFixture) -> None:
@@ -100,7 +100,7 @@ def test_a_port_with_nothing_listening_fails_fast_naming_the_url() -> None:
         client.view_id("deals", "Open Deals")
     took = time.monotonic() - started
 
-    assert took < 3.0
+    assert took < 5.0  # six retries with this backoff would sleep 6 to 12 s
     assert f"could not connect to the CRM at {url}" in str(caught.value)
     assert "check CRM_BASE_URL" in str(caught.value)
     assert client.stats.transport_errors >= 2  # retried, but only for connect_retry_seconds
