@@ -12,12 +12,17 @@ from pydantic import Field
 from sqlalchemy.engine import Engine
 
 from crm_assets.freshsales.client import FreshsalesClient
+from crm_assets.freshsales.errors import CrmError
+from crm_assets.freshsales.ratelimit import BudgetStore
+from crm_assets.warehouse.budget import shared_budget_store
 from crm_assets.warehouse.engine import (
+    WarehouseConfigError,
     WarehouseConnectionError,
     create_warehouse_engine,
     default_database_url,
     migrate,
     safe_url,
+    validate_database_url,
 )
 
 DEFAULT_RATE_LIMIT_PER_MINUTE = 400  # Freshsales Growth plan
@@ -35,12 +40,18 @@ class CrmResource(dg.ConfigurableResource):
     rate_limit_per_minute: int = Field(default=DEFAULT_RATE_LIMIT_PER_MINUTE, description="0 turns it off")
     rate_limit_per_hour: int = Field(default=DEFAULT_RATE_LIMIT_PER_HOUR, description="0 turns it off")
     max_concurrency: int = Field(default=4, description="Page requests in flight at once")
+    budget_database_url: str | None = Field(
+        default=None,
+        description="Where every process of the deployment shares the CRM request budget: a warehouse URL "
+        "(PostgreSQL: table crm_rate_budget; SQLite: a locked file beside it). Unset: the warehouse (DATABASE_URL).",
+    )
 
     @property
     def uses_demo(self) -> bool:
         return not self.base_url
 
     def get_client(self, log: logging.Logger | None = None) -> FreshsalesClient:
+        """A client, or a non-retryable dg.Failure naming the setting that is wrong and how to fix it."""
         log = log or logging.getLogger("crm_assets.crm")
         if self.uses_demo:
             from crm_assets.demo_crm import DEMO_API_KEY, DEMO_BASE_URL, embedded_demo_crm
@@ -51,25 +62,63 @@ class CrmResource(dg.ConfigurableResource):
             )
             # No account budget to protect in process: the limiter would only slow large local runs.
             return self._client(DEMO_BASE_URL, DEMO_API_KEY, log, embedded_demo_crm().transport(), limited=False)
+        self._check_settings()
+        return self._client(self.base_url or "", self.api_key or "", log, None, limited=True)
+
+    def _check_settings(self) -> None:
         if not self.api_key:
-            raise dg.Failure(
-                description="CRM_BASE_URL is set but CRM_API_KEY is not: set CRM_API_KEY to your Freshsales "
+            raise _config_failure(
+                "CRM_BASE_URL is set but CRM_API_KEY is not: set CRM_API_KEY to your Freshsales "
                 "API key (Profile settings > API settings)."
             )
-        return self._client(self.base_url or "", self.api_key, log, None, limited=True)
+        for variable, value in (
+            ("CRM_RATE_LIMIT_PER_MINUTE", self.rate_limit_per_minute),
+            ("CRM_RATE_LIMIT_PER_HOUR", self.rate_limit_per_hour),
+        ):
+            if value < 0:
+                raise _config_failure(f"{variable} is {value}: {_RATE_LIMIT_RULE}.")
+        if self.max_concurrency < 1:
+            raise _config_failure(
+                f"the crm resource's max_concurrency is {self.max_concurrency}: it must be 1 or more."
+            )
 
     def _client(
         self, base_url: str, api_key: str, log: logging.Logger, transport: httpx.BaseTransport | None, limited: bool
     ) -> FreshsalesClient:
-        return FreshsalesClient(
-            base_url,
-            api_key,
-            transport=transport,
-            rate_limit_per_minute=self.rate_limit_per_minute if limited else 0,
-            rate_limit_per_hour=self.rate_limit_per_hour if limited else 0,
-            max_concurrency=self.max_concurrency,
-            log=log,
-        )
+        per_minute = self.rate_limit_per_minute if limited else 0
+        per_hour = self.rate_limit_per_hour if limited else 0
+        try:
+            store = self._budget_store(base_url) if per_minute or per_hour else None
+            return FreshsalesClient(
+                base_url,
+                api_key,
+                transport=transport,
+                rate_limit_per_minute=per_minute,
+                rate_limit_per_hour=per_hour,
+                budget_store=store,
+                max_concurrency=self.max_concurrency,
+                log=log,
+            )
+        except (CrmError, WarehouseConfigError, WarehouseConnectionError) as exc:
+            # A malformed CRM_BASE_URL or CRM_API_KEY, or a warehouse that cannot hold the budget.
+            raise _config_failure(str(exc)) from None
+
+    def _budget_store(self, base_url: str) -> BudgetStore:
+        """The budget every step, job and code location on this warehouse shares for this CRM account."""
+        url = self.budget_database_url or default_database_url()
+        variable = "the crm resource's budget_database_url" if self.budget_database_url else "DATABASE_URL"
+        validate_database_url(url, variable)
+        return shared_budget_store(_migrated_engine(url), base_url)
+
+
+_RATE_LIMIT_RULE = (
+    "it must be a whole number of requests, 0 to turn that limit off (Freshsales Growth: 400 a minute, 1000 an hour)"
+)
+
+
+def _config_failure(message: str) -> dg.Failure:
+    """A configuration mistake: the step fails at once, since a retry would fail the same way."""
+    return dg.Failure(description=message, allow_retries=False)
 
 
 @cache
@@ -97,20 +146,27 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def get_engine(self) -> Engine:
         """An engine on a schema brought up to date once per process."""
+        from_env = not self.url or self.url == default_database_url()
+        variable = "DATABASE_URL" if from_env else "the warehouse resource's url"
         try:
+            validate_database_url(self.resolved_url, variable)
             return _migrated_engine(self.resolved_url)
-        except WarehouseConnectionError as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        except (WarehouseConfigError, WarehouseConnectionError) as exc:
+            raise _config_failure(str(exc)) from None
 
 
 def _env_int(name: str, default: int) -> int:
+    """A whole number >= 0 from the environment; anything else is an error before any run starts."""
     raw = os.environ.get(name)
     if raw is None or not raw.strip():
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+        value = -1
+    if value < 0:
+        raise ValueError(f"{name} is {raw!r}: {_RATE_LIMIT_RULE}")
+    return value
 
 
 def crm_resource_from_env() -> CrmResource:

@@ -284,7 +284,7 @@ def test_dagster_yaml_loads_an_instance_on_postgres(tmp_path: Path, monkeypatch:
             assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
             run_queue = instance.get_concurrency_config().run_queue_config
             assert run_queue is not None and run_queue.max_concurrent_runs == 4
-            assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+            assert instance.get_concurrency_config().pool_config.default_pool_limit == 3
             assert instance.run_monitoring_enabled
             assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
             assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 300

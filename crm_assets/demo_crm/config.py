@@ -64,6 +64,10 @@ class Faults:
     drop_every: int = 0  # close the connection / raise httpx.RemoteProtocolError in process
     short_pages: bool = False  # non-final pages hold fewer than per_page records; meta lies
     fail_put_crm_ids: set[int] = field(default_factory=set)  # PUT on these ids answers 500
+    # An account's request budget, enforced as Freshsales does (see demo_crm/budget.py); 0 = unlimited.
+    budget_per_minute: int = 0
+    budget_per_hour: int = 0
+    budget_minute_seconds: float = 60.0  # a shorter "minute" (and hour = 60 of them) for benchmarks
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> Faults:
@@ -80,12 +84,21 @@ class Faults:
         return faults
 
     def validate(self) -> None:
-        for name in ("rate_limit_every", "server_error_every", "slow_every", "drop_every"):
+        for name in (
+            "rate_limit_every",
+            "server_error_every",
+            "slow_every",
+            "drop_every",
+            "budget_per_minute",
+            "budget_per_hour",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
         if self.slow_seconds < 0:
             raise ValueError("slow_seconds must be >= 0")
+        if self.budget_minute_seconds <= 0:
+            raise ValueError("budget_minute_seconds must be > 0")
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

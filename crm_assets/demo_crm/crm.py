@@ -17,6 +17,7 @@ import httpx
 import orjson
 
 from crm_assets.demo_crm import advance
+from crm_assets.demo_crm.budget import ServerBudget
 from crm_assets.demo_crm.config import DemoConfig, Faults, RequestRecord
 from crm_assets.demo_crm.data import DEMO_DOMAINS
 from crm_assets.demo_crm.fields import settings_fields
@@ -91,6 +92,7 @@ class DemoCrm:
         self._requests = 0
         self._by_status: Counter[str] = Counter()
         self._by_endpoint: Counter[str] = Counter()
+        self.budget: ServerBudget | None = None  # set up by the budget_* faults
 
     # -- data helpers (same effect as the API) --
 
@@ -172,6 +174,27 @@ class DemoCrm:
             return error_response(status, "Internal server error (demo CRM fault)")
         if request.headers.get("authorization") != f"Token token={self.config.api_key}":
             return error_response(401, "Invalid API key: send Authorization: Token token=<your API key>")
+        budget = self._budget_for(faults)
+        if budget is None:
+            return self._answer(request, relative, faults)
+        admitted, limit_headers = budget.admit()
+        if not admitted:
+            return error_response(429, "API rate limit exceeded (demo CRM budget)", limit_headers)
+        response = self._answer(request, relative, faults)
+        response.headers.update(limit_headers)
+        return response
+
+    def _budget_for(self, faults: Faults) -> ServerBudget | None:
+        """The account budget the faults ask for (kept while they ask for the same one), or None."""
+        if not (faults.budget_per_minute or faults.budget_per_hour):
+            return None
+        key = (faults.budget_per_minute, faults.budget_per_hour, faults.budget_minute_seconds)
+        with self._lock:
+            if self.budget is None or self.budget.key != key:
+                self.budget = ServerBudget(*key[:2], minute_seconds=key[2])
+            return self.budget
+
+    def _answer(self, request: httpx.Request, relative: str, faults: Faults) -> httpx.Response:
         try:
             return self._route(request, relative, faults)
         except ApiError as exc:
@@ -370,7 +393,15 @@ class DemoCrm:
                 "by_endpoint": dict(self._by_endpoint),
                 "logged": len(self.request_log),
             }
-        return {"requests": requests, "records": self.store.stats(), "faults": self.faults.to_json()}
+        answer = {"requests": requests, "records": self.store.stats(), "faults": self.faults.to_json()}
+        if self.budget is not None:
+            log = self.budget.log
+            answer["budget"] = {
+                "admitted": log.admitted,
+                "rejected": len(log.rejected_at),
+                "rejected_after_first_minute": sum(1 for t in log.rejected_at if t >= self.budget.minute_seconds),
+            }
+        return answer
 
 
 class DemoTransport(httpx.MockTransport):

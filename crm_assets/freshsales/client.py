@@ -13,9 +13,9 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
 from typing import Any, NoReturn
@@ -28,15 +28,17 @@ from crm_assets.freshsales.errors import (
     CrmBadRequestError,
     CrmError,
     CrmNotFoundError,
+    CrmPagingError,
     CrmPermissionError,
     CrmRateLimitError,
     CrmResponseError,
     CrmUnavailableError,
+    CrmUnreachableError,
     CrmViewNotFoundError,
     parse_error_body,
 )
 from crm_assets.freshsales.progress import ProgressEvent, ProgressTracker
-from crm_assets.freshsales.ratelimit import RateLimiter
+from crm_assets.freshsales.ratelimit import BudgetStore, RateLimiter
 from crm_assets.freshsales.retry import (
     backoff_delay,
     is_retryable_exception,
@@ -64,6 +66,9 @@ _TRANSPORT_REASONS: tuple[tuple[type[Exception], str], ...] = (
     (httpx.ReadError, "connection dropped while reading"),
     (httpx.WriteError, "connection dropped while sending"),
 )
+# Failures to open a connection; retrying them is bounded by time (connect_retry_seconds), not only by count.
+_CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)
+_CONNECT_TIMEOUT = 10.0  # seconds; a reachable Freshsales accepts a connection in well under one
 
 
 @dataclass
@@ -117,6 +122,11 @@ class _Failure:
     reason: str
     status: int | None = None
     response: httpx.Response | None = None
+    connect: bool = False  # no connection was made at all
+
+
+class _DeadlineExceeded(Exception):
+    """The whole answer did not arrive within the client's request deadline."""
 
 
 class _Secret:
@@ -132,14 +142,6 @@ class _Secret:
 
     def __repr__(self) -> str:
         return "'********'"
-
-
-def _is_newer(candidate: Any, current: Any) -> bool:
-    """Whether updated_at `candidate` is a later instant than `current` (unreadable values lose)."""
-    new, old = parse_instant(candidate), parse_instant(current)
-    if new is None:
-        return False
-    return old is None or new > old
 
 
 def _transport_reason(exc: Exception) -> str:
@@ -189,9 +191,14 @@ class FreshsalesClient:
         transport: httpx.BaseTransport | None = None,
         rate_limit_per_minute: int = 400,
         rate_limit_per_hour: int = 1000,
+        budget_store: BudgetStore | None = None,
+        rate_limit_minute_seconds: float = 60.0,
+        rate_limit_margin: float = 0.025,
         max_concurrency: int = 4,
         per_page: int = 100,
         timeout: float = 30.0,
+        request_deadline: float = 120.0,
+        connect_retry_seconds: float = 15.0,
         max_retries: int = 6,
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
@@ -203,6 +210,8 @@ class FreshsalesClient:
     ) -> None:
         if max_concurrency < 1 or per_page < 1 or max_retries < 0:
             raise ValueError("max_concurrency and per_page must be positive, max_retries not negative")
+        if timeout <= 0 or request_deadline <= 0 or connect_retry_seconds < 0:
+            raise ValueError("timeout and request_deadline must be positive, connect_retry_seconds not negative")
         self._base = _validated_base_url(base_url)
         self._key = _Secret(_validated_api_key(api_key))
         self.log = log or logging.getLogger("crm_assets.freshsales")
@@ -211,6 +220,8 @@ class FreshsalesClient:
         self.max_concurrency = max_concurrency
         self.per_page = per_page
         self.max_retries = max_retries
+        self.request_deadline = request_deadline
+        self.connect_retry_seconds = connect_retry_seconds
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.stats = ClientStats()
@@ -219,7 +230,16 @@ class FreshsalesClient:
         self._wall_clock = wall_clock
         self._on_progress = on_progress
         self._rng = random.Random()
-        self._limiter = RateLimiter(rate_limit_per_minute, rate_limit_per_hour, clock=clock, sleep=sleep, log=self.log)
+        self._limiter = RateLimiter(
+            rate_limit_per_minute,
+            rate_limit_per_hour,
+            clock=wall_clock,
+            sleep=sleep,
+            log=self.log,
+            store=budget_store,
+            minute_seconds=rate_limit_minute_seconds,
+            margin=rate_limit_margin,
+        )
         self._views: dict[str, dict[str, int]] = {}
         self._views_lock = threading.Lock()
         self._http = httpx.Client(
@@ -230,7 +250,9 @@ class FreshsalesClient:
                 "User-Agent": "crm-assets",
             },
             transport=transport,
-            timeout=httpx.Timeout(timeout),
+            timeout=httpx.Timeout(
+                min(timeout, request_deadline), connect=min(timeout, request_deadline, _CONNECT_TIMEOUT)
+            ),
             limits=httpx.Limits(max_connections=max_concurrency + 1, max_keepalive_connections=max_concurrency + 1),
         )
 
@@ -260,10 +282,6 @@ class FreshsalesClient:
         self.close()
 
     # -- public API --------------------------------------------------------------------------------
-
-    def check_credentials(self) -> None:
-        """Raises CrmAuthError / CrmPermissionError / CrmNotFoundError / ... when the CRM cannot be used."""
-        self._get_json("/api/selector/owners")
 
     def view_id(self, entity: str, view_name: str) -> int:
         """The id of a view by its name (exact, else case-insensitive); the view list is cached per entity."""
@@ -313,10 +331,14 @@ class FreshsalesClient:
             return self._fetch_view_page(entity, view_id, page + skipped, sort, sort_type)
 
         first, meta = fetch(1)
-        total_pages = _int_or_none(meta.get("total_pages"))
-        tracker.set_totals(_int_or_none(meta.get("total")), total_pages, pages_before=skipped, per_page=self.per_page)
-        remaining = max(total_pages - skipped, 0) if total_pages is not None else None
-        for page_no, records in self._pages_from(fetch, first, remaining, concurrent=cutoff is None):
+        listing = _Listing.from_meta(entity, view_name, self.per_page, meta).after_pages(skipped)
+        tracker.set_totals(
+            _int_or_none(meta.get("total")),
+            _int_or_none(meta.get("total_pages")),
+            pages_before=skipped,
+            per_page=self.per_page,
+        )
+        for page_no, records in self._pages_from(fetch, first, listing, concurrent=cutoff is None):
             if not records:
                 break
             kept = records if cutoff is None else _not_older(records, cutoff)
@@ -327,29 +349,6 @@ class FreshsalesClient:
                 break  # the cursor is reached: every later page is older still
         tracker.finish()
 
-    def iter_records(
-        self, entity: str, views: Sequence[str], *, updated_after: datetime | None = None
-    ) -> Iterator[Page]:
-        """Batches of records from all `views`, each CRM id once.
-
-        A record seen again with a later updated_at (it changed during the scan) is yielded again, so a
-        consumer that keeps the newest copy per id (as the raw upsert does) ends with the later one.
-        With `updated_after`, only records with updated_at >= it are read (newest-first, stopping early).
-        """
-        seen: dict[Any, Any] = {}  # CRM id -> updated_at as received; parsed only on a collision
-        duplicates = 0
-        for view in views:
-            for page in self.iter_view(entity, view, stop_before=updated_after):
-                batch = _first_sightings(page, seen)
-                duplicates += len(page) - len(batch)
-                if batch:
-                    yield batch
-        if duplicates:
-            self.log.info(
-                f"{entity}: skipped {duplicates:,} duplicate copies (records listed in more than one view, "
-                "or moved between pages while they were read)"
-            )
-
     def get_record(self, entity: str, singular: str, crm_id: int) -> Record:
         body = self._get_json(f"/api/{entity}/{int(crm_id)}")
         return self._unwrap(body, singular, "GET", f"/api/{entity}/{int(crm_id)}")
@@ -359,12 +358,6 @@ class FreshsalesClient:
         path = f"/api/{entity}/{int(crm_id)}"
         response = self._request("PUT", path, json_body={singular: fields})
         return self._unwrap(self._decode(response, "PUT", path), singular, "PUT", path)
-
-    def lookup(self, singular: str, field: str, value: str) -> list[Record]:
-        """Records whose `field` equals `value` exactly (GET /api/lookup)."""
-        path = "/api/lookup"
-        body = self._get_json(path, params={"q": value, "f": field, "entities": singular})
-        return _lookup_records(body, f"{singular}s")
 
     def field_settings(self, entity: str) -> list[dict[str, Any]]:
         """The entity's field metadata (GET /api/settings/<entity>/fields): name, label, type, choices, ..."""
@@ -403,24 +396,32 @@ class FreshsalesClient:
         self,
         fetch: Callable[[int], tuple[Page, dict[str, Any]]],
         first: Page,
-        total_pages: int | None,
+        listing: _Listing,
         *,
         concurrent: bool,
     ) -> Iterator[tuple[int, Page]]:
-        """(page number, records) from page 1 up to the first empty page."""
+        """(page number, records) from page 1 up to the last page the CRM reported, or an empty page.
+
+        Pages past meta.total_pages are read only while fewer records than meta.total have arrived
+        (short pages push records further); without meta, an empty page ends the view.
+        """
+        listing.check(1, first)
         yield 1, first
         if not first:
             return
         page = 2
+        total_pages = listing.total_pages
         if concurrent and total_pages and total_pages >= 2 and self.max_concurrency > 1:
             for page, records in self._concurrent_pages(fetch, 2, total_pages):
+                listing.check(page, records)
                 yield page, records
                 if not records:
                     return
             page = total_pages + 1
-        # Past total_pages (short pages push records further) or incremental: one page at a time.
-        while True:
+        # Past total_pages, or incremental: one page at a time.
+        while not listing.complete_before(page):
             records = fetch(page)[0]
+            listing.check(page, records)
             yield page, records
             if not records:
                 return
@@ -484,22 +485,28 @@ class FreshsalesClient:
         content = orjson.dumps(json_body) if json_body is not None else None
         headers = {"Content-Type": "application/json"} if content is not None else None
         attempt = 0
+        unreachable_for = 0.0  # attempts and backoff spent since connecting last failed in a row
         while True:
             waited = self._limiter.acquire()
             if waited:
                 self.stats.record_rate_limit_wait(waited)
+            started = time.monotonic()
             failure = self._attempt(method, path, params, content, headers)
             if isinstance(failure, httpx.Response):
                 return failure
             attempt += 1
+            unreachable_for = unreachable_for + time.monotonic() - started if failure.connect else 0.0
+            delay, why = self._retry_delay(attempt, failure)
+            if failure.connect and (attempt > self.max_retries or unreachable_for + delay > self.connect_retry_seconds):
+                self._give_up_unreachable(method, path, failure, unreachable_for)
             if attempt > self.max_retries:
                 self._give_up(method, path, failure)
-            delay, why = self._retry_delay(attempt, failure)
             self.log.warning(
                 f"CRM {method} {path}: {failure.reason}; retry {attempt} of {self.max_retries} in {delay:.1f} s ({why})"
             )
             self.stats.record_retry(delay)
             self._sleep(delay)
+            unreachable_for += delay if failure.connect else 0.0
 
     def _attempt(
         self,
@@ -511,7 +518,7 @@ class FreshsalesClient:
     ) -> httpx.Response | _Failure:
         """The response when it is final (success or a non-retryable error), else why it failed."""
         try:
-            response = self._http.request(method, path, params=params, content=content, headers=headers)
+            response = self._send_within_deadline(method, path, params, content, headers)
         except httpx.TransportError as exc:
             self.stats.record_transport_error()
             if not is_retryable_exception(exc):
@@ -519,14 +526,54 @@ class FreshsalesClient:
                     f"could not send {method} {path} to the CRM ({_transport_reason(exc)}): "
                     f"check CRM_BASE_URL, which should look like {_BASE_URL_EXAMPLE}"
                 ) from None
-            return _Failure(_transport_reason(exc))
+            return _Failure(_transport_reason(exc), connect=isinstance(exc, _CONNECT_ERRORS))
+        except _DeadlineExceeded:
+            self.stats.record_transport_error()
+            return _Failure(f"no complete response within the {self.request_deadline:g} s request deadline")
         self.stats.record_status(response.status_code)
+        self._limiter.observe(response.status_code, response.headers)
         if response.is_success:
             return response
         if is_retryable_status(response.status_code):
             label = "rate limited" if response.status_code == 429 else "server error"
             return _Failure(f"HTTP {response.status_code} ({label})", response.status_code, response)
         self._raise_for(response, method, path)
+
+    def _send_within_deadline(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        content: bytes | None,
+        headers: dict[str, str] | None,
+    ) -> httpx.Response:
+        """Send and read the whole body, giving up once `request_deadline` has passed.
+
+        httpx's timeouts bound each read, so a server trickling a byte every few seconds would never
+        time out; the body is therefore streamed and the deadline checked after every chunk. Every read
+        is bounded by the deadline too, so no attempt outlives it by more than one read.
+        """
+        started = time.monotonic()
+        request = self._http.build_request(method, path, params=params, content=content, headers=headers)
+        response = self._http.send(request, stream=True)
+        if response.is_stream_consumed:
+            return response  # an in-process transport answered with the whole body already read
+        try:
+            raw = bytearray()
+            for chunk in response.iter_raw():
+                raw += chunk
+                if time.monotonic() - started > self.request_deadline:
+                    raise _DeadlineExceeded
+        finally:
+            response.close()
+        # A fresh response over the raw bytes decodes any content-encoding exactly as a read() would.
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            content=bytes(raw),
+            request=request,
+            extensions=response.extensions,
+        )
 
     def _retry_delay(self, attempt: int, failure: _Failure) -> tuple[float, str]:
         if failure.status == 429 and failure.response is not None:
@@ -559,6 +606,16 @@ class FreshsalesClient:
         raise CrmUnavailableError(
             f"the CRM at {self._base.host} could not be reached for {method} {path} (last: {failure.reason}) "
             f"through {tries}: check CRM_BASE_URL and the network, or try again later",
+            method=method,
+            path=path,
+        )
+
+    def _give_up_unreachable(self, method: str, path: str, failure: _Failure, seconds: float) -> NoReturn:
+        # Nothing listening, no route or no DNS name: long backoff would only delay the same answer.
+        raise CrmUnreachableError(
+            f"could not connect to the CRM at {self.base_url} for {method} {path} ({failure.reason}, for "
+            f"{seconds:.0f} s): check CRM_BASE_URL (it should look like {_BASE_URL_EXAMPLE}) and that the "
+            "server is reachable from here",
             method=method,
             path=path,
         )
@@ -646,6 +703,58 @@ class FreshsalesClient:
         )
 
 
+@dataclass
+class _Listing:
+    """What the CRM said about one view's size, and the guards that keep paging from running on for ever."""
+
+    entity: str
+    view: str
+    per_page: int
+    total: int | None
+    total_pages: int | None
+    received: int = 0  # records on every page so far, a record listed twice counted twice
+    previous_ids: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def from_meta(cls, entity: str, view: str, per_page: int, meta: dict[str, Any]) -> _Listing:
+        total, total_pages = _int_or_none(meta.get("total")), _int_or_none(meta.get("total_pages"))
+        return cls(entity, view, per_page, total, total_pages)
+
+    def check(self, page: int, records: Page) -> None:
+        """Count a page; a page holding exactly the previous page's records means the CRM ignores ?page=."""
+        ids = [record.get("id") if isinstance(record, dict) else None for record in records]
+        if ids and ids == self.previous_ids:
+            raise CrmPagingError(
+                f"the CRM answered page {page} of the {self.entity} view {self.view!r} with the same "
+                f"{len(ids)} records as page {page - 1}: it ignores the page parameter, so reading on would "
+                "never end. Check that CRM_BASE_URL points at Freshsales itself, not a proxy or cache "
+                "that drops the query string",
+                method="GET",
+                path=f"/api/{self.entity}/view",
+            )
+        self.previous_ids = ids
+        self.received += len(records)
+
+    def after_pages(self, skipped: int) -> _Listing:
+        """The listing as seen by a scan resumed after `skipped` pages: its counts are of what is left."""
+        if skipped <= 0:
+            return self
+        total = max(self.total - skipped * self.per_page, 0) if self.total is not None else None
+        total_pages = max(self.total_pages - skipped, 0) if self.total_pages is not None else None
+        return replace(self, total=total, total_pages=total_pages)
+
+    def complete_before(self, page: int) -> bool:
+        """Whether the CRM's counts say that every record arrived before `page` (past meta.total_pages).
+
+        Without meta.total the counts cannot be checked and only an empty page ends the view. A full
+        last page is read past once more: a record created during the scan pushes the oldest one a page
+        further than the meta of page 1 knew, and a full reconciliation must not miss it.
+        """
+        if self.total_pages is None or self.total is None or page <= self.total_pages:
+            return False
+        return self.received >= self.total and len(self.previous_ids) < self.per_page
+
+
 def _int_or_none(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
@@ -664,29 +773,3 @@ def _not_older(records: Page, cutoff: datetime) -> Page:
         if updated is None or updated >= cutoff:
             kept.append(record)
     return kept
-
-
-def _first_sightings(page: Page, seen: dict[Any, Any]) -> Page:
-    """Records not seen before, or seen with an earlier updated_at; updates `seen`."""
-    batch = []
-    for record in page:
-        crm_id = record.get("id")
-        if not isinstance(crm_id, int | str):
-            batch.append(record)  # no usable id: let the consumer report it
-            continue
-        updated = record.get("updated_at")
-        if crm_id in seen and not _is_newer(updated, seen[crm_id]):
-            continue
-        seen[crm_id] = updated
-        batch.append(record)
-    return batch
-
-
-def _lookup_records(body: Any, plural: str) -> list[Record]:
-    """Lookup answers nest the list twice ({"contacts": {"contacts": [...]}}); accept one level too."""
-    outer = body.get(plural) if isinstance(body, dict) else None
-    if isinstance(outer, dict):
-        outer = outer.get(plural)
-    if isinstance(outer, list):
-        return [r for r in outer if isinstance(r, dict)]
-    return []

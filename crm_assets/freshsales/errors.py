@@ -72,6 +72,14 @@ class CrmUnavailableError(CrmError):
     """5xx, timeouts or dropped connections persisted through every retry."""
 
 
+class CrmUnreachableError(CrmError):
+    """No connection could be made (refused, no route, unknown host) for the client's connect-retry time.
+
+    Not a CrmUnavailableError: a server that is not listening is a configuration problem far more often
+    than an outage, and retrying the whole step later would only repeat the wait.
+    """
+
+
 class CrmBadRequestError(CrmError):
     """400/422: the CRM refused the request's content; `field_errors` says which fields and why."""
 
@@ -90,6 +98,10 @@ class CrmBadRequestError(CrmError):
 
 class CrmResponseError(CrmError):
     """A successful status with a body that is not the Freshsales JSON the client expects."""
+
+
+class CrmPagingError(CrmResponseError):
+    """A view's paging went wrong (e.g. a page repeating the previous one): reading on would never end."""
 
 
 def _as_text_list(value: Any) -> list[str]:

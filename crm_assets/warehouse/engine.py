@@ -34,6 +34,40 @@ def default_database_url() -> str:
     return f"sqlite:///{(home / 'warehouse.db').resolve()}"
 
 
+class WarehouseConfigError(ValueError):
+    """The warehouse URL is malformed or names a database crm-assets does not support; retrying cannot help."""
+
+
+# Spellings of the two supported databases; a bare postgresql:// means psycopg 3 (see normalize_url).
+_SUPPORTED_DRIVERS = frozenset({"postgresql", "postgres", "postgresql+psycopg", "sqlite", "sqlite+pysqlite"})
+_SUPPORTED = (
+    "crm-assets supports PostgreSQL (postgresql+psycopg://user@host:5432/db) and SQLite (sqlite:////path/to/file.db)"
+)
+
+
+def validate_database_url(url: str, variable: str = "DATABASE_URL") -> URL:
+    """The parsed URL, or a WarehouseConfigError naming `variable`, what is wrong and what is supported.
+
+    The message never quotes the URL itself, which may hold a password.
+    """
+    try:
+        parsed = make_url(url.strip())
+    except sa.exc.ArgumentError:
+        raise WarehouseConfigError(
+            f"{variable} is not a database URL (expected dialect://user@host:port/database). {_SUPPORTED}."
+        ) from None
+    except ValueError as exc:  # make_url reads the port with int()
+        detail = "its port is not a number" if "int()" in str(exc) else str(exc)
+        raise WarehouseConfigError(f"{variable} is malformed: {detail}. {_SUPPORTED}.") from None
+    if parsed.drivername not in _SUPPORTED_DRIVERS:
+        raise WarehouseConfigError(
+            f"{variable} uses {parsed.drivername}://, which crm-assets does not support. {_SUPPORTED}."
+        )
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise WarehouseConfigError(f"{variable} has port {parsed.port}, outside 1-65535. {_SUPPORTED}.")
+    return parsed
+
+
 def normalize_url(url: str | URL) -> URL:
     """Spell the PostgreSQL driver: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, 2.0 to psycopg2."""
     parsed = make_url(url)

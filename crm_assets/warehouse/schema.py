@@ -302,3 +302,12 @@ pipeline_daily = Table(
     Index("ix_pipeline_daily_day", "day"),
     comment="Open deals per stage and region as of the end of each UTC day, from deal_history",
 )
+
+crm_rate_budget = Table(
+    "crm_rate_budget",
+    metadata,
+    Column("account", Text, primary_key=True, comment="The CRM account (host) whose budget this is"),
+    Column("state", Text, nullable=False, comment="Recent grant times and the CRM's last rate-limit headers (JSON)"),
+    Column("updated_at", UtcTimestamp, nullable=False),
+    comment="The CRM request budget every process of a deployment shares (PostgreSQL; SQLite uses a file)",
+)

@@ -77,6 +77,8 @@ class FakeCrm:
     views: dict[str, dict[str, FakeView]] = field(default_factory=dict)
     short_pages: dict[int, int] = field(default_factory=dict)  # page number -> records it serves
     omit_total_pages: bool = False
+    ignore_page: bool = False  # every page request gets page 1, like a proxy that drops the query string
+    endless: bool = False  # pages past the view's end hold made-up records instead of none
     scripted: deque[Scripted] = field(default_factory=deque)  # answers for the next requests, in order
     barrier: int = 0  # view pages 2..barrier_last_page wait until this many requests are in flight
     barrier_last_page: int = 0
@@ -152,8 +154,11 @@ class FakeCrm:
         if records is None:
             records = self._all(entity) if view_id is None else []
         page, per_page = int(params.get("page", "1")), int(params.get("per_page", "25"))
+        page = 1 if self.ignore_page else page
         start = sum(self.short_pages.get(p, per_page) for p in range(1, page))
         chunk = records[start : start + self.short_pages.get(page, per_page)]
+        if self.endless and not chunk:
+            chunk = make_records(per_page, first_id=9_000_000_000 + page * per_page)
         meta: dict[str, Any] = {"total": len(records)}
         if not self.omit_total_pages:
             meta["total_pages"] = math.ceil(len(records) / per_page)

@@ -32,7 +32,7 @@ def assert_secret_free(error: BaseException, client: FreshsalesClient, caplog: p
 def test_wrong_key(fake_crm: FakeCrm, make_client: ClientFactory, caplog: pytest.LogCaptureFixture) -> None:
     client = make_client(api_key="wrong-key-123")
     with caplog.at_level(logging.DEBUG), pytest.raises(CrmAuthError) as caught:
-        client.check_credentials()
+        client.view_id("deals", "Open Deals")
     assert str(caught.value) == "the CRM rejected the API key (HTTP 401): check CRM_API_KEY"
     assert caught.value.status_code == 401
     for text in (str(caught.value), repr(caught.value), str(client), repr(client), caplog.text):
@@ -46,9 +46,9 @@ def test_permission_denied_redacts_an_echoed_key(
     fake_crm.scripted.append(status(403, echo))
     client = make_client()
     with caplog.at_level(logging.DEBUG), pytest.raises(CrmPermissionError) as caught:
-        client.check_credentials()
+        client.view_id("deals", "Open Deals")
     message = str(caught.value)
-    assert "HTTP 403" in message and "GET /api/selector/owners" in message and "permission" in message
+    assert "HTTP 403" in message and "GET /api/deals/filters" in message and "permission" in message
     assert "token ******** may not read deals" in message
     assert_secret_free(caught.value, client, caplog)
 
@@ -107,8 +107,8 @@ def test_view_ids_are_cached_and_matched_case_insensitively(fake_crm: FakeCrm, m
 
 def test_a_non_json_answer_points_at_the_base_url(fake_crm: FakeCrm, make_client: ClientFactory) -> None:
     fake_crm.scripted.append(lambda request: __import__("httpx").Response(200, text="<html>login</html>"))
-    with pytest.raises(CrmResponseError, match=r"GET /api/selector/owners with a body that is not JSON"):
-        make_client().check_credentials()
+    with pytest.raises(CrmResponseError, match=r"GET /api/deals/filters with a body that is not JSON"):
+        make_client().view_id("deals", "Open Deals")
 
 
 @pytest.mark.parametrize("url", ["acme.myfreshworks.com/crm/sales", "ftp://acme/crm", ""])

@@ -98,15 +98,15 @@ def test_client_waits_are_logged_and_counted(fake_crm: FakeCrm, caplog: pytest.L
         max_concurrency=1,
         per_page=10,
         sleep=clock.sleep,
-        clock=clock,
+        wall_clock=clock,
     )
     with caplog.at_level(logging.INFO, logger="crm_assets.freshsales"):
         pages = list(client.iter_view("deals", "Open Deals"))
     client.close()
 
     assert sum(len(p) for p in pages) == 30
-    assert len(fake_crm.requests) == 5  # filters, pages 1-3 and the empty page 4: slots 0, 0, 60, 60, 120
+    assert len(fake_crm.requests) == 5  # filters, pages 1-3 and the empty page 4: slots 0, 0, 61.5, 61.5, 123
     assert client.stats.rate_limit_waits == 2
-    assert clock.sleeps == [60.0, 60.0]
-    assert client.stats.waited_seconds == 120.0
-    assert "rate limit: 2 requests/minute budget used, waiting 60.0 s" in caplog.text
+    assert clock.sleeps == [61.5, 61.5]  # each window lengthened by the 2.5% margin
+    assert client.stats.waited_seconds == 123.0
+    assert "rate limit: 2 requests/minute budget used, waiting 61.5 s" in caplog.text

@@ -1,4 +1,4 @@
-"""Single-record reads and writes, lookup and filtered search: request shapes and response unwrapping."""
+"""Single-record reads and writes and filtered search: request shapes and response unwrapping."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ ClientFactory = Callable[..., FreshsalesClient]
 
 
 def test_requests_carry_the_token_header(fake_crm: FakeCrm, make_client: ClientFactory) -> None:
-    make_client().check_credentials()
+    fake_crm.add_view("deals", "Open Deals", 1, [])
+    make_client().view_id("deals", "Open Deals")
     (request,) = fake_crm.requests
-    assert request.path == "/api/selector/owners"
+    assert request.path == "/api/deals/filters"
     assert request.headers["authorization"] == f"Token token={API_KEY}"
     assert request.headers["accept"] == "application/json"
 
@@ -36,15 +37,6 @@ def test_get_record_unwraps(fake_crm: FakeCrm, make_client: ClientFactory) -> No
     assert make_client().get_record("contacts", "contact", 72)["name"] == "record 2"
 
 
-def test_lookup_reads_the_doubly_nested_answer(fake_crm: FakeCrm, make_client: ClientFactory) -> None:
-    fake_crm.add_view("contacts", "All Contacts", 1, make_records(3, first_id=70))
-
-    hits = make_client().lookup("contact", "name", "record 1")
-
-    assert [h["id"] for h in hits] == [71]
-    assert fake_crm.requests[0].params == {"q": "record 1", "f": "name", "entities": "contact"}
-
-
 def test_filtered_search_pages_until_empty(fake_crm: FakeCrm, make_client: ClientFactory) -> None:
     fake_crm.add_view("deals", "Open Deals", 1, make_records(25, first_id=300))
     fake_crm.short_pages = {1: 4}
@@ -64,10 +56,10 @@ def test_stats_count_every_request(fake_crm: FakeCrm, make_client: ClientFactory
     client = make_client(per_page=10)
     list(client.iter_view("deals", "Open Deals"))
     assert client.stats.as_dict() == {
-        "requests": 4,  # filters + pages 1, 2 and the empty page 3
+        "requests": 3,  # filters + pages 1 and 2: meta says 15 records in 2 pages
         "retries": 0,
         "rate_limit_waits": 0,
         "waited_seconds": 0.0,
         "transport_errors": 0,
-        "by_status": {200: 4},
+        "by_status": {200: 3},
     }

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from crm_assets.freshsales.client import FreshsalesClient
-from crm_assets.freshsales.errors import CrmRateLimitError, CrmUnavailableError
+from crm_assets.freshsales.errors import CrmRateLimitError, CrmUnavailableError, CrmUnreachableError
 from crm_assets.freshsales.retry import backoff_delay, reset_hint, retry_after_hint
 from crm_assets_tests.freshsales.conftest import FakeSleep
 from crm_assets_tests.freshsales.fakes import API_KEY, FakeCrm, make_records, raise_, status
@@ -31,7 +31,7 @@ def test_429_waits_for_x_ratelimit_reset_in_seconds(
     deals.scripted.append(status(429, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "42"}))
     client = make_client(backoff_base=0)
 
-    client.check_credentials()
+    client.view_id("deals", "Open Deals")
 
     assert fake_sleep.calls == [42.0]
     assert client.stats.retries == 1
@@ -42,13 +42,13 @@ def test_429_reads_a_large_x_ratelimit_reset_as_an_epoch(
     deals: FakeCrm, make_client: ClientFactory, fake_sleep: FakeSleep
 ) -> None:
     deals.scripted.append(status(429, headers={"x-ratelimit-reset": str(int(NOW + 75))}))
-    make_client(backoff_base=0, wall_clock=lambda: NOW).check_credentials()
+    make_client(backoff_base=0, wall_clock=lambda: NOW).view_id("deals", "Open Deals")
     assert fake_sleep.calls == [75.0]
 
 
 def test_429_honours_retry_after(deals: FakeCrm, make_client: ClientFactory, fake_sleep: FakeSleep) -> None:
     deals.scripted.append(status(429, headers={"Retry-After": "7"}))
-    make_client(backoff_base=0).check_credentials()
+    make_client(backoff_base=0).view_id("deals", "Open Deals")
     assert fake_sleep.calls == [7.0]
 
 
@@ -57,7 +57,7 @@ def test_429_without_hints_backs_off_exponentially(
 ) -> None:
     deals.scripted.extend([status(429), status(429), status(429)])
     with caplog.at_level(logging.WARNING, logger="crm_assets.freshsales"):
-        make_client(backoff_base=2.0).check_credentials()
+        make_client(backoff_base=2.0).view_id("deals", "Open Deals")
 
     ranges = [(1.0, 2.0), (2.0, 4.0), (4.0, 8.0)]
     assert len(fake_sleep.calls) == 3
@@ -102,10 +102,10 @@ def test_timeouts_and_dropped_connections_are_retried(
     deals.scripted.extend([raise_(error), raise_(error)])
     client = make_client()
     with caplog.at_level(logging.WARNING, logger="crm_assets.freshsales"):
-        client.check_credentials()
+        client.view_id("deals", "Open Deals")
     assert client.stats.retries == 2
     assert client.stats.transport_errors == 2
-    assert f"GET /api/selector/owners: {reason}; retry 1 of 6" in caplog.text
+    assert f"GET /api/deals/filters: {reason}; retry 1 of 6" in caplog.text
 
 
 def test_persistent_429_raises_a_rate_limit_error(
@@ -128,16 +128,18 @@ def test_persistent_429_raises_a_rate_limit_error(
 
 def test_persistent_server_errors_raise_unavailable(deals: FakeCrm, make_client: ClientFactory) -> None:
     deals.scripted.extend(status(502) for _ in range(3))
-    with pytest.raises(CrmUnavailableError, match=r"kept failing GET /api/selector/owners \(last: HTTP 502\)"):
-        make_client(max_retries=2).check_credentials()
+    with pytest.raises(CrmUnavailableError, match=r"kept failing GET /api/deals/filters \(last: HTTP 502\)"):
+        make_client(max_retries=2).view_id("deals", "Open Deals")
 
 
-def test_unreachable_crm_raises_unavailable_without_httpx_details(deals: FakeCrm, make_client: ClientFactory) -> None:
+def test_unreachable_crm_raises_unreachable_without_httpx_details(deals: FakeCrm, make_client: ClientFactory) -> None:
     deals.scripted.extend(raise_(httpx.ConnectError) for _ in range(2))
-    with pytest.raises(CrmUnavailableError) as caught:
-        make_client(max_retries=1).check_credentials()
-    assert "could not be reached for GET /api/selector/owners (last: could not connect)" in str(caught.value)
+    with pytest.raises(CrmUnreachableError) as caught:
+        make_client(max_retries=1).view_id("deals", "Open Deals")
+    assert "could not connect to the CRM at https://acme.myfreshworks.com/crm/sales" in str(caught.value)
+    assert "GET /api/deals/filters (could not connect" in str(caught.value)
     assert "check CRM_BASE_URL" in str(caught.value)
+    assert not isinstance(caught.value, CrmUnavailableError)  # a step retry would only repeat the wait
     error = caught.value
     assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__)
 
@@ -145,7 +147,7 @@ def test_unreachable_crm_raises_unavailable_without_httpx_details(deals: FakeCrm
 def test_client_errors_are_not_retried(deals: FakeCrm, make_client: ClientFactory, fake_sleep: FakeSleep) -> None:
     deals.scripted.append(status(403))
     with pytest.raises(Exception, match="HTTP 403"):
-        make_client().check_credentials()
+        make_client().view_id("deals", "Open Deals")
     assert fake_sleep.calls == []
     assert len(deals.requests) == 1
 
