@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from crm_assets.domains import Domain
 from crm_assets.freshsales.client import FreshsalesClient
 from crm_assets.freshsales.errors import CrmNotFoundError
+from crm_assets.freshsales.progress import duration_text
 from crm_assets.warehouse.clean_load import TableChanges, clean_changes
 from crm_assets.warehouse.raw import RawLoadStats, RawWriter, read_cursor, save_cursor
 from crm_assets.warehouse.scan import (
@@ -108,7 +109,7 @@ def extract_domain(
     log.info(f"{domain.name}: {note}")
     for view in scan.views.values():
         if not view.done:
-            _scan_view(engine, domain, client, scan, view, settings, log)
+            _scan_view(engine, domain, client, scan, view, settings)
     with engine.connect() as conn:
         scan = _reload(conn, domain)
     _guard(engine, domain, scan, run_id, settings)
@@ -162,7 +163,7 @@ def _why_restart(scan: Scan, full_refresh: bool, settings: ScanSettings) -> str 
     if datetime.now(UTC) - scan.started_at > settings.max_scan_age:
         return (
             f"the unfinished scan started {_age(scan.started_at)} ago, more than the "
-            f"{_age_text(settings.max_scan_age)} a scan may take (max_scan_age_hours)"
+            f"{duration_text(settings.max_scan_age.total_seconds())} a scan may take (max_scan_age_hours)"
         )
     if full_refresh and not scan.full:
         return "a full refresh was asked for and the unfinished scan is incremental"
@@ -170,16 +171,7 @@ def _why_restart(scan: Scan, full_refresh: bool, settings: ScanSettings) -> str 
 
 
 def _age(since: datetime) -> str:
-    return _age_text(datetime.now(UTC) - since)
-
-
-def _age_text(age: timedelta) -> str:
-    seconds = max(age.total_seconds(), 0.0)
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    return duration_text(max((datetime.now(UTC) - since).total_seconds(), 0.0))
 
 
 def _reload(conn: sa.Connection, domain: Domain) -> Scan:
@@ -222,7 +214,6 @@ def _scan_view(
     scan: Scan,
     view: ViewPosition,
     settings: ScanSettings,
-    log: logging.Logger,
 ) -> None:
     checkpoints = _Checkpoints(engine, domain, scan, view, settings)
     # Deleting bumps updated_at, so the Recycle Bin is read down to the cursor too; a delete that did not

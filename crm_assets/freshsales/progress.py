@@ -57,14 +57,15 @@ def describe(event: ProgressEvent) -> str:
     pages = f"page {event.page:,}" + (f" of {event.total_pages:,}" if event.total_pages else "")
     eta = ""
     if event.eta_seconds is not None:
-        eta = f", ~{_duration(event.eta_seconds)} left" + (" (request budget)" if event.budget_bound else "")
+        eta = f", ~{duration_text(event.eta_seconds)} left" + (" (request budget)" if event.budget_bound else "")
     waits = ""
     if event.budget_waits:
-        waits = f", {event.budget_waits:,} budget waits ({_duration(event.waited_seconds)})"
+        waits = f", {event.budget_waits:,} budget waits ({duration_text(event.waited_seconds)})"
     return f"{head}{counted}, {pages}, {event.rate:,.0f} rec/s{waits}{eta}"
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+    """'42 s', '17 min', '3.5 h'."""
     if seconds < 120:
         return f"{seconds:,.0f} s"
     if seconds < 7200:

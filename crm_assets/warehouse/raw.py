@@ -341,7 +341,7 @@ class RawWriter:
             .values(is_deleted=True, synced_at=self.synced_at, run_id=self.run_id, change_seq=seq)
         ).rowcount
         self.stats.marked_deleted = int(deleted_copies) + (confirmed_gone or 0)
-        self._quarantine()
+        self._quarantine(full_listing=reconcile)
         analyze_after_bulk_change(self.conn, table, self.stats.inserted + self.stats.updated)
         self.conn.execute(sa.delete(stage).where(self._mine))
         return self.stats
@@ -374,8 +374,12 @@ class RawWriter:
             ).scalar()
         )
 
-    def _quarantine(self) -> None:
-        """Staged records the warehouse cannot store go to rejected_records, replacing earlier copies of them."""
+    def _quarantine(self, *, full_listing: bool) -> None:
+        """Staged records the warehouse cannot store go to rejected_records, replacing earlier copies of them.
+
+        Only this step quarantines records without a usable id (a clean run's rejects all have one): after a
+        full listing, the ones it no longer shows leave quarantine.
+        """
         stage, rejected = raw_scan_records, rejected_records
         mine = sa.and_(self._mine, stage.c.kind == REJECTED)
         # Two statements, not one with OR: each correlated lookup then uses the (scan_id, crm_id) index.
@@ -389,7 +393,8 @@ class RawWriter:
         )
         domain = rejected.c.domain == self.domain.name
         self.conn.execute(sa.delete(rejected).where(domain, rejected.c.crm_id.is_not(None), by_id))
-        self.conn.execute(sa.delete(rejected).where(domain, rejected.c.crm_id.is_(None), without_id))
+        stale = sa.true() if full_listing else without_id
+        self.conn.execute(sa.delete(rejected).where(domain, rejected.c.crm_id.is_(None), stale))
         identity = sa.case((stage.c.crm_id.is_(None), stage.c.payload))
         ranked = (
             sa.select(

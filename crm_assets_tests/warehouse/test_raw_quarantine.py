@@ -99,6 +99,16 @@ def test_a_rerun_replaces_quarantined_copies_instead_of_piling_them_up(warehouse
     assert len(rejected_rows(warehouse_engine)) == len(bad)
 
 
+def test_a_full_listing_without_an_id_less_record_takes_it_out_of_quarantine(warehouse_engine: Engine) -> None:
+    write(warehouse_engine, [account(1, 100), without_id(), account("9001", 3)])
+    with warehouse_engine.begin() as conn:
+        writer = RawWriter(conn, ACCOUNTS, "run")
+        writer.add([account(1, 100), account("9001", 3)])  # the record without an id is gone from the CRM
+        writer.merge(reconcile=True)
+    (row,) = rejected_rows(warehouse_engine)
+    assert row.payload["id"] == "9001"
+
+
 def test_the_clean_run_counts_raw_rejections_and_a_fixed_record_leaves_quarantine(warehouse_engine: Engine) -> None:
     write(warehouse_engine, [account(1, 100), account(105, 5, notes=nested(300))])
     with warehouse_engine.begin() as conn:
