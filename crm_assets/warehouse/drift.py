@@ -59,32 +59,39 @@ def _present(conn: sa.Connection, payload: sa.Column[Any], path: tuple[str, ...]
     return sa.literal_column(f"json_type({payload.name}, '$.{'.'.join(path)}')").is_not(None)
 
 
+def _changed(domain: Domain, after_seq: int, through_seq: int) -> sa.ColumnElement[bool]:
+    table = RAW_TABLES[domain.name]
+    return sa.and_(table.c.change_seq.between(after_seq + 1, through_seq), ~table.c.is_deleted)
+
+
 def missing_in_changed_records(
     conn: sa.Connection, domain: Domain, after_seq: int, through_seq: int, minimum: int = DRIFT_MIN_RECORDS
-) -> tuple[int, list[MissingField]]:
-    """(changed live records, mapped fields absent from every one of them), for after_seq < change_seq <= through_seq.
+) -> list[MissingField]:
+    """Mapped fields absent from every live raw record with after_seq < change_seq <= through_seq.
 
-    One pass over the changed rows (a range scan of the change_seq index), counting per field the
-    records that carry it. Fewer than `minimum` changed records say nothing.
+    One statement, cheap when nothing drifted: per field an EXISTS that stops at the first changed
+    record carrying it (a range of the change_seq index). Fewer than `minimum` changed records say nothing.
     """
-    table = RAW_TABLES[domain.name]
+    table, changed = RAW_TABLES[domain.name], _changed(domain, after_seq, through_seq)
     columns = list(domain.columns)
-    counts = sa.select(
-        sa.func.count(),
-        *(sa.func.count().filter(_present(conn, table.c.payload, c.source_path)) for c in columns),
-    ).where(table.c.change_seq.between(after_seq + 1, through_seq), ~table.c.is_deleted)
-    total, *carrying = conn.execute(counts).one()
-    if total < minimum:
-        return total, []
-    return total, [MissingField(c.name, c.source) for c, n in zip(columns, carrying, strict=True) if n == 0]
+    up_to_minimum = sa.select(sa.literal(1)).where(changed).limit(minimum).subquery()
+    query = sa.select(
+        sa.select(sa.func.count()).select_from(up_to_minimum).scalar_subquery(),
+        *(sa.exists().where(changed, _present(conn, table.c.payload, c.source_path)) for c in columns),
+    )
+    counted, *carried = conn.execute(query).one()
+    if counted < minimum:
+        return []
+    return [MissingField(c.name, c.source) for c, found in zip(columns, carried, strict=True) if not found]
 
 
 def guard_changed_records(
     conn: sa.Connection, domain: Domain, after_seq: int, through_seq: int, minimum: int = DRIFT_MIN_RECORDS
 ) -> None:
     """Raise SchemaDriftError, before anything is written, when a mapped field vanished from the changed records."""
-    total, missing = missing_in_changed_records(conn, domain, after_seq, through_seq, minimum)
-    if missing:
+    if missing := missing_in_changed_records(conn, domain, after_seq, through_seq, minimum):
+        changed = _changed(domain, after_seq, through_seq)
+        total = conn.execute(sa.select(sa.func.count()).select_from(RAW_TABLES[domain.name]).where(changed)).scalar()
         raise SchemaDriftError(drift_message(domain, missing, f"missing from all {total:,} changed records"))
 
 

@@ -38,6 +38,7 @@ from crm_assets.domains import DOMAINS
 from crm_assets.freshsales.client import FreshsalesClient
 from crm_assets.pipeline import clean_domain, extract_domain
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
+from crm_assets.warehouse.schema import CLEAN_TABLES, SurrogateKey
 
 ADMIN_DSN = os.environ.get("CRM_ASSETS_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 T = TypeVar("T")
@@ -243,7 +244,7 @@ def orm_row_by_row_seconds(engine: sa.Engine, sample: int = 5000) -> tuple[int, 
         __table__ = sa.Table(
             "deals_orm",
             Base.metadata,
-            sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+            sa.Column("id", SurrogateKey, primary_key=True, autoincrement=True),
             sa.Column("deal_id", sa.BigInteger, unique=True),
             sa.Column("deal_name", sa.Text),
             sa.Column("deal_size", sa.Numeric(18, 2)),
@@ -254,9 +255,10 @@ def orm_row_by_row_seconds(engine: sa.Engine, sample: int = 5000) -> tuple[int, 
         )
 
     Base.metadata.create_all(engine)
-    with engine.connect() as conn:
-        columns = "deal_id, deal_name, deal_size, probability_of_closure, deal_stage, account_id, created_at"
-        rows = conn.execute(sa.text(f"SELECT {columns} FROM deals LIMIT {sample}")).mappings().all()
+    deals = CLEAN_TABLES["deals"]
+    columns = ("deal_id", "deal_name", "deal_size", "probability_of_closure", "deal_stage", "account_id", "created_at")
+    with engine.connect() as conn:  # typed by the table, so SQLite's text timestamps come back as datetimes
+        rows = conn.execute(sa.select(*(deals.c[c] for c in columns)).limit(sample)).mappings().all()
     started = time.perf_counter()
     with Session(engine) as session:
         for row in rows:
