@@ -13,6 +13,8 @@ never run backwards: a new version starts no earlier than the one it closes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -71,6 +73,32 @@ def observation_time() -> datetime:
 
 def reconcile(conn: sa.Connection, deal_ids: sa.Select[Any]) -> datetime | None:
     """Make the open versions of `deal_ids` match `deals`; returns the earliest valid_from written."""
+    with _probing_joins(conn):
+        return _reconcile(conn, deal_ids)
+
+
+@contextmanager
+def _probing_joins(conn: sa.Connection) -> Iterator[None]:
+    """On PostgreSQL, join by index probes from the (small) key set, for the statements inside.
+
+    Every join here has an index on its large side; left alone, the planner would rather read the whole
+    index of open versions than probe it once per changed deal, which costs more the longer the history.
+    """
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    names = ("enable_hashjoin", "enable_mergejoin")
+    saved = {n: conn.execute(sa.text(f"SELECT current_setting('{n}')")).scalar_one() for n in names}
+    for name in names:
+        conn.execute(sa.text(f"SET LOCAL {name} = off"))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            conn.execute(sa.text(f"SET LOCAL {name} = {'on' if value == 'on' else 'off'}"))
+
+
+def _reconcile(conn: sa.Connection, deal_ids: sa.Select[Any]) -> datetime | None:
     observed = sa.literal(observation_time(), deal_history.c.valid_from.type)
     keys = create_stage(conn, deal_history, ["deal_id"], primary_key=["deal_id"])
     conn.execute(keys.insert().from_select(["deal_id"], deal_ids.distinct()))

@@ -250,10 +250,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="re-syncs with the history off, and as many on")
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--skip-resync", action="store_true")
+    parser.add_argument("--skip-backfill", action="store_true")
     args = parser.parse_args()
     if not args.skip_resync:
         resync_cost(args.deals, args.rounds)
-    backfill(args.deals, args.days)
+    if not args.skip_backfill:
+        backfill(args.deals, args.days)
 
 
 if __name__ == "__main__":
