@@ -54,7 +54,11 @@ def typed_field(record: Record, column: Column) -> Any:
 def field_text(record: Record, column: Column) -> str | None:
     """The field as tables and the audit show it: in the form the write-back sends, so an old value reads like
     the new one (302400.00 next to 24456.00); the CRM's own text when it does not cast."""
-    typed = typed_field(record, column)
+    return typed_text(record, column, typed_field(record, column))
+
+
+def typed_text(record: Record, column: Column, typed: Any) -> str | None:
+    """`field_text` when the caller already holds the typed value (`typed_field`)."""
     if typed is UNREADABLE:
         return value_text(read_field(record, column))
     return value_text(to_crm_value(column, typed))

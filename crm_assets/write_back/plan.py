@@ -20,7 +20,7 @@ from crm_assets.domains import ColumnType
 from crm_assets.freshsales.client import FreshsalesClient, parse_instant
 from crm_assets.freshsales.errors import CrmNotFoundError
 from crm_assets.values import value_text
-from crm_assets.write_back.fields import Record, field_text, search_attribute, typed_field
+from crm_assets.write_back.fields import Record, search_attribute, typed_field, typed_text
 from crm_assets.write_back.model import Action, PlannedChange, UpdatePlan, ValidatedUpdate
 from crm_assets.write_back.store import warehouse_candidates
 
@@ -29,11 +29,11 @@ def plan_record(update: ValidatedUpdate, record: Record) -> PlannedChange | None
     """The change for one CRM record, or None when it does not match (or is deleted)."""
     if record.get("is_deleted") or typed_field(record, update.key_column) != update.key_value:
         return None
-    at_new_value = typed_field(record, update.target) == update.new_value
+    current = typed_field(record, update.target)
     return PlannedChange(
         crm_id=int(record["id"]),
-        action=Action.SKIP if at_new_value else Action.UPDATE,
-        old_text=field_text(record, update.target),
+        action=Action.SKIP if current == update.new_value else Action.UPDATE,
+        old_text=typed_text(record, update.target, current),
         new_text=update.new_text,
         updated_at=value_text(record.get("updated_at")),
         created_at=value_text(record.get("created_at")),

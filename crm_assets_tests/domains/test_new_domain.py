@@ -139,6 +139,15 @@ def test_every_mapped_field_is_in_the_demo_crm_field_settings(domain: Domain) ->
     assert {c.source_path[-1] for c in domain.columns} - {"created_at", "updated_at"} <= listed
 
 
+def test_a_domain_is_sized_by_name() -> None:
+    assert DemoCrm(DemoConfig(counts={"tickets": 7}, today=TODAY), domains=(TICKETS,)).crm_ids("tickets") == [
+        17_000_000_001 + 39 * 100_000_000 + i for i in range(7)
+    ]
+    assert len(DemoCrm(DemoConfig(today=TODAY), domains=(TICKETS,)).crm_ids("tickets")) == 400, "the recipe's count"
+    with pytest.raises(ValueError, match=r"counts\['tickets'\] must be >= 0"):
+        DemoConfig(counts={"tickets": -1})
+
+
 def test_recipe_codes_must_differ() -> None:
     with pytest.raises(ValueError, match="distinct"):
         DemoCrm(DemoConfig(), domains=(*DEMO_DOMAINS, TICKETS, TICKETS))

@@ -156,5 +156,6 @@ def test_a_partial_failure_prints_what_was_and_was_not_updated(
     assert failed.returncode == 1
     assert f"error: 1 of {len(asia)} record(s) were NOT updated ({asia[0]}: " in failed.stderr
     assert "industry is locked" in failed.stderr
+    assert _tables(failed.stdout) == 1, "the outcome only, not the plan as well"
     outcome = {line.split()[0]: line.split()[3] for line in failed.stdout.splitlines() if line[:1].isdigit()}
     assert outcome == {str(i): "failed" if i == asia[0] else "applied" for i in asia}
