@@ -27,7 +27,7 @@ SYSTEM_FIELDS = frozenset({"id", "created_at", "updated_at", "is_deleted"})
 
 
 class SchemaDriftError(RuntimeError):
-    """Mapped fields are gone from the CRM's records or field settings; the message names them and the fix."""
+    """Mapped fields are gone from every changed record; the message names them and the fix."""
 
 
 @dataclass(frozen=True)
