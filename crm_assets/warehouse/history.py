@@ -105,49 +105,60 @@ def _reconcile(conn: sa.Connection, deal_ids: sa.Select[Any]) -> datetime | None
     if conn.execute(sa.select(keys.c.deal_id).limit(1)).first() is None:
         return None
     analyze_stage(conn, keys)
-    versions = create_stage(conn, deal_history, VERSION_COLUMNS)
-    conn.execute(versions.insert().from_select(VERSION_COLUMNS, _changed_rows(keys, observed)))
-    conn.execute(versions.insert().from_select(VERSION_COLUMNS, _departures(keys, observed)))
-    if conn.execute(sa.select(versions.c.deal_id).limit(1)).first() is None:
+    # Each new version, with the id of the open version it closes (NULL for a deal seen the first time).
+    versions = create_stage(conn, deal_history, [*VERSION_COLUMNS, "id"])
+    columns = [*VERSION_COLUMNS, "id"]
+    conn.execute(versions.insert().from_select(columns, _changed_rows(keys, observed)))
+    conn.execute(versions.insert().from_select(columns, _departures(keys, observed)))
+    earliest = _as_utc(conn.execute(sa.select(sa.func.min(versions.c.valid_from))).scalar_one())
+    if earliest is None:
         return None
-    analyze_stage(conn, versions)
-    _follow_open_versions(conn, versions)
-    _close_open_versions(conn, versions)
-    conn.execute(deal_history.insert().from_select(VERSION_COLUMNS, sa.select(*versions.c).where(sa.true())))
-    return _as_utc(conn.execute(sa.select(sa.func.min(versions.c.valid_from))).scalar_one())
+    h, v = deal_history.c, versions.c
+    conn.execute(sa.update(deal_history).where(h.id == v.id).values(valid_to=v.valid_from))
+    conn.execute(deal_history.insert().from_select(VERSION_COLUMNS, sa.select(*(v[c] for c in VERSION_COLUMNS))))
+    return earliest
 
 
 def _open_live() -> list[sa.ColumnElement[bool]]:
     return [deal_history.c.valid_to.is_(None), deal_history.c.is_deleted.is_(False)]
 
 
+def _not_before(moment: Any, start: Any) -> Any:
+    """`moment`, or `start` when it is earlier: a new version never starts before the one it closes."""
+    return sa.case((start > moment, start), else_=moment)
+
+
 def _changed_rows(keys: sa.Table, observed: Any) -> sa.Select[Any]:
     """Rows of `deals` among the keys whose open version is missing, deleted or different."""
-    h, d = deal_history.c, DEALS.c
-    same = sa.exists().where(
-        h.deal_id == d.deal_id,
-        *_open_live(),
+    open_version = deal_history.alias("open_version")
+    d, h = DEALS.c, open_version.c
+    same = sa.and_(
+        h.is_deleted.is_(False),
         h.crm_id == d.crm_id,
         *(h[c].is_not_distinct_from(d[c]) for c in HISTORY_TRACKED_COLUMNS),
+    )
+    source = DEALS.join(keys, keys.c.deal_id == d.deal_id).outerjoin(
+        open_version, sa.and_(h.deal_id == d.deal_id, h.valid_to.is_(None))
     )
     return (
         sa.select(
             d.deal_id,
             d.crm_id,
-            d.updated_at,
+            sa.case((h.id.is_(None), d.updated_at), else_=_not_before(d.updated_at, h.valid_from)),
             *(d[c] for c in HISTORY_TRACKED_COLUMNS),
             sa.false(),
-            observed,
+            sa.func.coalesce(h.first_observed_at, observed),
+            h.id,
         )
-        .select_from(DEALS.join(keys, keys.c.deal_id == d.deal_id))
-        .where(~same)
+        .select_from(source)
+        .where(sa.or_(h.id.is_(None), sa.not_(same)))
     )
 
 
 def _departures(keys: sa.Table, observed: Any) -> sa.Select[Any]:
     """A deletion version for each key whose open live version has no row in `deals` any more."""
     h, raw = deal_history.c, RAW_DEALS.c
-    closes_at = sa.case((raw.updated_at > h.valid_from, raw.updated_at), else_=observed)
+    closes_at = sa.case((raw.updated_at > h.valid_from, raw.updated_at), else_=_not_before(observed, h.valid_from))
     source = deal_history.join(keys, keys.c.deal_id == h.deal_id).outerjoin(RAW_DEALS, raw.crm_id == h.crm_id)
     return (
         sa.select(
@@ -156,30 +167,11 @@ def _departures(keys: sa.Table, observed: Any) -> sa.Select[Any]:
             closes_at,
             *(h[c] for c in HISTORY_TRACKED_COLUMNS),
             sa.true(),
-            observed,
+            h.first_observed_at,
+            h.id,
         )
         .select_from(source)
         .where(*_open_live(), ~sa.exists().where(DEALS.c.deal_id == h.deal_id))
-    )
-
-
-def _follow_open_versions(conn: sa.Connection, versions: sa.Table) -> None:
-    """A new version keeps its deal's first observation and starts no earlier than the version it closes."""
-    h, v = deal_history.c, versions.c
-    conn.execute(
-        sa.update(versions)
-        .where(h.deal_id == v.deal_id, h.valid_to.is_(None))
-        .values(
-            first_observed_at=h.first_observed_at,
-            valid_from=sa.case((h.valid_from > v.valid_from, h.valid_from), else_=v.valid_from),
-        )
-    )
-
-
-def _close_open_versions(conn: sa.Connection, versions: sa.Table) -> None:
-    h, v = deal_history.c, versions.c
-    conn.execute(
-        sa.update(deal_history).where(h.deal_id == v.deal_id, h.valid_to.is_(None)).values(valid_to=v.valid_from)
     )
 
 

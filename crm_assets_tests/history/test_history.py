@@ -147,3 +147,12 @@ def test_the_check_names_deals_that_differ_from_their_current_version(warehouse_
         conn.execute(sa.delete(deal_history).where(deal_history.c.deal_id == 6))
     with warehouse_engine.connect() as conn:
         assert current_version_mismatches(conn) == (2, [3, 6])
+
+
+def test_a_version_never_starts_before_the_one_it_closes(warehouse_engine: Engine) -> None:
+    sync(warehouse_engine, ACCOUNTS_NOW, [deal(101, 1, 1, stamp(5), amount="100")])
+    sync(warehouse_engine, deals=[deal(101, 1, 1, stamp(3), amount="120")])  # the CRM's clock went back
+    assert brief(versions(warehouse_engine)) == [
+        (1, instant(5), instant(5), "Prospecting", Decimal("100.00"), 1, False),  # never open at any instant
+        (1, instant(5), None, "Prospecting", Decimal("120.00"), 1, False),
+    ]
