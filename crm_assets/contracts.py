@@ -26,3 +26,10 @@ RANGE_END_TAG: Final = "dagster/asset_partition_range_end"
 # Tags crm-assets puts on the runs it launches.
 LAUNCHED_BY_TAG: Final = "crm_assets/launched_by"
 DRY_RUN_TAG: Final = "crm_assets/dry_run"
+
+# The Dagster instance (and, under it, the SQLite warehouse) every command and the UI use when
+# DAGSTER_HOME is not set: relative to the directory the command runs in.
+DEFAULT_DAGSTER_HOME: Final = ".crm_assets/dagster_home"
+
+# The code location's name, in workspace.yaml, pyproject.toml's [tool.dg.project] and on every CLI run.
+CODE_LOCATION_NAME: Final = "crm_assets"

@@ -154,8 +154,11 @@ def apply_update(
 
 
 def _flat_config(values: dict[str, Any]) -> dict[str, Any]:
-    """Flat job config -> the plan op's config."""
-    return {"ops": {"plan_update": {"config": UpdateDomainValueConfig(**values).model_dump()}}}
+    """Flat job config -> the plan op's config; the console shows the steps' messages, not Dagster's events."""
+    return {
+        "ops": {"plan_update": {"config": UpdateDomainValueConfig(**values).model_dump()}},
+        "loggers": {"console": {}},
+    }
 
 
 @dg.job(
