@@ -7,6 +7,12 @@ import sys
 from collections.abc import Sequence
 
 
+def _domain_names() -> list[str]:
+    from crm_assets.domains import DOMAINS
+
+    return [d.name for d in DOMAINS]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crm-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -27,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     update = commands.add_parser("update", help="write one field back to the CRM and the warehouse")
-    update.add_argument("--domain", required=True, help="accounts, contacts or deals")
+    update.add_argument("--domain", required=True, choices=_domain_names(), help="which records")
     update.add_argument("--key", required=True, help="field that selects the records, e.g. deal_id")
     update.add_argument("--value", required=True, help="value of --key to match")
     update.add_argument("--key-to-update", required=True, help="field to change, e.g. deal_size")

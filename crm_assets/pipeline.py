@@ -75,7 +75,9 @@ def extract_domain(
             overlap=overlap,
         )
         since = f", records updated since {plan.since.isoformat()}" if plan.since else ""
-        log.info(f"{domain.name}: {'full' if plan.full else 'incremental'} sync ({plan.reason}){since}")
+        mode = "full" if plan.full else "incremental"
+        reason = "" if plan.reason == mode else f" ({plan.reason})"  # the reason may only repeat the mode
+        log.info(f"{domain.name}: {mode} sync{reason}{since}")
         writer = RawWriter(conn, domain, run_id)
         # A record listed in several views (or moved between pages mid-scan) is staged more than once; the
         # merge keeps the newest copy per CRM id, so memory does not grow with the number of ids seen.

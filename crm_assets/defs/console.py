@@ -25,13 +25,28 @@ class PlainStepFormatter(logging.Formatter):
         return f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {source}: {message}"
 
 
-def _shown(record: logging.LogRecord) -> bool:
-    meta: dict[str, Any] = getattr(record, "dagster_meta", None) or {}
-    event = meta.get("dagster_event")
-    if event is not None:
-        return event.event_type_value in _SHOWN_EVENTS
-    # Dagster's note for each step skipped after a failure: the failure itself is what matters.
-    return not str(meta.get("orig_message", "")).endswith("Not executing.")
+class StepMessagesOnly(logging.Filter):
+    """The steps' own messages; a warning repeated by several steps of one run (the demo CRM note) once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._warned: set[tuple[str, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        meta: dict[str, Any] = getattr(record, "dagster_meta", None) or {}
+        event = meta.get("dagster_event")
+        if event is not None:
+            return event.event_type_value in _SHOWN_EVENTS
+        message = str(meta.get("orig_message", ""))
+        # Dagster's note for each step skipped after a failure: the failure itself is what matters.
+        if message.endswith("Not executing."):
+            return False
+        if record.levelno == logging.WARNING:
+            key = (str(meta.get("run_id")), message)
+            if key in self._warned:
+                return False
+            self._warned.add(key)
+        return True
 
 
 @dg.logger(
@@ -45,6 +60,6 @@ def plain_console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
     logger = logging.Logger(init_context.logger_config["name"], level=init_context.logger_config["log_level"])
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(PlainStepFormatter())
-    handler.addFilter(_shown)
+    handler.addFilter(StepMessagesOnly())
     logger.addHandler(handler)
     return logger

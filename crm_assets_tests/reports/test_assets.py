@@ -3,6 +3,7 @@
 import base64
 import os
 import stat
+import struct
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -148,6 +149,8 @@ def test_monthly_chart_is_written_and_embedded(
     png = chart.read_bytes()
     assert png.startswith(b"\x89PNG")
     assert stat.S_IMODE(chart.stat().st_mode) == 0o666 & ~_umask()
+    width, height = struct.unpack(">II", png[16:24])  # the PNG header's IHDR
+    assert (width, height) == (1200, 560), "big enough to read at a glance"
     assert base64.b64encode(png).decode() in str(meta["chart"].value)
     assert rows(engine, Cadence.MONTHLY) == [
         ("2024-02-01", 1, "10.00", 1),
