@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import uuid
@@ -34,11 +35,16 @@ def write_atomically(target: Path, write: Callable[[Path], object]) -> None:
         write(tmp)
         os.replace(tmp, target)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise _plain(exc, target) from exc
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
+
+
+def _discard(tmp: Path) -> None:
+    with contextlib.suppress(OSError):  # never there, or its folder cannot be made: nothing to clean
+        tmp.unlink(missing_ok=True)
 
 
 def write_bytes_atomically(target: Path, data: bytes) -> None:
@@ -46,9 +52,15 @@ def write_bytes_atomically(target: Path, data: bytes) -> None:
 
 
 def _plain(exc: OSError, target: Path) -> OutputWriteError:
-    reason = _PLAIN_REASONS.get(exc.errno or 0, exc.strerror or str(exc))
-    return OutputWriteError(
-        exc.errno,
-        f"cannot write {target.name} in the folder {target.parent}: {reason}. Free space there or point "
-        "CRM_EXPORT_DIR at a folder with room and write access, then run again (the previous files are intact).",
+    reason = _PLAIN_REASONS.get(exc.errno or 0, (exc.strerror or str(exc)).lower())
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if full:
+        fix = "free space there or point CRM_EXPORT_DIR at a folder with room"
+    else:
+        fix = "point CRM_EXPORT_DIR at a folder this process can create and write"
+    error = OutputWriteError(
+        f"cannot write {target.name} in the folder {target.parent}: {reason}. Fix: {fix}, then run again "
+        "(the previous files are intact)."
     )
+    error.errno = exc.errno
+    return error

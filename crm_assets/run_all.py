@@ -128,7 +128,11 @@ def run_all(full_refresh: bool = False, rebuild_reports: bool = False) -> int:
     # Outside a run a resource's EnvVar is not resolved yet: read the environment through it.
     warehouse = warehouse_resource_from_env()
     url = warehouse.url.get_value() if isinstance(warehouse.url, dg.EnvVar) else warehouse.url
-    engine = WarehouseResource(url=url).get_engine()
+    try:
+        engine = WarehouseResource(url=url).get_engine()
+    except dg.Failure as exc:  # an unreachable or malformed warehouse: nothing was run
+        print(f"error: {exc.description}", file=sys.stderr)
+        return 1
     export_dir = ExportDirectory(path=export_dir_from_env()).folder
     try:
         with dg.DagsterInstance.get() as instance, code_location(instance) as location:

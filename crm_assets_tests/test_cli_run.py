@@ -129,3 +129,36 @@ def test_the_code_location_has_one_name_in_the_workspace_the_dg_project_and_cli_
     dg_project = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["dg"]["project"]
     assert entry["python_module"]["location_name"] == dg_project["code_location_name"] == CODE_LOCATION_NAME
     assert dg_project["code_location_target_module"] == entry["python_module"]["module_name"]
+
+
+def _last_line(text: str) -> str:
+    return [line for line in text.splitlines() if line.strip()][-1]
+
+
+def test_a_failed_run_ends_with_its_cause_once_and_nothing_else(tmp_path: Path) -> None:
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the export folder should be")
+    env = _env(tmp_path, DAGSTER_HOME=str(tmp_path / "home"), CRM_REPORTS_START_DATE="2026-06-01")
+    env["CRM_EXPORT_DIR"] = str(blocker / "exports")
+    result = subprocess.run([CLI, "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    last = _last_line(result.stderr)
+    assert last.startswith("error: crm_sync failed: step crm_exports: cannot write "), last
+    assert f"in the folder {blocker / 'exports'}: not a directory. Fix: point CRM_EXPORT_DIR at a folder" in last
+    assert output.count("cannot write ") == 1, "the cause is printed once"
+    for noise in ("Traceback", "Not executing", "DagsterExecutionStepExecutionError", "see the error above"):
+        assert noise not in output
+
+
+def test_an_unreachable_warehouse_fails_before_any_run_naming_it(tmp_path: Path) -> None:
+    env = _env(
+        tmp_path, DAGSTER_HOME=str(tmp_path / "home"), DATABASE_URL="postgresql+psycopg://crm:s3cret@127.0.0.1:1/crm"
+    )
+    result = subprocess.run([CLI, "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    last = _last_line(result.stderr)
+    assert last.startswith(
+        "error: cannot connect to the warehouse database postgresql+psycopg://crm:***@127.0.0.1:1/crm"
+    )
+    assert "s3cret" not in result.stdout + result.stderr and "Traceback" not in result.stderr

@@ -38,9 +38,11 @@ def plain_cause(data: StepFailureData) -> str:
         return "the step failed without saying why"
     error = innermost(data.error)
     text = error.message.strip()
-    # "ValueError: x" reads as x; keep the class name only when the message says nothing else.
-    prefix = f"{error.cls_name}: " if error.cls_name else ""
-    return text[len(prefix) :] if prefix and text.startswith(prefix) and len(text) > len(prefix) else text
+    # "ValueError: x" or "pkg.errors.CrmAuthError: x" reads as x; the class name only when nothing else is said.
+    head, _, rest = text.partition(": ")
+    if error.cls_name and head.split(".")[-1] == error.cls_name and rest.strip():
+        return rest.strip()
+    return text
 
 
 def failure_reason(instance: dg.DagsterInstance, run_id: str) -> str:
