@@ -4,6 +4,8 @@ Data flow: CRM client (freshsales/, demo_crm/) -> domain declarations (domains/)
 -> warehouse (warehouse/) -> Dagster definitions (defs/: sync, exports, reports, write_back).
 """
 
+import os
+
 import dagster as dg
 
 from crm_assets.defs.console import plain_console_logger
@@ -24,7 +26,11 @@ def build_defs() -> dg.Definitions:
         resources={
             "crm": crm_resource_from_env(),
             "warehouse": warehouse_resource_from_env(),
-            "exports": ExportDirectory(path=export_dir_from_env()),
+            # Through EnvVar when set, so the job snapshots (and a UI started with the variable set to
+            # another folder) do not depend on its value.
+            "exports": ExportDirectory(
+                path=dg.EnvVar("CRM_EXPORT_DIR") if os.environ.get("CRM_EXPORT_DIR") else export_dir_from_env()
+            ),
         },
     )
     return dg.Definitions.merge(sync.defs, reports.defs, write_back.defs, resources)

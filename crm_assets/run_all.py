@@ -24,6 +24,9 @@ from crm_assets.warehouse.engine import safe_url
 
 SYNC_JOB = "crm_sync"
 CLI_TAGS = {LAUNCHED_BY_TAG: "cli"}
+# The newest `deals` materialization whose touched dates `crm-assets run` has refreshed, kept in the
+# instance: changes made between two runs (a write-back, a UI-launched sync) are refreshed by the next.
+REPORTS_CURSOR_KEY = "crm_assets/run_reports_cursor"
 
 
 class RunFailed(Exception):
@@ -31,9 +34,16 @@ class RunFailed(Exception):
 
 
 def _run(
-    instance: dg.DagsterInstance, location: Any, job: str, config: Mapping[str, Any], tags: dict[str, str]
+    instance: dg.DagsterInstance,
+    location: Any,
+    job: str,
+    config: Mapping[str, Any],
+    tags: dict[str, str],
+    assets: list[dg.AssetKey] | None = None,
+    checks: list[dg.AssetCheckKey] | None = None,
 ) -> None:
-    result = execute_job_run(instance, location, job, {**IN_PROCESS, **PLAIN_CONSOLE, **config}, {**CLI_TAGS, **tags})
+    run_config = {**IN_PROCESS, **PLAIN_CONSOLE, **config}
+    result = execute_job_run(instance, location, job, run_config, {**CLI_TAGS, **tags}, assets, checks)
     if not result.success:
         raise RunFailed(f"{job} failed: {failure_reason(instance, result.run_id)} (run {result.run_id})")
 
@@ -51,8 +61,14 @@ def _sync(instance: dg.DagsterInstance, location: Any, full_refresh: bool) -> No
 
 def _refresh_reports(
     instance: dg.DagsterInstance, location: Any, engine: sa.Engine, since: int | None, rebuild: bool
-) -> int:
-    """Run the aggregation jobs over what the sync changed (and what was never computed); the number of runs."""
+) -> list[str]:
+    """Run the aggregation jobs over what the sync changed (and what was never computed); what each run covered.
+
+    The refresh runs materialize only the asset; each refreshed cadence's checks then run once, on the
+    result, instead of once per range.
+    """
+    from crm_assets.defs.reports.assets import REPORT_ASSETS_BY_CADENCE
+    from crm_assets.defs.reports.checks import REPORT_CHECKS
     from crm_assets.defs.reports.refresh import all_windows, deal_changes_after, plan_refresh, unmaterialized_windows
     from crm_assets.reports.windows import Cadence
 
@@ -64,8 +80,22 @@ def _refresh_reports(
         print("\n== aggregations: up to date (no partition's deals changed) ==", flush=True)
     for run in runs:
         print(f"\n== {run.job_name}: {run.describe()} ==", flush=True)
-        _run(instance, location, run.job_name, {}, run.tags)
-    return len(runs)
+        asset = REPORT_ASSETS_BY_CADENCE[run.cadence]
+        _run(instance, location, run.job_name, {}, run.tags, assets=[asset.key], checks=[])
+    for cadence in dict.fromkeys(run.cadence for run in runs):
+        key = REPORT_ASSETS_BY_CADENCE[cadence].key
+        checks = [c for d in REPORT_CHECKS for c in d.check_keys if c.asset_key == key]
+        job = next(r.job_name for r in runs if r.cadence is cadence)
+        print(f"\n== {job}: checks of {key.to_user_string()} ==", flush=True)
+        _run(instance, location, job, {}, {}, assets=None, checks=checks)
+    if changes.cursor_id is not None:
+        instance.run_storage.set_cursor_values({REPORTS_CURSOR_KEY: str(changes.cursor_id)})
+    return [run.describe() for run in runs]
+
+
+def _reports_cursor(instance: dg.DagsterInstance) -> int | None:
+    value = instance.run_storage.get_cursor_values({REPORTS_CURSOR_KEY}).get(REPORTS_CURSOR_KEY)
+    return int(value) if value else None
 
 
 def _counts(engine: sa.Engine) -> tuple[dict[str, int], dict[str, dict[str, int]], dict[str, int]]:
@@ -94,7 +124,7 @@ def ui_command(home: Path) -> str:
     return f"DAGSTER_HOME={home} {Path(sys.executable).with_name('dg')} dev"
 
 
-def _print_summary(engine: sa.Engine, export_dir: Path, home: Path, report_runs: int) -> None:
+def _print_summary(engine: sa.Engine, export_dir: Path, home: Path, report_runs: list[str]) -> None:
     rows, reasons, aggregations = _counts(engine)
     print("\n== crm-assets: summary ==")
     for name, count in rows.items():
@@ -104,7 +134,8 @@ def _print_summary(engine: sa.Engine, export_dir: Path, home: Path, report_runs:
         print(f"  {name:<10} {count:>9,} rows{detail}")
     if aggregations:
         print("  deal_aggregations: " + ", ".join(f"{k} {n:,} rows" for k, n in sorted(aggregations.items())))
-    print(f"  aggregation runs: {report_runs} (only the partitions whose deals changed)")
+    shown = ", ".join(report_runs[:6]) + (f", ... ({len(report_runs) - 6} more)" if len(report_runs) > 6 else "")
+    print(f"  aggregation runs: {len(report_runs)}" + (f" ({shown})" if report_runs else " (no partition changed)"))
     print(f"\n  warehouse:  {safe_url(engine.url)}")
     print("  rejected records, with reason and raw payload: table rejected_records")
     print(f"  exports:    {export_dir}")
@@ -117,7 +148,6 @@ def run_all(full_refresh: bool = False, rebuild_reports: bool = False) -> int:
     home = dagster_home()
     # A first run's aggregation covers years of daily partitions: write their events in batches.
     os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "100")
-    from crm_assets.defs.reports.refresh import latest_deals_event_id
     from crm_assets.resources import (
         ExportDirectory,
         WarehouseResource,
@@ -136,7 +166,7 @@ def run_all(full_refresh: bool = False, rebuild_reports: bool = False) -> int:
     export_dir = ExportDirectory(path=export_dir_from_env()).folder
     try:
         with dg.DagsterInstance.get() as instance, code_location(instance) as location:
-            since = latest_deals_event_id(instance)
+            since = _reports_cursor(instance)
             _sync(instance, location, full_refresh)
             report_runs = _refresh_reports(instance, location, engine, since, rebuild_reports)
     except RunFailed as exc:

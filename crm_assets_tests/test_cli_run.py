@@ -7,6 +7,7 @@ page) and use one warehouse; a re-run recomputes only the aggregation partitions
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -22,6 +23,10 @@ from crm_assets_tests.conftest import create_pg_database, drop_pg_database
 
 CLI = Path(sys.executable).with_name("crm-assets")
 REPOSITORY_LABEL = f"__repository__@{CODE_LOCATION_NAME}"
+SNAPSHOT_IDS = (
+    "import json; from crm_assets.definitions import defs; "
+    "print(json.dumps({j.name: j.get_job_snapshot_id() for j in defs.get_repository_def().get_all_jobs()}))"
+)
 REPORT_JOBS = {f"deal_aggregations_{c}_job" for c in ("daily", "weekly", "monthly")}
 
 
@@ -87,6 +92,14 @@ def test_the_readme_commands_in_order_share_one_instance_and_one_warehouse(tmp_p
     runs = _runs_by_job(home)
     assert set(runs) == {"crm_sync", "update_domain_value", *REPORT_JOBS}, "no ephemeral asset job"
     assert runs["update_domain_value"][0].tags["crm_assets/dry_run"] == "true"
+    # The UI flags a run whose job snapshot differs from the code it loaded ("may be a different version"):
+    # load it as the README's UI command does, in the same environment.
+    loaded = subprocess.run(
+        [sys.executable, "-c", SNAPSHOT_IDS], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    )
+    current = json.loads(loaded.stdout)
+    for job, job_runs in runs.items():
+        assert {r.job_snapshot_id for r in job_runs} == {current[job]}, job
 
 
 @pytest.mark.postgres

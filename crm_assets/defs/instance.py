@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -69,15 +69,23 @@ def execute_job_run(
     job_name: str,
     run_config: Mapping[str, Any],
     tags: Mapping[str, str] | None = None,
+    asset_selection: Iterable[dg.AssetKey] | None = None,
+    asset_check_selection: Iterable[dg.AssetCheckKey] | None = None,
 ) -> dg.JobExecutionResult:
-    """Create a run of `job_name` with the location's origin, then execute it here and return its result.
-
-    Use the result as a context manager to read step outputs.
+    """Create a run of `job_name` (or of a subset of its assets and checks) with the location's origin,
+    then execute it here and return its result. Use the result as a context manager to read step outputs.
     """
+    assets = frozenset(asset_selection) if asset_selection is not None else None
+    checks = frozenset(asset_check_selection) if asset_check_selection is not None else None
     repository = location.get_repository(REPOSITORY_NAME)
     remote_job = location.get_job(
         JobSubsetSelector(
-            location_name=location.name, repository_name=REPOSITORY_NAME, job_name=job_name, op_selection=None
+            location_name=location.name,
+            repository_name=REPOSITORY_NAME,
+            job_name=job_name,
+            op_selection=None,
+            asset_selection=assets,
+            asset_check_selection=checks,
         )
     )
     plan = location.get_execution_plan(
@@ -87,7 +95,7 @@ def execute_job_run(
         job_name=job_name,
         run_id=None,
         run_config=run_config,
-        resolved_op_selection=None,
+        resolved_op_selection=remote_job.resolved_op_selection,
         step_keys_to_execute=plan.step_keys_to_execute,
         op_selection=None,
         status=None,
@@ -99,8 +107,8 @@ def execute_job_run(
         parent_job_snapshot=remote_job.parent_job_snapshot,
         remote_job_origin=remote_job.get_remote_origin(),
         job_code_origin=remote_job.get_python_origin(),
-        asset_selection=None,
-        asset_check_selection=None,
+        asset_selection=assets,
+        asset_check_selection=checks,
         asset_graph=repository.asset_graph,
     )
     recon_job = location.get_reconstructable_job(REPOSITORY_NAME, job_name)

@@ -52,7 +52,7 @@ def markdown_table(frame: pl.DataFrame, limit: int = 10) -> str:
 
 
 # Who answers for the assets, and tags to filter them by in the UI's asset catalog.
-REPORT_OWNERS = ["team:crm-data"]
+ASSET_OWNERS = ["team:crm-data"]
 
 
 def capability_tags(capability: str) -> dict[str, str]:

@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from crm_assets.defs.metadata import REPORT_OWNERS, capability_tags
+from crm_assets.defs.metadata import ASSET_OWNERS, capability_tags
 from crm_assets.domains import DOMAINS
 from crm_assets.files import OutputWriteError, write_atomically
 from crm_assets.resources import ExportDirectory, WarehouseResource
@@ -43,7 +43,7 @@ def export_frame(frame: pl.DataFrame, directory: Path, stem: str) -> list[Path]:
     group_name=EXPORT_GROUP,
     deps=[dg.AssetKey(d.name) for d in DOMAINS],
     kinds={"json", "csv"},
-    owners=REPORT_OWNERS,
+    owners=ASSET_OWNERS,
     tags=capability_tags("exports"),
     description="`YYYY-MM-DD_{domain}.json` and `.csv` per domain (accounts, contacts, deals) in CRM_EXPORT_DIR, "
     "dated with the run's UTC day; timestamps in ISO 8601 with offset.",

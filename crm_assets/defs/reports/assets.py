@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 from sqlalchemy.engine import Engine
 
-from crm_assets.defs.metadata import AGGREGATION_SCHEMA, REPORT_OWNERS, capability_tags
+from crm_assets.defs.metadata import AGGREGATION_SCHEMA, ASSET_OWNERS, capability_tags
 from crm_assets.defs.reports.partitions import PARTITIONS
 from crm_assets.files import OutputWriteError, write_bytes_atomically
 from crm_assets.reports.aggregate import replace_aggregations
@@ -109,7 +109,7 @@ def build_report_asset(cadence: Cadence) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.single_run(),
         deps=[dg.AssetKey("deals"), dg.AssetKey("accounts")],
         kinds={"sql"},
-        owners=REPORT_OWNERS,
+        owners=ASSET_OWNERS,
         tags=capability_tags("reports"),
         metadata={"dagster/column_schema": AGGREGATION_SCHEMA, "dagster/table_name": "deal_aggregations"},
         description=f"Per account and {_WINDOW_NAMES[cadence]} (UTC): COALESCE(SUM(deal_size), 0) and COUNT(*) "

@@ -21,10 +21,13 @@ from crm_assets.defs.reports.assets import REPORT_ASSETS_BY_CADENCE
 from crm_assets.defs.reports.jobs import REPORT_JOBS
 from crm_assets.defs.reports.partitions import PARTITIONS
 from crm_assets.reports.reconcile import mismatches_with_deals
-from crm_assets.reports.windows import Cadence, contiguous_runs, utc_day, windows_touched
+from crm_assets.reports.windows import Cadence, contiguous_runs, next_window, utc_day, windows_touched
 
 DEALS_KEY = dg.AssetKey("deals")
 PARTITION_TAG = "dagster/partition"
+# A run costs a few seconds whatever its size; recomputing a window in a range costs a fraction of one.
+# Stale windows this close together share a run, the windows between them recomputed on the way.
+MERGE_GAP = {Cadence.DAILY: 14, Cadence.WEEKLY: 4, Cadence.MONTHLY: 2}
 
 
 @dataclass(frozen=True)
@@ -148,5 +151,24 @@ def plan_refresh(
         candidates = existing_windows(cadence, windows_touched(touched, cadence))
         windows = stale_windows(conn, cadence, candidates)
         windows |= set(existing_windows(cadence, (forced or {}).get(cadence, ())))
-        runs += [RefreshRun(cadence, first, last) for first, last in contiguous_runs(sorted(windows), cadence)]
+        runs += [RefreshRun(cadence, first, last) for first, last in merged_runs(sorted(windows), cadence)]
     return runs
+
+
+def merged_runs(windows: Sequence[date], cadence: Cadence) -> list[tuple[date, date]]:
+    """Contiguous runs of windows, with runs at most MERGE_GAP windows apart joined into one."""
+    runs: list[tuple[date, date]] = []
+    for first, last in contiguous_runs(windows, cadence):
+        if runs and _windows_between(runs[-1][1], first, cadence) <= MERGE_GAP[cadence]:
+            runs[-1] = (runs[-1][0], last)
+        else:
+            runs.append((first, last))
+    return runs
+
+
+def _windows_between(last: date, first: date, cadence: Cadence) -> int:
+    """How many windows lie strictly between the window starting `last` and the one starting `first`."""
+    count, window = 0, next_window(last, cadence)
+    while window < first:
+        count, window = count + 1, next_window(window, cadence)
+    return count
