@@ -414,6 +414,9 @@ def _check_ui(stack: Stack, cli_run_id: str) -> None:
             )
             page.goto(f"{stack.webserver_url}/locations/{LOCATION}/jobs/crm_sync/runs")
             _expect_texts(page, [cli_run_id[:8]], ARTIFACTS / "job_crm_sync_runs.png")
+            # Per-partition numbers chart in the asset's Plots tab.
+            page.goto(f"{stack.webserver_url}/assets/{DAILY}?view=plots")
+            _expect_texts(page, ["total_deal_size", "deal_count"], ARTIFACTS / "asset_daily_plots.png")
         finally:
             browser.close()
 
