@@ -7,18 +7,33 @@ import sys
 from collections.abc import Sequence
 
 
+def _domain_names() -> list[str]:
+    from crm_assets.domains import DOMAINS
+
+    return [d.name for d in DOMAINS]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crm-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser(
         "run",
-        help="materialize every asset (sync, then the aggregations over their whole range) and summarize",
+        help="sync the CRM, refresh the aggregations it changed, and summarize",
+        description="Sync the CRM into the warehouse (crm_sync: raw, clean, exports), then refresh the "
+        "aggregation partitions whose deals changed (all of them on the first run), and print a summary. "
+        "Runs go to the Dagster instance in $DAGSTER_HOME (default ./.crm_assets/dagster_home, with the "
+        "SQLite warehouse in it unless DATABASE_URL is set) and show on their job's page in the UI.",
     )
     run.add_argument("--full-refresh", action="store_true", help="re-read every CRM record, not only changes")
+    run.add_argument(
+        "--rebuild-reports",
+        action="store_true",
+        help="recompute every aggregation partition, not only those whose deals changed",
+    )
 
     update = commands.add_parser("update", help="write one field back to the CRM and the warehouse")
-    update.add_argument("--domain", required=True, help="accounts, contacts or deals")
+    update.add_argument("--domain", required=True, choices=_domain_names(), help="which records")
     update.add_argument("--key", required=True, help="field that selects the records, e.g. deal_id")
     update.add_argument("--value", required=True, help="value of --key to match")
     update.add_argument("--key-to-update", required=True, help="field to change, e.g. deal_size")
@@ -37,10 +52,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from crm_assets.defs.instance import dagster_home, quiet_dagster_warnings
+
+    quiet_dagster_warnings()
+    if args.command in ("run", "update"):
+        dagster_home()  # one instance, and the SQLite warehouse in it, for every command
     if args.command == "run":
         from crm_assets.run_all import run_all
 
-        return run_all(full_refresh=args.full_refresh)
+        return run_all(full_refresh=args.full_refresh, rebuild_reports=args.rebuild_reports)
     if args.command == "update":
         from crm_assets.defs.write_back.launch import launch_update
 

@@ -31,3 +31,10 @@ DRY_RUN_TAG: Final = "crm_assets/dry_run"
 # deal_history version it wrote. The open pipeline at the end of that day and of every later day may
 # have changed; earlier days have not.
 HISTORY_CHANGED_FROM: Final = "history_changed_from"
+
+# The Dagster instance (and, under it, the SQLite warehouse) every command and the UI use when
+# DAGSTER_HOME is not set: relative to the directory the command runs in.
+DEFAULT_DAGSTER_HOME: Final = ".crm_assets/dagster_home"
+
+# The code location's name, in workspace.yaml, pyproject.toml's [tool.dg.project] and on every CLI run.
+CODE_LOCATION_NAME: Final = "crm_assets"

@@ -153,7 +153,9 @@ def _open_scan(
         )
         scan = start_scan(conn, domain, full=plan.full, since=plan.since, reason=plan.reason, run_id=run_id)
     since = f", records updated since {plan.since.isoformat()}" if plan.since else ""
-    note = f"{'full' if plan.full else 'incremental'} sync ({plan.reason}){since}"
+    mode = "full" if plan.full else "incremental"
+    reason = "" if plan.reason == mode else f" ({plan.reason})"  # the reason may only repeat the mode
+    note = f"{mode} sync{reason}{since}"
     return scan, False, (f"restarting: {restart}; new " + note) if restart else note
 
 

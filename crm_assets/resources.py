@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from functools import cache
+from pathlib import Path
 
 import dagster as dg
 import httpx
@@ -186,3 +187,17 @@ def warehouse_resource_from_env() -> WarehouseResource:
 
 def export_dir_from_env() -> str:
     return os.environ.get("CRM_EXPORT_DIR") or "output"
+
+
+class ExportDirectory(dg.ConfigurableResource):
+    """Where output files go (CRM_EXPORT_DIR): the dated JSON/CSV exports, and the charts under charts/."""
+
+    path: str = Field(default="output", description="Folder for the dated JSON/CSV files; charts go to charts/")
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.path).resolve()
+
+    @property
+    def charts_path(self) -> Path:
+        return self.folder / "charts"

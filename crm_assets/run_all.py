@@ -1,4 +1,10 @@
-"""`crm-assets run`: the whole pipeline once, against the configured Dagster instance, then a summary."""
+"""`crm-assets run`: the sync, then the aggregation partitions it changed, on the one Dagster instance; a summary.
+
+Every run is created from the code location, so it lists on its job's page (crm_sync and the three
+aggregation jobs) and can be re-executed from the UI. The aggregations are incremental: the same plan as
+the refresh sensor (`defs/reports/refresh.py`), plus every partition never materialized (all of them on
+the first run), or the whole range with `--rebuild-reports`.
+"""
 
 from __future__ import annotations
 
@@ -11,55 +17,92 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
-from crm_assets.contracts import RANGE_END_TAG, RANGE_START_TAG
-from crm_assets.domains import DOMAINS
-from crm_assets.warehouse.clean_load import rejection_counts
-from crm_assets.warehouse.schema import CLEAN_TABLES, deal_aggregations
+from crm_assets.contracts import CODE_LOCATION_NAME, LAUNCHED_BY_TAG
+from crm_assets.defs.instance import IN_PROCESS, PLAIN_CONSOLE, code_location, dagster_home, execute_job_run
+from crm_assets.defs.outcome import failure_reason
+from crm_assets.warehouse.engine import safe_url
 
-_QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-
-
-def _ensure_dagster_home() -> Path:
-    """Use $DAGSTER_HOME, or a project-local one so runs persist and show in `dagster dev` later."""
-    home = Path(os.environ.get("DAGSTER_HOME") or ".crm_assets/dagster_home").resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
-    os.environ["DAGSTER_HOME"] = str(home)
-    return home
+SYNC_JOB = "crm_sync"
+CLI_TAGS = {LAUNCHED_BY_TAG: "cli"}
+# The newest `deals` materialization whose touched dates `crm-assets run` has refreshed, kept in the
+# instance: changes made between two runs (a write-back, a UI-launched sync) are refreshed by the next.
+REPORTS_CURSOR_KEY = "crm_assets/run_reports_cursor"
 
 
-def _run_sync(defs: dg.Definitions, instance: dg.DagsterInstance, full_refresh: bool) -> bool:
-    job = defs.resolve_job_def("crm_sync")
-    run_config: dict[str, Any] = dict(_QUIET_LOGS)
+class RunFailed(Exception):
+    """A run this command launched failed; the message is its cause and where to look."""
+
+
+def _run(
+    instance: dg.DagsterInstance,
+    location: Any,
+    job: str,
+    config: Mapping[str, Any],
+    tags: dict[str, str],
+    assets: list[dg.AssetKey] | None = None,
+    checks: list[dg.AssetCheckKey] | None = None,
+) -> None:
+    run_config = {**IN_PROCESS, **PLAIN_CONSOLE, **config}
+    result = execute_job_run(instance, location, job, run_config, {**CLI_TAGS, **tags}, assets, checks)
+    if not result.success:
+        raise RunFailed(f"{job} failed: {failure_reason(instance, result.run_id)} (run {result.run_id})")
+
+
+def _sync(instance: dg.DagsterInstance, location: Any, full_refresh: bool) -> None:
+    from crm_assets.domains import DOMAINS
+
+    config: dict[str, Any] = {}
     if full_refresh:
-        run_config["ops"] = {d.raw_asset: {"config": {"full_refresh": True}} for d in DOMAINS}
-    result = job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False)
-    return result.success
+        config["ops"] = {d.raw_asset: {"config": {"full_refresh": True}} for d in DOMAINS}
+    mode = "full reconciliation" if full_refresh else "incremental sync"
+    print(f"== {SYNC_JOB}: {mode} of the CRM into the warehouse ==", flush=True)
+    _run(instance, location, SYNC_JOB, config, {})
 
 
-def _run_reports(defs: dg.Definitions, instance: dg.DagsterInstance) -> bool:
-    """One single-run backfill per cadence over its whole partition range."""
-    from crm_assets.defs.reports.definitions import REPORT_ASSETS, full_range
+def _refresh_reports(
+    instance: dg.DagsterInstance, location: Any, engine: sa.Engine, since: int | None, rebuild: bool
+) -> list[str]:
+    """Run the aggregation jobs over what the sync changed (and what was never computed); what each run covered.
 
-    for asset in REPORT_ASSETS:
-        first, last = full_range(asset)
-        print(f"\n== {asset.key.to_user_string()}: partitions {first} .. {last} in one run ==", flush=True)
-        result = dg.materialize(
-            [asset],
-            instance=instance,
-            resources=dict(defs.resources or {}),
-            run_config=_QUIET_LOGS,
-            tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
-            raise_on_error=False,
-        )
-        if not result.success:
-            return False
-    return True
+    The refresh runs materialize only the asset; each refreshed cadence's checks then run once, on the
+    result, instead of once per range.
+    """
+    from crm_assets.defs.reports.assets import REPORT_ASSETS_BY_CADENCE
+    from crm_assets.defs.reports.checks import REPORT_CHECKS
+    from crm_assets.defs.reports.refresh import all_windows, deal_changes_after, plan_refresh, unmaterialized_windows
+    from crm_assets.reports.windows import Cadence
+
+    changes = deal_changes_after(instance, since)
+    forced = {c: all_windows(c) if rebuild else unmaterialized_windows(instance, c) for c in Cadence}
+    with engine.connect() as conn:
+        runs = plan_refresh(conn, changes.dates, forced)
+    if not runs:
+        print("\n== aggregations: up to date (no partition's deals changed) ==", flush=True)
+    for run in runs:
+        print(f"\n== {run.job_name}: {run.describe()} ==", flush=True)
+        asset = REPORT_ASSETS_BY_CADENCE[run.cadence]
+        _run(instance, location, run.job_name, {}, run.tags, assets=[asset.key], checks=[])
+    for cadence in dict.fromkeys(run.cadence for run in runs):
+        key = REPORT_ASSETS_BY_CADENCE[cadence].key
+        checks = [c for d in REPORT_CHECKS for c in d.check_keys if c.asset_key == key]
+        job = next(r.job_name for r in runs if r.cadence is cadence)
+        print(f"\n== {job}: checks of {key.to_user_string()} ==", flush=True)
+        _run(instance, location, job, {}, {}, assets=None, checks=checks)
+    if changes.cursor_id is not None:
+        instance.run_storage.set_cursor_values({REPORTS_CURSOR_KEY: str(changes.cursor_id)})
+    return [run.describe() for run in runs]
+
+
+def _reports_cursor(instance: dg.DagsterInstance) -> int | None:
+    value = instance.run_storage.get_cursor_values({REPORTS_CURSOR_KEY}).get(REPORTS_CURSOR_KEY)
+    return int(value) if value else None
 
 
 def _counts(engine: sa.Engine) -> tuple[dict[str, int], dict[str, dict[str, int]], dict[str, int]]:
+    from crm_assets.domains import DOMAINS
+    from crm_assets.warehouse.clean_load import rejection_counts
+    from crm_assets.warehouse.schema import CLEAN_TABLES, deal_aggregations
+
     with engine.connect() as conn:
         rows = {
             name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
@@ -76,14 +119,13 @@ def _counts(engine: sa.Engine) -> tuple[dict[str, int], dict[str, dict[str, int]
     return rows, reasons, aggregations
 
 
-def _print_summary(
-    rows: Mapping[str, int],
-    reasons: Mapping[str, Mapping[str, int]],
-    aggregations: Mapping[str, int],
-    warehouse_url: str,
-    export_dir: str,
-    home: Path,
-) -> None:
+def ui_command(home: Path) -> str:
+    """The README's command that opens the UI on this instance and warehouse."""
+    return f"DAGSTER_HOME={home} {Path(sys.executable).with_name('dg')} dev"
+
+
+def _print_summary(engine: sa.Engine, export_dir: Path, home: Path, report_runs: list[str]) -> None:
+    rows, reasons, aggregations = _counts(engine)
     print("\n== crm-assets: summary ==")
     for name, count in rows.items():
         rejected = reasons.get(name, {})
@@ -92,33 +134,43 @@ def _print_summary(
         print(f"  {name:<10} {count:>9,} rows{detail}")
     if aggregations:
         print("  deal_aggregations: " + ", ".join(f"{k} {n:,} rows" for k, n in sorted(aggregations.items())))
-    print(f"\n  warehouse:  {warehouse_url}")
+    shown = ", ".join(report_runs[:6]) + (f", ... ({len(report_runs) - 6} more)" if len(report_runs) > 6 else "")
+    print(f"  aggregation runs: {len(report_runs)}" + (f" ({shown})" if report_runs else " (no partition changed)"))
+    print(f"\n  warehouse:  {safe_url(engine.url)}")
     print("  rejected records, with reason and raw payload: table rejected_records")
-    print(f"  exports:    {Path(export_dir).resolve()}")
-    print(f"  runs:       Dagster instance at {home}")
-    dagster = Path(sys.executable).with_name("dagster")
-    print(f"\n  Open the UI:  DAGSTER_HOME={home} {dagster} dev -m crm_assets.definitions")
+    print(f"  exports:    {export_dir}")
+    print(f"  runs:       Dagster instance at {home} (code location {CODE_LOCATION_NAME})")
+    print(f"\n  Open the UI, from the project folder:  {ui_command(home)}")
     print("                (then http://127.0.0.1:3000)")
 
 
-def run_all(full_refresh: bool = False) -> int:
-    home = _ensure_dagster_home()
-    # The aggregation backfills cover years of daily partitions: write their events in batches.
+def run_all(full_refresh: bool = False, rebuild_reports: bool = False) -> int:
+    home = dagster_home()
+    # A first run's aggregation covers years of daily partitions: write their events in batches.
     os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "100")
-    from crm_assets.definitions import defs  # after DAGSTER_HOME: the default warehouse lives under it
-    from crm_assets.resources import WarehouseResource
+    from crm_assets.resources import (
+        ExportDirectory,
+        WarehouseResource,
+        export_dir_from_env,
+        warehouse_resource_from_env,
+    )
 
-    warehouse = (defs.resources or {})["warehouse"]
-    export_dir = (defs.resources or {})["exports"].path
-    assert isinstance(warehouse, WarehouseResource)
-    with dg.DagsterInstance.get() as instance:
-        print(f"== crm_sync (Dagster instance: {home}) ==", flush=True)
-        if not _run_sync(defs, instance, full_refresh):
-            print("\ncrm_sync failed: see the error above (also in the UI under Runs).", file=sys.stderr)
-            return 1
-        if not _run_reports(defs, instance):
-            print("\nthe aggregation backfill failed: see the error above.", file=sys.stderr)
-            return 1
-    rows, reasons, aggregations = _counts(warehouse.get_engine())
-    _print_summary(rows, reasons, aggregations, warehouse.display_url, export_dir, home)
+    # Outside a run a resource's EnvVar is not resolved yet: read the environment through it.
+    warehouse = warehouse_resource_from_env()
+    url = warehouse.url.get_value() if isinstance(warehouse.url, dg.EnvVar) else warehouse.url
+    try:
+        engine = WarehouseResource(url=url).get_engine()
+    except dg.Failure as exc:  # an unreachable or malformed warehouse: nothing was run
+        print(f"error: {exc.description}", file=sys.stderr)
+        return 1
+    export_dir = ExportDirectory(path=export_dir_from_env()).folder
+    try:
+        with dg.DagsterInstance.get() as instance, code_location(instance) as location:
+            since = _reports_cursor(instance)
+            _sync(instance, location, full_refresh)
+            report_runs = _refresh_reports(instance, location, engine, since, rebuild_reports)
+    except RunFailed as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 1
+    _print_summary(engine, export_dir, home, report_runs)
     return 0

@@ -1,39 +1,177 @@
-"""`crm-assets run` (the README's run command) on the embedded defaults: demo CRM, SQLite."""
+"""`crm-assets run` and the README's commands in the order a newcomer types them, as real processes.
+
+Each run a command starts must land in the one Dagster instance (./.crm_assets/dagster_home unless
+DAGSTER_HOME says otherwise), carry the crm_assets code location's origin (so it lists on its job's
+page) and use one warehouse; a re-run recomputes only the aggregation partitions whose deals changed.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
+import pytest
 import sqlalchemy as sa
 
+from crm_assets.contracts import CODE_LOCATION_NAME
+from crm_assets_tests.conftest import create_pg_database, drop_pg_database
 
-def test_run_materializes_everything_into_sqlite_and_says_where(tmp_path: Path) -> None:
-    home = tmp_path / "dagster_home"
-    env = {k: v for k, v in os.environ.items() if k not in ("CRM_BASE_URL", "CRM_API_KEY", "DATABASE_URL")}
-    env |= {"DAGSTER_HOME": str(home), "CRM_EXPORT_DIR": str(tmp_path / "exports")}
-    result = subprocess.run(
-        [Path(sys.executable).with_name("crm-assets"), "run"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-5000:]
-    warehouse = home / "warehouse.db"
-    assert f"sqlite:///{warehouse}" in result.stdout
-    assert str(tmp_path / "exports") in result.stdout
-    assert "dagster dev" in result.stdout
-    assert "rejected (" in result.stdout, "the summary says why records were rejected"
-    assert "CRM_BASE_URL is not set" in output, "the demo CRM is announced in the logs"
-    engine = sa.create_engine(f"sqlite:///{warehouse}")
+CLI = Path(sys.executable).with_name("crm-assets")
+REPOSITORY_LABEL = f"__repository__@{CODE_LOCATION_NAME}"
+SNAPSHOT_IDS = (
+    "import json; from crm_assets.definitions import defs; "
+    "print(json.dumps({j.name: j.get_job_snapshot_id() for j in defs.get_repository_def().get_all_jobs()}))"
+)
+REPORT_JOBS = {f"deal_aggregations_{c}_job" for c in ("daily", "weekly", "monthly")}
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "DAGSTER_", "DATABASE_URL"))}
+    return keep | {"CRM_EXPORT_DIR": str(tmp_path / "exports")} | extra
+
+
+def _cli(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([CLI, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    return result
+
+
+def _runs_by_job(home: Path) -> dict[str, list[dg.DagsterRun]]:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        listed = instance.get_runs(dg.RunsFilter(tags={".dagster/repository": REPOSITORY_LABEL}))
+        everything = instance.get_runs()
+    assert {r.run_id for r in listed} == {r.run_id for r in everything}, "every run lists on its job's page"
+    by_job: dict[str, list[dg.DagsterRun]] = {}
+    for run in everything:
+        by_job.setdefault(run.job_name, []).append(run)
+    return by_job
+
+
+def _count(engine: sa.Engine, table: str) -> int:
     with engine.connect() as conn:
-        for table in ("accounts", "contacts", "deals", "deal_aggregations"):
-            assert conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one() > 0, table
+        return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def test_the_readme_commands_in_order_share_one_instance_and_one_warehouse(tmp_path: Path) -> None:
+    env = _env(tmp_path)  # no DAGSTER_HOME, no DATABASE_URL: the README's `make run`
+    run = _cli(tmp_path, env, "run")
+    home = tmp_path / ".crm_assets" / "dagster_home"
+    warehouse = home / "warehouse.db"
+    assert f"sqlite:///{warehouse}" in run.stdout
+    assert str(tmp_path / "exports") in run.stdout
+    assert f"DAGSTER_HOME={home} " in run.stdout and "dg dev" in run.stdout
+    assert "rejected (" in run.stdout, "the summary says why records were rejected"
+    assert run.stderr.count("CRM_BASE_URL is not set") >= 1, "the demo CRM is announced"
+    assert "Warning" not in run.stderr and "DEBUG" not in run.stderr
+    engine = sa.create_engine(f"sqlite:///{warehouse}")
+    for table in ("accounts", "contacts", "deals", "deal_aggregations"):
+        assert _count(engine, table) > 0, table
+    with engine.connect() as conn:
         types = set(conn.execute(sa.text("SELECT DISTINCT aggregation_type FROM deal_aggregations")).scalars())
+        deal_id = conn.execute(sa.text("SELECT deal_id FROM deals ORDER BY deal_id LIMIT 1")).scalar_one()
     assert types == {"daily", "weekly", "monthly"}
     assert len(list((tmp_path / "exports").glob("*_deals.json"))) == 1
+
+    # The README's write-back example, typed next, still without DAGSTER_HOME.
+    dry = _cli(
+        tmp_path,
+        env,
+        *("update", "--domain", "deals", "--key", "deal_id", "--value", str(deal_id)),
+        *("--key-to-update", "deal_size", "--update-value", "24456", "--dry-run"),
+    )
+    assert "Dry run: nothing was written" in dry.stdout
+    found = re.search(r"(\d+) from the warehouse", dry.stderr)
+    assert found is None or int(found.group(1)) >= 1, dry.stderr
+    assert not (tmp_path / ".crm_assets" / "warehouse.db").exists(), "no second warehouse"
+
+    runs = _runs_by_job(home)
+    assert set(runs) == {"crm_sync", "update_domain_value", *REPORT_JOBS}, "no ephemeral asset job"
+    assert runs["update_domain_value"][0].tags["crm_assets/dry_run"] == "true"
+    # The UI flags a run whose job snapshot differs from the code it loaded ("may be a different version"):
+    # load it as the README's UI command does, in the same environment.
+    loaded = subprocess.run(
+        [sys.executable, "-c", SNAPSHOT_IDS], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    )
+    current = json.loads(loaded.stdout)
+    for job, job_runs in runs.items():
+        assert {r.job_snapshot_id for r in job_runs} == {current[job]}, job
+
+
+@pytest.mark.postgres
+def test_run_twice_against_postgresql_refreshes_only_what_changed(tmp_path: Path) -> None:
+    url = create_pg_database("crm_assets_cli")
+    try:
+        # A later start date keeps the first run's aggregation (one event per partition) short.
+        env = _env(tmp_path, DATABASE_URL=url, DAGSTER_HOME=str(tmp_path / "home"), CRM_REPORTS_START_DATE="2026-01-01")
+        first = _cli(tmp_path, env, "run")
+        assert f"warehouse:  {url}" in first.stdout
+        assert "aggregation runs: 3" in first.stdout  # the whole range, one run per cadence
+        engine = sa.create_engine(url)
+        counts = {t: _count(engine, t) for t in ("accounts", "contacts", "deals", "deal_aggregations")}
+        assert all(counts.values()), counts
+
+        second = _cli(tmp_path, env, "run")
+        assert "aggregations: up to date" in second.stdout
+        assert "aggregation runs: 0" in second.stdout
+        assert {t: _count(engine, t) for t in counts} == counts
+        engine.dispose()
+        runs = _runs_by_job(tmp_path / "home")
+        assert len(runs["crm_sync"]) == 2 and all(len(runs[j]) == 1 for j in REPORT_JOBS)
+    finally:
+        drop_pg_database(url)
+
+
+def test_run_help_describes_the_command() -> None:
+    result = subprocess.run([CLI, "run", "--help"], capture_output=True, text=True, timeout=60, check=True)
+    assert "refresh the aggregation partitions whose deals changed" in " ".join(result.stdout.split())
+    assert "--rebuild-reports" in result.stdout
+
+
+def test_the_code_location_has_one_name_in_the_workspace_the_dg_project_and_cli_runs() -> None:
+    import tomllib
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    (entry,) = yaml.safe_load((repo / "workspace.yaml").read_text())["load_from"]
+    dg_project = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["dg"]["project"]
+    assert entry["python_module"]["location_name"] == dg_project["code_location_name"] == CODE_LOCATION_NAME
+    assert dg_project["code_location_target_module"] == entry["python_module"]["module_name"]
+
+
+def _last_line(text: str) -> str:
+    return [line for line in text.splitlines() if line.strip()][-1]
+
+
+def test_a_failed_run_ends_with_its_cause_once_and_nothing_else(tmp_path: Path) -> None:
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the export folder should be")
+    env = _env(tmp_path, DAGSTER_HOME=str(tmp_path / "home"), CRM_REPORTS_START_DATE="2026-06-01")
+    env["CRM_EXPORT_DIR"] = str(blocker / "exports")
+    result = subprocess.run([CLI, "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    last = _last_line(result.stderr)
+    assert last.startswith("error: crm_sync failed: step crm_exports: cannot write "), last
+    assert f"in the folder {blocker / 'exports'}: not a directory. Fix: point CRM_EXPORT_DIR at a folder" in last
+    assert output.count("cannot write ") == 1, "the cause is printed once"
+    for noise in ("Traceback", "Not executing", "DagsterExecutionStepExecutionError", "see the error above"):
+        assert noise not in output
+
+
+def test_an_unreachable_warehouse_fails_before_any_run_naming_it(tmp_path: Path) -> None:
+    env = _env(
+        tmp_path, DAGSTER_HOME=str(tmp_path / "home"), DATABASE_URL="postgresql+psycopg://crm:s3cret@127.0.0.1:1/crm"
+    )
+    result = subprocess.run([CLI, "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    last = _last_line(result.stderr)
+    assert last.startswith(
+        "error: cannot connect to the warehouse database postgresql+psycopg://crm:***@127.0.0.1:1/crm"
+    )
+    assert "s3cret" not in result.stdout + result.stderr and "Traceback" not in result.stderr

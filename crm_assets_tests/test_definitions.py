@@ -29,6 +29,8 @@ def describe(definitions: dg.Definitions) -> dict[str, Any]:
             "pools": sorted(node.pools or []),
             "partitions": type(partitions).__name__ if partitions else None,
             "checks": sorted(c.name for c in node.check_keys),
+            "owners": list(node.owners),
+            "tags": dict(sorted(node.tags.items())),
         }
     repo = definitions.get_repository_def()
     return {

@@ -49,3 +49,42 @@ def markdown_table(frame: pl.DataFrame, limit: int = 10) -> str:
     if frame.height > limit:
         lines.append(f"\n_{limit} of {frame.height:,} rows_")
     return "\n".join(lines)
+
+
+# Who answers for the assets, and tags to filter them by in the UI's asset catalog.
+ASSET_OWNERS = ["team:crm-data"]
+
+
+def capability_tags(capability: str) -> dict[str, str]:
+    return {"capability": capability, "source": "freshsales"}
+
+
+AGGREGATION_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("account_id", "bigint", "the deals' account (accounts.account_id)"),
+        dg.TableColumn(
+            "aggregation_type",
+            "text",
+            "daily, weekly or monthly",
+            dg.TableColumnConstraints(nullable=False),
+        ),
+        dg.TableColumn(
+            "aggregation_date",
+            "date",
+            "first day of the UTC window (Monday for weeks, the 1st for months)",
+            dg.TableColumnConstraints(nullable=False),
+        ),
+        dg.TableColumn(
+            "total_deal_size",
+            "numeric(18,2)",
+            "COALESCE(SUM(deal_size), 0) of the deals created in the window",
+            dg.TableColumnConstraints(nullable=False),
+        ),
+        dg.TableColumn(
+            "deal_count",
+            "integer",
+            "COUNT(*) of the deals created in the window",
+            dg.TableColumnConstraints(nullable=False),
+        ),
+    ]
+)

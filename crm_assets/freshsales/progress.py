@@ -128,9 +128,8 @@ class ProgressTracker:
     def finish(self) -> None:
         elapsed = max(self._clock() - self._started, 0.0)
         kind = "changed records" if self._incremental else "records"
-        self._log.info(
-            f"{self.entity} / {self.view}: done, {self.records:,} {kind} in {self.pages:,} pages, {elapsed:,.1f} s"
-        )
+        pages = f"{self.pages:,} page" + ("" if self.pages == 1 else "s")
+        self._log.info(f"{self.entity} / {self.view}: done, {self.records:,} {kind} in {pages}, {elapsed:,.1f} s")
 
     def _event(self, page: int, now: float) -> ProgressEvent:
         elapsed = now - self._started

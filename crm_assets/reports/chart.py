@@ -12,6 +12,8 @@ from crm_assets.reports.windows import Cadence
 from crm_assets.warehouse.schema import CLEAN_TABLES, deal_aggregations
 
 ACCOUNTS = CLEAN_TABLES["accounts"]
+# Freshsales amounts are in each account's currency; the warehouse keeps the number as the CRM sends it.
+AMOUNT_UNIT = "CRM currency"
 
 
 def monthly_totals_by_region(
@@ -36,13 +38,14 @@ def monthly_totals_by_region(
 
 
 def render_region_chart(totals: dict[str, dict[date, Decimal]], months: list[date], title: str) -> bytes:
-    """A stacked bar chart as PNG bytes (small enough to embed in run metadata)."""
+    """A stacked bar chart as PNG bytes: 1200x560 px, amounts with thousands separators, legend beside the bars."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on workers
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
-    figure = Figure(figsize=(9, 3.6), dpi=80)
+    figure = Figure(figsize=(12, 5.6), dpi=100)
     axes = figure.add_subplot()
     x = list(range(len(months)))
     bottom = [0.0] * len(months)
@@ -50,13 +53,18 @@ def render_region_chart(totals: dict[str, dict[date, Decimal]], months: list[dat
         heights = [float(totals[region].get(m, 0)) for m in months]
         axes.bar(x, heights, bottom=bottom, label=region, width=0.8)
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
-    step = max(1, len(months) // 12)
-    axes.set_xticks(x[::step], [m.strftime("%Y-%m") for m in months][::step], rotation=45, ha="right", fontsize=8)
-    axes.set_ylabel("total deal size")
-    axes.set_title(title, fontsize=10)
-    axes.ticklabel_format(axis="y", style="plain")
+    step = max(1, len(months) // 18)
+    axes.set_xticks(x[::step], [m.strftime("%Y-%m") for m in months][::step], rotation=45, ha="right", fontsize=10)
+    axes.set_xlabel("month (UTC)", fontsize=11)
+    axes.set_ylabel(f"total deal size ({AMOUNT_UNIT})", fontsize=11)
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:,.0f}"))
+    axes.tick_params(axis="y", labelsize=10)
+    axes.grid(axis="y", alpha=0.3)
+    axes.set_axisbelow(True)
+    axes.set_title(title, fontsize=13)
     if totals:
-        axes.legend(fontsize=8, loc="upper left")
+        # Beside the plot, never over the first bars.
+        axes.legend(title="account region", fontsize=10, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")

@@ -14,6 +14,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import URL, Engine, make_url
 
+from crm_assets.contracts import DEFAULT_DAGSTER_HOME
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # Any constant works; it only has to be the same in every process that migrates this database.
 _MIGRATION_LOCK_KEY = 7_305_118_402
@@ -27,10 +29,10 @@ class WarehouseConnectionError(RuntimeError):
 
 
 def default_database_url() -> str:
-    """DATABASE_URL, or an SQLite file under $DAGSTER_HOME (or ./.crm_assets/)."""
+    """DATABASE_URL, or an SQLite file under $DAGSTER_HOME (or the default ./.crm_assets/dagster_home/)."""
     if url := os.environ.get("DATABASE_URL"):
         return url
-    home = Path(os.environ.get("DAGSTER_HOME") or ".crm_assets")
+    home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME)
     return f"sqlite:///{(home / 'warehouse.db').resolve()}"
 
 

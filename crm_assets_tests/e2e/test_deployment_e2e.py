@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ RUN_TIMEOUT_S = 300.0
 BACKFILL_TIMEOUT_S = 300.0
 BIN = Path(sys.executable).parent
 UI_TIMEOUT_MS = 60_000
+# Two months of partitions: enough for the seven-day backfill, short for the CLI run's first aggregation.
+REPORTS_START = (datetime.now(UTC).date() - timedelta(days=60)).isoformat()
 
 REQUIRED_ASSETS = {"raw_accounts", "raw_contacts", "raw_deals", "accounts", "contacts", "deals", "crm_exports"}
 AGGREGATION_ASSETS = {"deal_aggregations_daily", "deal_aggregations_weekly", "deal_aggregations_monthly"}
@@ -135,6 +138,7 @@ def _service_env(storage_db: str, warehouse_url: str, home: Path, code_port: int
         DAGSTER_EVENT_BATCH_SIZE="100",
         DATABASE_URL=warehouse_url,
         CRM_EXPORT_DIR=str(home / "exports"),
+        CRM_REPORTS_START_DATE=REPORTS_START,
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     )
     return env
@@ -369,8 +373,27 @@ def _asset_groups(graphql: GraphQL) -> dict[str, list[str]]:
     return {group: sorted(names) for group, names in sorted(groups.items())}
 
 
-def _check_ui(stack: Stack) -> None:
-    """The asset graph and one asset page render in a real browser; screenshots go to e2e_artifacts/."""
+def _cli_run(stack: Stack) -> str:
+    """`crm-assets run` against the deployment's instance and warehouse; the id of its crm_sync run."""
+    result = subprocess.run(
+        [str(BIN / "crm-assets"), "run"],
+        cwd=REPO_ROOT,
+        env=dict(stack.services.env),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    with dg.DagsterInstance.from_config(stack.services.env["DAGSTER_HOME"]) as instance:
+        runs = instance.get_runs(dg.RunsFilter(job_name="crm_sync", tags={"crm_assets/launched_by": "cli"}), limit=1)
+    assert runs, "the CLI's crm_sync run is not in the deployment's instance"
+    return runs[0].run_id
+
+
+def _check_ui(stack: Stack, cli_run_id: str) -> None:
+    """The asset graph, one asset page and the crm_sync job page (with the CLI's run) render in a real
+    browser; screenshots go to e2e_artifacts/."""
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -389,6 +412,11 @@ def _check_ui(stack: Stack) -> None:
                 ["accounts", "Latest materialization", "raw_accounts", "crm_sync"],
                 ARTIFACTS / "asset_accounts.png",
             )
+            page.goto(f"{stack.webserver_url}/locations/{LOCATION}/jobs/crm_sync/runs")
+            _expect_texts(page, [cli_run_id[:8]], ARTIFACTS / "job_crm_sync_runs.png")
+            # Per-partition numbers chart in the asset's Plots tab.
+            page.goto(f"{stack.webserver_url}/assets/{DAILY}?view=plots")
+            _expect_texts(page, ["total_deal_size", "deal_count"], ARTIFACTS / "asset_daily_plots.png")
         finally:
             browser.close()
 
@@ -410,6 +438,7 @@ def test_deployment_end_to_end(stack: Stack) -> None:
     assert assets >= REQUIRED_ASSETS and jobs >= REQUIRED_JOBS and schedules >= REQUIRED_SCHEDULES
 
     _launch_and_wait(stack, "crm_sync")
+    cli_run_id = _cli_run(stack)  # the README's command, on the same instance: its run lists on the job page
     for domain in CLEAN_TABLES:
         assert _row_count(stack.warehouse, RAW_TABLES[domain]) > 0, f"raw {domain} is empty"
         assert _row_count(stack.warehouse, CLEAN_TABLES[domain]) > 0, f"{domain} is empty"
@@ -423,7 +452,7 @@ def test_deployment_end_to_end(stack: Stack) -> None:
 
     # While the backfill daemon wakes up (every 30 s), exercise the update job and the UI.
     _check_update_job(stack)
-    _check_ui(stack)
+    _check_ui(stack, cli_run_id)
 
     if backfill_id is not None:
         backfill = _wait_for_backfill(stack, backfill_id)

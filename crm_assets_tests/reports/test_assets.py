@@ -1,6 +1,9 @@
 """The report assets, checks, jobs and schedules through Dagster (in process)."""
 
 import base64
+import os
+import stat
+import struct
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +18,7 @@ from crm_assets.defs.reports.assets import REPORT_ASSETS_BY_CADENCE
 from crm_assets.defs.reports.checks import REPORT_CHECKS
 from crm_assets.defs.reports.definitions import REPORT_ASSETS, defs, full_range
 from crm_assets.reports.windows import Cadence
-from crm_assets.resources import WarehouseResource
+from crm_assets.resources import ExportDirectory, WarehouseResource
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
 from crm_assets_tests.reports.helpers import add_accounts, add_deals, deal_row, delete_deal, rows
 
@@ -53,7 +56,8 @@ def instance() -> Iterator[dg.DagsterInstance]:
 
 
 def _run(url: str, instance: dg.DagsterInstance, assets: list[Any], **kwargs: Any) -> dg.ExecuteInProcessResult:
-    return dg.materialize(assets, resources={"warehouse": WarehouseResource(url=url)}, instance=instance, **kwargs)
+    resources = {"warehouse": WarehouseResource(url=url), "exports": ExportDirectory(path=os.environ["CRM_EXPORT_DIR"])}
+    return dg.materialize(assets, resources=resources, instance=instance, **kwargs)
 
 
 def _range(first: str, last: str) -> dict[str, str]:
@@ -64,10 +68,45 @@ def test_one_partition_and_its_metadata(url: str, engine: Engine, instance: dg.D
     result = _run(url, instance, [DAILY], partition_key="2024-02-29")
     (event,) = result.asset_materializations_for_node("deal_aggregations_daily")
     meta = {k: v.value for k, v in event.metadata.items()}
-    assert (meta["rows_written"], meta["deals"], meta["total_deal_size"]) == (1, 1, "20.00")
-    assert (meta["window_start"], meta["window_end_exclusive"]) == ("2024-02-29", "2024-03-01")
-    assert "Account 2" in str(meta["summary"])
+    assert (meta["dagster/row_count"], meta["deal_count"], meta["total_deal_size"]) == (1, 1, 20.0)
+    assert meta["window"] == "[2024-02-29, 2024-03-01) UTC"
+    assert "Account 2" in str(meta["preview"])
+    schema = meta["dagster/column_schema"]
+    assert isinstance(schema, dg.TableSchema)
+    assert [c.name for c in schema.columns] == [
+        "account_id",
+        "aggregation_type",
+        "aggregation_date",
+        "total_deal_size",
+        "deal_count",
+    ]
     assert rows(engine, Cadence.DAILY) == [("2024-02-29", 2, "20.00", 1)]
+
+
+def test_each_partition_of_a_range_run_carries_its_own_figures(
+    url: str, engine: Engine, instance: dg.DagsterInstance
+) -> None:
+    add_deals(engine, [deal_row(5, 3, "2024-02-28T13:00:00+00:00", "5.50")])
+    result = _run(url, instance, [DAILY], tags=_range("2024-02-26", "2024-03-04"))
+    by_day = {
+        e.partition: {k: v.value for k, v in e.metadata.items()}
+        for e in result.asset_materializations_for_node("deal_aggregations_daily")
+    }
+    assert len(by_day) == 8
+    figures = {day: (m["dagster/row_count"], m["deal_count"], m["total_deal_size"]) for day, m in by_day.items()}
+    assert figures["2024-02-28"] == (2, 2, 15.5)
+    assert figures["2024-02-29"] == (1, 1, 20.0)
+    assert figures["2024-02-26"] == (0, 0, 0.0)
+    assert "no deals" in str(by_day["2024-02-26"]["preview"])
+    assert "Account 3" in str(by_day["2024-02-28"]["preview"]) and "Account 2" not in str(
+        by_day["2024-02-28"]["preview"]
+    )
+    assert all("rows_written" not in m and "partitions" not in m for m in by_day.values())
+    history = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=DAILY.key, asset_partitions=["2024-03-04"]), limit=1
+    ).records
+    assert history[0].asset_materialization is not None
+    assert history[0].asset_materialization.metadata["deal_count"].value == 1
 
 
 def test_range_run_equals_partition_runs(url: str, engine: Engine, instance: dg.DagsterInstance) -> None:
@@ -104,10 +143,14 @@ def test_monthly_chart_is_written_and_embedded(
     result = _run(url, instance, [MONTHLY], tags=_range("2024-02-01", "2024-03-01"))
     events = result.asset_materializations_for_node("deal_aggregations_monthly")
     meta = events[-1].metadata
+    assert "chart" not in events[0].metadata  # one chart per run, on its last partition
     chart = Path(str(meta["chart_file"].value))
     assert chart == (tmp_path / "exports" / "charts" / "deal_totals_by_region_2024-03.png").resolve()
     png = chart.read_bytes()
     assert png.startswith(b"\x89PNG")
+    assert stat.S_IMODE(chart.stat().st_mode) == 0o666 & ~_umask()
+    width, height = struct.unpack(">II", png[16:24])  # the PNG header's IHDR
+    assert (width, height) == (1200, 560), "big enough to read at a glance"
     assert base64.b64encode(png).decode() in str(meta["chart"].value)
     assert rows(engine, Cadence.MONTHLY) == [
         ("2024-02-01", 1, "10.00", 1),
@@ -115,6 +158,22 @@ def test_monthly_chart_is_written_and_embedded(
         ("2024-03-01", 1, "40.00", 1),
         ("2024-03-01", 3, "30.00", 1),
     ]
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def test_charts_follow_the_export_directory_resource(
+    url: str, engine: Engine, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    resources = {"warehouse": WarehouseResource(url=url), "exports": ExportDirectory(path=str(elsewhere))}
+    dg.materialize([MONTHLY], resources=resources, instance=instance, partition_key="2024-03-01")
+    assert [p.name for p in (elsewhere / "charts").iterdir()] == ["deal_totals_by_region_2024-03.png"]
+    assert not (tmp_path / "exports" / "charts").exists()
 
 
 def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
@@ -139,7 +198,8 @@ def test_checks_pass_then_catch_stale_partitions(url: str, engine: Engine, insta
 
 
 def test_jobs_run_ranges_and_schedules_follow_the_sync(url: str, engine: Engine, instance: dg.DagsterInstance) -> None:
-    bound = dg.Definitions.merge(defs, dg.Definitions(resources={"warehouse": WarehouseResource(url=url)}))
+    resources = {"warehouse": WarehouseResource(url=url), "exports": ExportDirectory(path=os.environ["CRM_EXPORT_DIR"])}
+    bound = dg.Definitions.merge(defs, dg.Definitions(resources=resources))
     job = bound.resolve_job_def("deal_aggregations_weekly_job")
     result = job.execute_in_process(instance=instance, tags=_range("2024-02-26", "2024-03-04"))
     assert result.success

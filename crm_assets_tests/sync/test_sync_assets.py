@@ -12,12 +12,12 @@ import pytest
 import sqlalchemy as sa
 
 from crm_assets.contracts import TOUCHED_DATES
-from crm_assets.defs.exports.assets import ExportDirectory, crm_exports
+from crm_assets.defs.exports.assets import crm_exports
 from crm_assets.defs.sync.assets import CLEAN_ASSETS, RAW_ASSETS
 from crm_assets.defs.sync.checks import CLEAN_CHECKS
 from crm_assets.demo_crm import DemoConfig, DemoCrm
 from crm_assets.demo_crm.server import serve_demo_crm
-from crm_assets.resources import CrmResource, WarehouseResource
+from crm_assets.resources import CrmResource, ExportDirectory, WarehouseResource
 from crm_assets.warehouse.schema import CLEAN_TABLES, RAW_TABLES, rejected_records
 
 SECRET_KEY = "sk-live-7f3a9c1e-never-print-me"

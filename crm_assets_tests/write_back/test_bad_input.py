@@ -19,9 +19,6 @@ DEAL = {"domain": "deals", "key": "deal_id", "value": "1", "key_to_update": "dea
 @pytest.mark.parametrize(
     ("config", "expected"),
     [
-        pytest.param(
-            {"domain": "opportunities"}, ["unknown domain 'opportunities'", "accounts, contacts, deals"], id="domain"
-        ),
         pytest.param({"key": "deal_number"}, ["key", "no field 'deal_number'", "deal_size"], id="key"),
         pytest.param({"key_to_update": "colour"}, ["key_to_update", "no field 'colour'"], id="field"),
         pytest.param({"key_to_update": "deal_id"}, ["business key", "writable fields: deal_name"], id="business-key"),

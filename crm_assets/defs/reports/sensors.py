@@ -1,59 +1,15 @@
-"""Change-driven refresh: recompute exactly the partitions whose deals a sync or write-back touched."""
+"""Change-driven refresh: recompute exactly the partitions whose deals a sync or write-back changed.
 
-from collections.abc import Iterable, Mapping
-from datetime import date
-from typing import Any
+The planning is `refresh.plan_refresh`, shared with `crm-assets run`.
+"""
 
 import dagster as dg
 
-from crm_assets.contracts import RANGE_END_TAG, RANGE_START_TAG, TOUCHED_DATES
 from crm_assets.defs.reports.jobs import REPORT_JOBS
-from crm_assets.defs.reports.partitions import PARTITIONS
-from crm_assets.reports.windows import Cadence, contiguous_runs, utc_day, windows_touched
+from crm_assets.defs.reports.refresh import deal_changes_after, latest_deals_event_id, plan_refresh
+from crm_assets.resources import WarehouseResource
 
-DEALS_KEY = dg.AssetKey("deals")
 EVENTS_PER_TICK = 500  # a long backlog drains over a few ticks, each well inside the evaluation timeout
-
-
-def touched_dates(metadata: Mapping[str, Any], log: Any = None) -> set[date]:
-    """The UTC dates listed by one `deals` materialization (bad entries are logged and skipped)."""
-    entry = metadata.get(TOUCHED_DATES)
-    values = entry.value if isinstance(entry, dg.MetadataValue) else entry
-    dates: set[date] = set()
-    for value in values if isinstance(values, list) else []:
-        try:
-            dates.add(date.fromisoformat(str(value)))
-        except ValueError:
-            if log is not None:
-                log.warning(f"ignoring touched date {value!r}: not YYYY-MM-DD")
-    return dates
-
-
-def _existing_windows(cadence: Cadence, windows: Iterable[date]) -> list[date]:
-    """Windows that are partitions now: not before the start date, not the still-open current window."""
-    partitions = PARTITIONS[cadence]
-    first = utc_day(partitions.start)
-    last_key = partitions.get_last_partition_key()
-    if last_key is None:
-        return []
-    last = date.fromisoformat(last_key)
-    return [w for w in windows if first <= w <= last]
-
-
-def refresh_requests(dates: Iterable[date], cursor_id: int) -> list[dg.RunRequest]:
-    """One run per contiguous range of touched partitions, per cadence."""
-    dates = set(dates)
-    requests: list[dg.RunRequest] = []
-    for cadence, job in REPORT_JOBS.items():
-        windows = _existing_windows(cadence, windows_touched(dates, cadence))
-        for first, last in contiguous_runs(windows, cadence):
-            run_key = f"{cadence.value}:{first}:{last}:{cursor_id}"
-            if first == last:
-                requests.append(dg.RunRequest(run_key=run_key, job_name=job.name, partition_key=first.isoformat()))
-            else:
-                tags = {RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()}
-                requests.append(dg.RunRequest(run_key=run_key, job_name=job.name, tags=tags))
-    return requests
 
 
 @dg.sensor(
@@ -62,23 +18,27 @@ def refresh_requests(dates: Iterable[date], cursor_id: int) -> list[dg.RunReques
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="After each materialization of `deals` (sync or write-back), requests the daily, weekly and "
-    "monthly partitions holding the touched created_at dates, batched into contiguous ranges.",
+    "monthly partitions holding the touched created_at dates whose stored rows no longer match `deals`, "
+    "batched into contiguous ranges. It starts from the newest `deals` materialization it finds.",
 )
-def deal_aggregations_refresh(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-    after = int(context.cursor) if context.cursor else None
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=DEALS_KEY, after_storage_id=after), limit=EVENTS_PER_TICK, ascending=True
-    ).records
-    if not records:
+def deal_aggregations_refresh(
+    context: dg.SensorEvaluationContext, warehouse: WarehouseResource
+) -> dg.SensorResult | dg.SkipReason:
+    if not context.cursor:
+        # Whatever ran before this sensor first ticked (`crm-assets run` included) refreshed its own
+        # aggregations: replaying that history would only recompute the same partitions.
+        newest = latest_deals_event_id(context.instance)
+        if newest is None:
+            return dg.SkipReason("no materialization of deals yet")
+        context.update_cursor(str(newest))
+        return dg.SkipReason(f"starting after the newest deals materialization (storage id {newest})")
+    changes = deal_changes_after(context.instance, int(context.cursor), EVENTS_PER_TICK, context.log)
+    if changes.cursor_id is None or changes.materializations == 0:
         return dg.SkipReason("no new materialization of deals")
-    dates: set[date] = set()
-    for record in records:
-        materialization = record.asset_materialization
-        if materialization is not None:
-            dates |= touched_dates(materialization.metadata, context.log)
-    cursor_id = records[-1].storage_id
-    requests = refresh_requests(dates, cursor_id)
+    with warehouse.get_engine().connect() as conn:
+        runs = plan_refresh(conn, changes.dates)
     context.log.info(
-        f"{len(records)} deals materialization(s), {len(dates)} touched date(s): {len(requests)} run(s) requested"
+        f"{changes.materializations} deals materialization(s), {len(changes.dates)} touched date(s): "
+        f"{len(runs)} run(s) requested" + (f" ({', '.join(r.describe() for r in runs[:10])})" if runs else "")
     )
-    return dg.SensorResult(run_requests=requests, cursor=str(cursor_id))
+    return dg.SensorResult(run_requests=[r.run_request(changes.cursor_id) for r in runs], cursor=str(changes.cursor_id))

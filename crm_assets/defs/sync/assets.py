@@ -9,7 +9,7 @@ import polars as pl
 from pydantic import Field
 
 from crm_assets.contracts import CRM_POOL, HISTORY_CHANGED_FROM, PERIOD_COLUMN, TOUCHED_DATES
-from crm_assets.defs.metadata import markdown_table, table_schema
+from crm_assets.defs.metadata import ASSET_OWNERS, capability_tags, markdown_table, table_schema
 from crm_assets.domains import DOMAINS, Domain
 from crm_assets.freshsales.client import FreshsalesClient
 from crm_assets.freshsales.errors import CrmError, CrmRateLimitError, CrmUnavailableError
@@ -146,6 +146,8 @@ def build_raw_asset(domain: Domain) -> dg.AssetsDefinition:
         group_name=RAW_GROUP,
         pool=CRM_POOL,
         kinds={"freshsales", "sql"},
+        owners=ASSET_OWNERS,
+        tags=capability_tags("sync"),
         description=f"Freshsales {domain.entity} as the CRM returned them (JSON per CRM id), read from the "
         f"{', '.join(domain.views)} and {domain.deleted_view} views; incremental by updated_at.",
         retry_policy=dg.RetryPolicy(max_retries=1, delay=30, backoff=dg.Backoff.EXPONENTIAL),
@@ -215,6 +217,8 @@ def build_clean_asset(domain: Domain) -> dg.AssetsDefinition:
         group_name=CLEAN_GROUP,
         deps=upstream,
         kinds={"polars", "sql"},
+        owners=ASSET_OWNERS,
+        tags=capability_tags("sync"),
         description=domain.description + " Typed and validated; rejected records go to rejected_records.",
     )
     def clean_asset(

@@ -4,12 +4,13 @@ Two ops, both in the `crm_api` pool: `plan_update` validates the config, finds t
 each change (nothing is written, so every bad input fails here); `apply_update` writes the plan.
 """
 
+from enum import Enum
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
-from crm_assets.contracts import CRM_POOL, TOUCHED_DATES
+from crm_assets.contracts import CRM_POOL, DRY_RUN_TAG, TOUCHED_DATES
 from crm_assets.domains import DOMAINS
 from crm_assets.resources import CrmResource, WarehouseResource
 from crm_assets.write_back import (
@@ -32,12 +33,14 @@ JOB_NAME = "update_domain_value"
 # Changing these on a deal moves money between aggregation partitions.
 AGGREGATED_FIELDS = {"deals": frozenset({"deal_size", "account_id"})}
 _DOMAIN_NAMES = ", ".join(d.name for d in DOMAINS)
+# A choice, not free text, in the Launchpad.
+DomainName = Enum("DomainName", {d.name: d.name for d in DOMAINS})  # type: ignore[misc]
 
 
 class UpdateDomainValueConfig(dg.Config):
     """Every value is a string; it is cast to the field's type from the domain model."""
 
-    domain: str = Field(description=f"Which records: {_DOMAIN_NAMES}.")
+    domain: DomainName = Field(description=f"Which records: {_DOMAIN_NAMES}.")
     key: str = Field(description="Field that selects the records, e.g. deal_id (any field of the domain).")
     value: str = Field(description="Value of `key` to match, e.g. 203; every record with key == value is updated.")
     key_to_update: str = Field(
@@ -50,9 +53,8 @@ class UpdateDomainValueConfig(dg.Config):
     dry_run: bool = Field(default=False, description="Only show the planned changes; write nothing anywhere.")
 
     def to_request(self) -> UpdateRequest:
-        return UpdateRequest(
-            self.domain, self.key, self.value, self.key_to_update, self.update_value, dry_run=self.dry_run
-        )
+        domain = self.domain.value if isinstance(self.domain, Enum) else str(self.domain)
+        return UpdateRequest(domain, self.key, self.value, self.key_to_update, self.update_value, dry_run=self.dry_run)
 
 
 def _fail(message: str, **metadata: Any) -> dg.Failure:
@@ -63,6 +65,9 @@ def _fail(message: str, **metadata: Any) -> dg.Failure:
 def plan_update(
     context: dg.OpExecutionContext, config: UpdateDomainValueConfig, crm: CrmResource, warehouse: WarehouseResource
 ) -> UpdatePlan:
+    # Launchpad runs get the tag the CLI sets at launch, so dry runs filter alike in the UI.
+    if DRY_RUN_TAG not in context.run.tags:
+        context.instance.add_run_tags(context.run_id, {DRY_RUN_TAG: str(config.dry_run).lower()})
     try:
         update = validate_request(config.to_request())
     except UpdateRequestError as exc:
@@ -149,8 +154,11 @@ def apply_update(
 
 
 def _flat_config(values: dict[str, Any]) -> dict[str, Any]:
-    """Flat job config -> the plan op's config."""
-    return {"ops": {"plan_update": {"config": UpdateDomainValueConfig(**values).model_dump()}}}
+    """Flat job config -> the plan op's config; the console shows the steps' messages, not Dagster's events."""
+    return {
+        "ops": {"plan_update": {"config": {**values, "dry_run": bool(values.get("dry_run", False))}}},
+        "loggers": {"console": {}},
+    }
 
 
 @dg.job(

@@ -1,69 +1,38 @@
-"""`crm-assets update`: run `update_domain_value` on the configured Dagster instance and print the changes.
+"""`crm-assets update`: run `update_domain_value` on the one Dagster instance and print the changes.
 
-The run executes in this process (like `dg launch --job`) but is recorded in the $DAGSTER_HOME
-instance, so it shows in the UI next to runs launched from the Launchpad.
+The run is created from the crm_assets code location (like a Launchpad run, so it lists on the job's
+page) in $DAGSTER_HOME, default ./.crm_assets/dagster_home, and executes in this process.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
 
 from crm_assets.contracts import DRY_RUN_TAG, LAUNCHED_BY_TAG
-from crm_assets.defs.write_back.job import JOB_NAME, update_domain_value
-from crm_assets.resources import crm_resource_from_env, warehouse_resource_from_env
+from crm_assets.defs.instance import code_location, dagster_home, execute_job_run
+from crm_assets.defs.outcome import plain_cause, step_failures
+from crm_assets.defs.write_back.job import JOB_NAME
 from crm_assets.write_back import ChangeOutcome, UpdatePlan, change_table, count_by_status, planned_outcomes
 
 PLAN_STEP, APPLY_STEP = "plan_update", "apply_update"
-
-
-def update_job() -> dg.JobDefinition:
-    """The job with resources from the environment; module-level so `dg.reconstructable` can rebuild it."""
-    defs = dg.Definitions(
-        jobs=[update_domain_value],
-        resources={"crm": crm_resource_from_env(), "warehouse": warehouse_resource_from_env()},
-    )
-    return defs.resolve_job_def(JOB_NAME)
-
-
-@contextmanager
-def _instance() -> Iterator[dg.DagsterInstance]:
-    if os.environ.get("DAGSTER_HOME"):
-        with dg.DagsterInstance.get() as instance:
-            yield instance
-        return
-    print(
-        "note: DAGSTER_HOME is not set, so this run goes to a temporary Dagster instance and will not show "
-        "in the UI; set DAGSTER_HOME to the folder your Dagster webserver uses to keep it.",
-        file=sys.stderr,
-    )
-    with tempfile.TemporaryDirectory() as tmp, dg.DagsterInstance.local_temp(tmp) as instance:
-        yield instance
 
 
 def _output(result: dg.ExecuteJobResult, step: str) -> Any:
     return result.output_for_node(step) if result.is_node_success(step) else None
 
 
-def _failure(result: dg.ExecuteJobResult) -> tuple[str, str | None]:
-    """Why the run failed, and the outcome table if the apply step attached one."""
-    for step in (PLAN_STEP, APPLY_STEP):
-        data = result.failure_data_for_node(step)
-        if data is None:
-            continue
+def _failure(instance: dg.DagsterInstance, run_id: str) -> tuple[str, str | None]:
+    """Why the run failed (the cause, in plain words), and the outcome table if the apply step attached one."""
+    for _step, data in step_failures(instance, run_id):
+        table = None
         if data.user_failure_data is not None:
             entry = data.user_failure_data.metadata.get("outcome")
             table = str(entry.value).strip("`\n") if entry is not None else None
-            return data.user_failure_data.description or "the step failed", table
-        if data.error is not None:
-            return data.error.message.strip(), None
-    return "the run failed before any step ran; see its logs in the Dagster UI", None
+        return plain_cause(data), table
+    return "the run failed before any step ran; open it in the Dagster UI for its logs", None
 
 
 def _print_changes(plan: UpdatePlan | None, outcomes: list[ChangeOutcome] | None, failed_table: str | None) -> None:
@@ -90,19 +59,17 @@ def launch_update(domain: str, key: str, value: str, key_to_update: str, update_
         "update_value": update_value,
         "dry_run": dry_run,
     }
+    dagster_home()
+    tags = {LAUNCHED_BY_TAG: "cli", DRY_RUN_TAG: str(dry_run).lower()}
     with (
-        _instance() as instance,
-        dg.execute_job(
-            dg.reconstructable(update_job),
-            instance=instance,
-            run_config=run_config,
-            tags={LAUNCHED_BY_TAG: "cli", DRY_RUN_TAG: str(dry_run).lower()},
-        ) as result,
+        dg.DagsterInstance.get() as instance,
+        code_location(instance) as location,
+        execute_job_run(instance, location, JOB_NAME, run_config, tags) as result,
     ):
         print(f"Run {result.run_id} ({JOB_NAME}): {'success' if result.success else 'FAILED'}")
         plan: UpdatePlan | None = _output(result, PLAN_STEP)
         outcomes: list[ChangeOutcome] | None = _output(result, APPLY_STEP)
-        reason, table = (None, None) if result.success else _failure(result)
+        reason, table = (None, None) if result.success else _failure(instance, result.run_id)
         _print_changes(plan, outcomes, table)
         if result.success:
             if dry_run:

@@ -1,0 +1,115 @@
+"""The one Dagster instance and code location every `crm-assets` command runs against.
+
+Runs are created from the code location's remote job, as the UI's Launchpad creates them, so they carry
+the location's origin: they list on their job's page, match its snapshot and can be re-executed from
+the UI. They then execute in this process, in the foreground, like `dagster job execute`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster._core.definitions.selector import JobSubsetSelector
+from dagster._core.execution.api import execute_run
+from dagster._core.remote_origin import InProcessCodeLocationOrigin
+from dagster._core.remote_representation.code_location import InProcessCodeLocation
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+from crm_assets.contracts import CODE_LOCATION_NAME, DEFAULT_DAGSTER_HOME
+
+DEFINITIONS_MODULE = "crm_assets.definitions"
+REPOSITORY_NAME = "__repository__"  # what Dagster names the repository of a Definitions object
+# Steps run in this process: a CLI command is one foreground run at a time, and SQLite prefers one writer.
+IN_PROCESS: Mapping[str, Any] = {"execution": {"config": {"in_process": {}}}}
+# The code location's plain console logger (defs/console.py): the steps' messages without Dagster's events.
+PLAIN_CONSOLE: Mapping[str, Any] = {"loggers": {"console": {}}}
+
+
+def dagster_home() -> Path:
+    """$DAGSTER_HOME, else ./.crm_assets/dagster_home (created, telemetry off); exported for this process."""
+    home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def quiet_dagster_warnings() -> None:
+    """Dagster's beta/preview notices concern this project's code, not the person running a command."""
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    warnings.filterwarnings("ignore", message=".*is superseded.*")
+
+
+@contextmanager
+def code_location(instance: dg.DagsterInstance) -> Iterator[InProcessCodeLocation]:
+    """The crm_assets code location, loaded in this process under the name the workspaces give it."""
+    origin = InProcessCodeLocationOrigin(
+        loadable_target_origin=LoadableTargetOrigin(
+            executable_path=sys.executable, module_name=DEFINITIONS_MODULE, attribute="defs"
+        ),
+        location_name=CODE_LOCATION_NAME,
+    )
+    with InProcessCodeLocation(origin, instance) as location:
+        yield location
+
+
+def execute_job_run(
+    instance: dg.DagsterInstance,
+    location: InProcessCodeLocation,
+    job_name: str,
+    run_config: Mapping[str, Any],
+    tags: Mapping[str, str] | None = None,
+    asset_selection: Iterable[dg.AssetKey] | None = None,
+    asset_check_selection: Iterable[dg.AssetCheckKey] | None = None,
+) -> dg.JobExecutionResult:
+    """Create a run of `job_name` (or of a subset of its assets and checks) with the location's origin,
+    then execute it here and return its result. Use the result as a context manager to read step outputs.
+    """
+    assets = frozenset(asset_selection) if asset_selection is not None else None
+    checks = frozenset(asset_check_selection) if asset_check_selection is not None else None
+    repository = location.get_repository(REPOSITORY_NAME)
+    remote_job = location.get_job(
+        JobSubsetSelector(
+            location_name=location.name,
+            repository_name=REPOSITORY_NAME,
+            job_name=job_name,
+            op_selection=None,
+            asset_selection=assets,
+            asset_check_selection=checks,
+        )
+    )
+    plan = location.get_execution_plan(
+        remote_job, run_config, step_keys_to_execute=None, known_state=None, instance=instance
+    ).execution_plan_snapshot
+    run = instance.create_run(
+        job_name=job_name,
+        run_id=None,
+        run_config=run_config,
+        resolved_op_selection=remote_job.resolved_op_selection,
+        step_keys_to_execute=plan.step_keys_to_execute,
+        op_selection=None,
+        status=None,
+        root_run_id=None,
+        parent_run_id=None,
+        tags={**remote_job.tags, **(tags or {})},
+        job_snapshot=remote_job.job_snapshot,
+        execution_plan_snapshot=plan,
+        parent_job_snapshot=remote_job.parent_job_snapshot,
+        remote_job_origin=remote_job.get_remote_origin(),
+        job_code_origin=remote_job.get_python_origin(),
+        asset_selection=assets,
+        asset_check_selection=checks,
+        asset_graph=repository.asset_graph,
+    )
+    recon_job = location.get_reconstructable_job(REPOSITORY_NAME, job_name)
+    return execute_run(recon_job, run, instance, raise_on_error=False)
