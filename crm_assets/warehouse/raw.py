@@ -306,6 +306,7 @@ class RawWriter:
         changed = sa.or_(
             table.c.updated_at.is_distinct_from(newest.c.updated_at),
             table.c.is_deleted.is_distinct_from(newest.c.is_deleted),
+            *self._payload_changed(newest.c.payload, reconcile),
         )
         counts = sa.select(
             sa.func.count().filter(table.c.crm_id.is_(None)),
@@ -331,6 +332,7 @@ class RawWriter:
             where=sa.or_(
                 table.c.updated_at.is_distinct_from(excluded.updated_at),
                 table.c.is_deleted.is_distinct_from(excluded.is_deleted),
+                *self._payload_changed(excluded.payload, reconcile),
             ),
         )
         self.conn.execute(insert)
@@ -345,6 +347,16 @@ class RawWriter:
         analyze_after_bulk_change(self.conn, table, self.stats.inserted + self.stats.updated)
         self.conn.execute(sa.delete(stage).where(self._mine))
         return self.stats
+
+    def _payload_changed(self, payload: sa.ColumnElement[Any], reconcile: bool) -> list[sa.ColumnElement[bool]]:
+        """On a full listing, a copy whose payload differs replaces the stored one even at the same updated_at.
+
+        A CRM field restored (or renamed back) leaves updated_at as it was; a full refresh is how the warehouse
+        takes the records as the CRM returns them now. Incremental runs keep the stored copy: a record re-read
+        in the overlap during a field's outage must not replace a good copy the next incremental run won't
+        read again.
+        """
+        return [self.table.c.payload.is_distinct_from(payload)] if reconcile else []
 
     def _count_staged(self, reconcile: bool) -> None:
         stage = raw_scan_records

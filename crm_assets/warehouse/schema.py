@@ -81,6 +81,8 @@ def _clean_table(domain: Domain) -> Table:
                 *args,
                 nullable=col.nullable,
                 unique=col.name == domain.business_key,
+                # A referencing column needs its own index: deleting a referenced row looks its dependents up.
+                index=fk is not None,
                 comment=col.description or None,
             )
         )

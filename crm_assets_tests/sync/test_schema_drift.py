@@ -37,7 +37,9 @@ class RenamingCrm(DemoCrm):
         return httpx.Response(response.status_code, headers=headers, content=text.encode())
 
 
-def run(crm_url: str, warehouse_url: str, tmp_path: Path, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+def run(
+    crm_url: str, warehouse_url: str, tmp_path: Path, instance: dg.DagsterInstance, *, full_refresh: bool = False
+) -> dg.ExecuteInProcessResult:
     resources: dict[str, Any] = {
         "crm": CrmResource(base_url=crm_url, api_key=API_KEY, rate_limit_per_minute=0, rate_limit_per_hour=0),
         "warehouse": WarehouseResource(url=warehouse_url),
@@ -47,6 +49,7 @@ def run(crm_url: str, warehouse_url: str, tmp_path: Path, instance: dg.DagsterIn
         [*RAW_ASSETS, *CLEAN_ASSETS, crm_exports, *CLEAN_CHECKS, *CRM_FIELD_CHECKS],
         resources=resources,
         instance=instance,
+        run_config={"ops": {a.key.path[0]: {"config": {"full_refresh": full_refresh}} for a in RAW_ASSETS}},
         raise_on_error=False,
     )
 
@@ -102,4 +105,22 @@ def test_a_renamed_custom_field_keeps_every_row_and_names_the_fix(warehouse_url:
         recovered = run(crm_url, warehouse_url, tmp_path, instance)
     assert recovered.success
     assert all(c.passed for c in field_checks(recovered).values())
-    assert clean_rows(warehouse_url) == before
+    after = clean_rows(warehouse_url)
+    assert {k: (sorted(before[k] - after[k]), sorted(after[k] - before[k])) for k in before} == {k: ([], []) for k in before}
+
+
+def test_a_field_restored_without_record_edits_recovers_on_a_full_refresh(sqlite_url: str, tmp_path: Path) -> None:
+    """Restoring a field leaves updated_at as it was: a full refresh re-reads the records and the merge takes
+    the copies whose payload changed, so the clean step sees the field again."""
+    demo = RenamingCrm(DemoConfig(accounts=100, contacts=200, deals=600, seed=8, api_key=API_KEY))
+    with serve_demo_crm(demo) as crm_url, dg.instance_for_test() as instance:
+        assert run(crm_url, sqlite_url, tmp_path, instance).success
+        before = clean_rows(sqlite_url)
+        demo.renamed = {"cf_region": "cf_territory"}
+        demo.touch_fraction("sales_accounts", 0.2, seed=4)
+        assert not run(crm_url, sqlite_url, tmp_path, instance).success
+
+        demo.renamed = {}
+        recovered = run(crm_url, sqlite_url, tmp_path, instance, full_refresh=True)
+    assert recovered.success
+    assert clean_rows(sqlite_url) == before
