@@ -29,6 +29,8 @@ from crm_assets.warehouse.bulk import (
     drop_stages,
     fill_stage,
     read_frame,
+    restore_after_bulk_load,
+    suspend_for_bulk_load,
     upsert_from_stage,
     upsert_insert,
 )
@@ -46,6 +48,10 @@ from crm_assets.warehouse.schema import CANDIDATE_TABLES, CLEAN_TABLES, RAW_TABL
 
 CHANGE_BATCH = 100_000  # raw rows coerced at a time
 CONTEST_CHUNK = 100_000  # business keys decided at a time
+# A run that changes at least this many records, and BULK_LOAD_GROWTH times the clean table's rows, loads
+# without per-row foreign-key checks and plain-index upkeep (PostgreSQL): rebuilding them once is cheaper.
+BULK_LOAD_MIN_ROWS = 50_000
+BULK_LOAD_GROWTH = 2
 
 
 @dataclass
@@ -93,6 +99,7 @@ def clean_changes(
     guard_changed_records(conn, domain, after, through)  # schema drift: refuse before writing anything
     changes = TableChanges()
     affected = _key_set(conn, domain)
+    restore = _suspend_for_big_change(conn, domain, after, through)
     for batch in read_changed_batches(conn, domain, after, through, batch_size):
         _take_changed_batch(conn, domain, batch, affected, run_id, changes)
         drop_stages(conn, keep=[affected])
@@ -103,11 +110,38 @@ def clean_changes(
         _decide(conn, domain, affected, first, last, run_id, changes, track)
         drop_stages(conn, keep=[affected])
         log.info(f"{domain.name}: {changes.keys_decided:,} business keys decided")
+    started = time.perf_counter()
+    restore_after_bulk_load(conn, restore)
+    changes.write_seconds += time.perf_counter() - started
     analyze_after_bulk_change(conn, CLEAN_TABLES[domain.name], changes.inserted + changes.updated + changes.deleted)
     save_cleaned_through(conn, domain, through)
     _count(conn, domain, changes)
     drop_stages(conn)
     return changes
+
+
+def _suspend_for_big_change(conn: sa.Connection, domain: Domain, after: int, through: int) -> list[str]:
+    """When the change is large against the clean table (a first sync, a reload), load without per-row checks.
+
+    The clean and candidates tables' foreign keys and plain indexes are dropped for the run and rebuilt at
+    its end (one sorted build, one validating join): see `suspend_for_bulk_load`. Indexes this run's own
+    lookups use (the business key, unique keys) stay.
+    """
+    if conn.dialect.name != "postgresql":
+        return []
+    raw, table = RAW_TABLES[domain.name], CLEAN_TABLES[domain.name]
+    changed = conn.execute(sa.select(sa.func.count()).where(raw.c.change_seq.between(after + 1, through))).scalar_one()
+    if changed < BULK_LOAD_MIN_ROWS or changed < BULK_LOAD_GROWTH * _row_count(conn, table):
+        return []
+    keep = [domain.business_key]
+    return [
+        *suspend_for_bulk_load(conn, table, keep),
+        *suspend_for_bulk_load(conn, CANDIDATE_TABLES[domain.name], keep),
+    ]
+
+
+def _row_count(conn: sa.Connection, table: sa.Table) -> int:
+    return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
 def _key_set(conn: sa.Connection, domain: Domain) -> sa.Table:
@@ -153,16 +187,21 @@ def _take_changed_batch(
 
 
 def _key_ranges(conn: sa.Connection, affected: sa.Table, chunk_size: int) -> Iterator[tuple[Any, Any]]:
-    """Consecutive [first, last] ranges of the affected keys, `chunk_size` keys each."""
+    """Consecutive [first, last] ranges of the affected keys, `chunk_size` keys each.
+
+    Only the bounds cross the wire (an index walk with OFFSET), not every key of the chunk.
+    """
     key = affected.primary_key.columns.values()[0]
-    last = None
-    while True:
-        query = sa.select(key).order_by(key).limit(chunk_size)
-        keys = conn.execute(query if last is None else query.where(key > last)).scalars().all()
-        if not keys:
+    first = conn.execute(sa.select(sa.func.min(key))).scalar()
+    while first is not None:
+        bounds = sa.select(key).where(key >= first).order_by(key)
+        last = conn.execute(bounds.offset(chunk_size - 1).limit(1)).scalar()
+        if last is None:
+            last = conn.execute(sa.select(sa.func.max(key))).scalar()
+            yield first, last
             return
-        yield keys[0], keys[-1]
-        last = keys[-1]
+        yield first, last
+        first = conn.execute(bounds.where(key > last).limit(1)).scalar()
 
 
 def _decide(
