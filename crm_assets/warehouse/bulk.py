@@ -171,12 +171,12 @@ def _from_text(name: str, dtype: pl.DataType) -> pl.Expr:
     return column.cast(dtype).alias(name)
 
 
-def suspend_for_bulk_load(conn: sa.Connection, table: sa.Table, keep: Collection[str] = ()) -> list[str]:
+def suspend_for_bulk_load(conn: sa.Connection, table: sa.Table) -> list[str]:
     """Drop a table's foreign keys and plain (non-unique) indexes before a big load, on PostgreSQL.
 
     Checking a foreign key row by row (a trigger per row) and growing an index entry by entry cost far
     more than one validating join and one sorted index build afterwards. Unique indexes (which enforce
-    keys, and drive the loader's own lookups) stay, and so do indexes on a `keep` column. Returns the
+    keys) stay. Returns the
     statements that restore what was dropped: run them with `restore_after_bulk_load` in the same
     transaction (DDL is transactional, so a failure anywhere restores everything). Holds the table's
     exclusive lock until the transaction ends; on SQLite it does nothing.
@@ -193,9 +193,7 @@ def suspend_for_bulk_load(conn: sa.Connection, table: sa.Table, keep: Collection
     ).all()
     indexes = conn.execute(
         sa.text(
-            "SELECT i.relname, pg_get_indexdef(i.oid), "
-            "  ARRAY(SELECT a.attname FROM pg_attribute a WHERE a.attrelid = x.indrelid AND a.attnum = ANY(x.indkey)) "
-            "FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+            "SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
             "WHERE x.indrelid = to_regclass(:table) AND NOT x.indisunique AND NOT x.indisprimary "
             "  AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid) ORDER BY i.relname"
         ),
@@ -203,9 +201,7 @@ def suspend_for_bulk_load(conn: sa.Connection, table: sa.Table, keep: Collection
     ).all()
     restore: list[str] = []
     quote = conn.dialect.identifier_preparer.quote
-    for index, definition, columns in indexes:
-        if set(columns) & set(keep):
-            continue
+    for index, definition in indexes:
         conn.exec_driver_sql(f"DROP INDEX {quote(index)}")
         restore.append(definition)
     for constraint, definition in foreign_keys:

@@ -18,9 +18,10 @@ from typing import Any
 
 import polars as pl
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from crm_assets.domains import DOMAINS, Domain
-from crm_assets.transform.clean import coerce_records, output_schema, reason_kinds, resolve, tally_kinds
+from crm_assets.transform.clean import coerce_records, output_schema, problems, resolve, tally_kinds
 from crm_assets.warehouse.bulk import (
     analyze_after_bulk_change,
     analyze_stage,
@@ -99,20 +100,21 @@ def clean_changes(
     guard_changed_records(conn, domain, after, through)  # schema drift: refuse before writing anything
     changes = TableChanges()
     affected = _key_set(conn, domain)
-    restore = _suspend_for_big_change(conn, domain, after, through)
+    bulk = _is_big_change(conn, domain, after, through)
+    restore_table = suspend_for_bulk_load(conn, CLEAN_TABLES[domain.name]) if bulk else []
+    restore_candidates = suspend_for_bulk_load(conn, CANDIDATE_TABLES[domain.name]) if bulk else []
     for batch in read_changed_batches(conn, domain, after, through, batch_size):
         _take_changed_batch(conn, domain, batch, affected, run_id, changes)
         drop_stages(conn, keep=[affected])
         changes.records_read += batch.height
         log.info(f"{domain.name}: {changes.records_read:,} changed records coerced")
+    _restore(conn, restore_candidates, changes)  # the contest looks candidates up by business key
     analyze_after_bulk_change(conn, CANDIDATE_TABLES[domain.name], changes.records_read)
     for first, last in _key_ranges(conn, affected, chunk_size):
         _decide(conn, domain, affected, first, last, run_id, changes, track)
         drop_stages(conn, keep=[affected])
         log.info(f"{domain.name}: {changes.keys_decided:,} business keys decided")
-    started = time.perf_counter()
-    restore_after_bulk_load(conn, restore)
-    changes.write_seconds += time.perf_counter() - started
+    _restore(conn, restore_table, changes)
     analyze_after_bulk_change(conn, CLEAN_TABLES[domain.name], changes.inserted + changes.updated + changes.deleted)
     save_cleaned_through(conn, domain, through)
     _count(conn, domain, changes)
@@ -120,24 +122,23 @@ def clean_changes(
     return changes
 
 
-def _suspend_for_big_change(conn: sa.Connection, domain: Domain, after: int, through: int) -> list[str]:
-    """When the change is large against the clean table (a first sync, a reload), load without per-row checks.
+def _is_big_change(conn: sa.Connection, domain: Domain, after: int, through: int) -> bool:
+    """Whether the change is large against the clean table (a first sync, a reload): then load without row checks.
 
-    The clean and candidates tables' foreign keys and plain indexes are dropped for the run and rebuilt at
-    its end (one sorted build, one validating join): see `suspend_for_bulk_load`. Indexes this run's own
-    lookups use (the business key, unique keys) stay.
+    On PostgreSQL the clean and candidates tables' foreign keys and plain indexes are then dropped while
+    rows go in and rebuilt after (one sorted build, one validating join): see `suspend_for_bulk_load`.
     """
     if conn.dialect.name != "postgresql":
-        return []
+        return False
     raw, table = RAW_TABLES[domain.name], CLEAN_TABLES[domain.name]
     changed = conn.execute(sa.select(sa.func.count()).where(raw.c.change_seq.between(after + 1, through))).scalar_one()
-    if changed < BULK_LOAD_MIN_ROWS or changed < BULK_LOAD_GROWTH * _row_count(conn, table):
-        return []
-    keep = [domain.business_key]
-    return [
-        *suspend_for_bulk_load(conn, table, keep),
-        *suspend_for_bulk_load(conn, CANDIDATE_TABLES[domain.name], keep),
-    ]
+    return bool(changed >= BULK_LOAD_MIN_ROWS and changed >= BULK_LOAD_GROWTH * _row_count(conn, table))
+
+
+def _restore(conn: sa.Connection, statements: list[str], changes: TableChanges) -> None:
+    started = time.perf_counter()
+    restore_after_bulk_load(conn, statements)
+    changes.write_seconds += time.perf_counter() - started  # index builds and validation are part of the load
 
 
 def _row_count(conn: sa.Connection, table: sa.Table) -> int:
@@ -256,8 +257,13 @@ def _referenced_keys(conn: sa.Connection, domain: Domain, rows: pl.DataFrame) ->
         target = CLEAN_TABLES[fk.domain].c[fk.target_column]
         wanted = rows[fk.column].drop_nulls().unique().to_list()
         present: list[Any] = []
-        for start in range(0, len(wanted), 10_000):
-            present += conn.execute(sa.select(target).where(target.in_(wanted[start : start + 10_000]))).scalars()
+        if conn.dialect.name == "postgresql":
+            # One array parameter, not thousands of bound values to render and send.
+            values = sa.bindparam("wanted", wanted, type_=postgresql.ARRAY(target.type))
+            present += conn.execute(sa.select(target).where(target == sa.any_(values))).scalars()
+        else:
+            for start in range(0, len(wanted), 10_000):
+                present += conn.execute(sa.select(target).where(target.in_(wanted[start : start + 10_000]))).scalars()
         found[fk.domain] = pl.Series(fk.target_column, present, dtype=rows.schema[fk.column])
     return found
 
@@ -314,7 +320,7 @@ def add_rejections(conn: sa.Connection, domain: Domain, rejected: pl.DataFrame, 
     """Quarantine records (crm_id, reason) with their raw payload."""
     if rejected.is_empty():
         return
-    problem = pl.col("reason").map_elements(lambda r: "; ".join(reason_kinds(r)), return_dtype=pl.String)
+    problem = problems(pl.col("reason"))
     stage = create_stage(conn, rejected_records, ["crm_id", "reason", "problem"])
     fill_stage(conn, stage, rejected.select("crm_id", "reason", problem.alias("problem")))
     raw = RAW_TABLES[domain.name]

@@ -24,7 +24,7 @@ CATALOG = sa.text(
     "WHERE c.relname IN ('accounts', 'deals', 'accounts_candidates', 'deals_candidates') "
     "UNION ALL SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) || ' ' || convalidated "
     "FROM pg_constraint WHERE conrelid::regclass::text IN ('accounts', 'deals', 'accounts_candidates', "
-    "'deals_candidates') ORDER BY 1, 2"
+    "'deals_candidates') ORDER BY 1, 2, 3"
 )
 
 
@@ -47,8 +47,8 @@ def test_a_big_clean_run_restores_every_index_and_validated_foreign_key(
     dropped: list[list[str]] = []
     suspend = clean_load.suspend_for_bulk_load
 
-    def spy(conn: sa.Connection, table: sa.Table, keep: list[str]) -> list[str]:
-        dropped.append(suspend(conn, table, keep))
+    def spy(conn: sa.Connection, table: sa.Table) -> list[str]:
+        dropped.append(suspend(conn, table))
         return dropped[-1]
 
     monkeypatch.setattr(clean_load, "suspend_for_bulk_load", spy)
@@ -61,7 +61,8 @@ def test_a_big_clean_run_restores_every_index_and_validated_foreign_key(
     statements = " ".join(s for run in dropped for s in run)
     assert "VALIDATE CONSTRAINT fk_deals_account_id_accounts" in statements
     assert "ix_deals_candidates_account_id" in statements and "ix_deals_created_at" in statements
-    assert "ix_deals_candidates_deal_id" not in statements, "the business key's index drives the contest"
+    assert "ix_deals_candidates_deal_id" in statements
+    assert "uq_deals_deal_id" not in statements, "unique keys stay: the contest and the history look rows up by them"
 
 
 def test_a_small_change_keeps_the_row_checks(pg_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
