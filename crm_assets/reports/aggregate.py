@@ -25,9 +25,9 @@ DEALS = CLEAN_TABLES["deals"]
 ACCOUNTS = CLEAN_TABLES["accounts"]
 _LOCK_KEY = 73_051_184  # any int4; only has to be the same in every writer
 _CADENCE_ORDER = list(Cadence)
-# From this many deals in a range on, the replacement inserts without per-row foreign-key checks and
+# From a range this many days long on, the replacement inserts without per-row foreign-key checks and
 # rebuilds the plain index after (PostgreSQL; see suspend_for_bulk_load).
-BULK_INSERT_MIN_DEALS = 100_000
+BULK_INSERT_MIN_DAYS = 180
 
 
 @dataclass(frozen=True)
@@ -78,9 +78,10 @@ def replace_aggregations(engine: Engine, cadence: Cadence, start: date, end: dat
     with engine.begin() as conn:
         # Overlapping runs (a sensor range and a schedule tick) would otherwise race on the unique key.
         pg_advisory_xact_lock(conn, _LOCK_KEY, _CADENCE_ORDER.index(cadence))
+        # Before the delete: a big range locks accounts, then deal_aggregations, as a cascading delete does.
+        restore = suspend_for_bulk_load(conn, deal_aggregations) if _is_large(conn, start, end) else []
         deleted = conn.execute(sa.delete(deal_aggregations).where(_in_range(cadence, start, end))).rowcount
         source = aggregation_select(conn.dialect, cadence, start, end)
-        restore = suspend_for_bulk_load(conn, deal_aggregations) if _is_large(conn, start, end) else []
         # In key order: the unique index then grows at its end instead of at random places.
         conn.execute(
             deal_aggregations.insert().from_select(
@@ -111,12 +112,11 @@ def replace_aggregations(engine: Engine, cadence: Cadence, start: date, end: dat
 
 
 def _is_large(conn: sa.Connection, start: date, end: date) -> bool:
-    """Whether the range holds enough deals that checking foreign keys row by row costs more than one join."""
-    if not is_postgres(conn.dialect):
-        return False
-    in_range = sa.select(DEALS.c.id).where(created_in(conn.dialect, DEALS.c.created_at, start, end))
-    counted = sa.select(sa.func.count()).select_from(in_range.limit(BULK_INSERT_MIN_DEALS).subquery())
-    return int(conn.execute(counted).scalar_one()) >= BULK_INSERT_MIN_DEALS
+    """Whether the range is long enough that checking foreign keys row by row costs more than one join.
+
+    Judged by the span, not by reading `deals`: the bulk path must lock accounts before any other table.
+    """
+    return is_postgres(conn.dialect) and (end - start).days >= BULK_INSERT_MIN_DAYS
 
 
 def _cents(value: object) -> Decimal:

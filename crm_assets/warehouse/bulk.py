@@ -178,19 +178,24 @@ def suspend_for_bulk_load(conn: sa.Connection, table: sa.Table) -> list[str]:
     more than one validating join and one sorted index build afterwards. Unique indexes (which enforce
     keys) stay. Returns the
     statements that restore what was dropped: run them with `restore_after_bulk_load` in the same
-    transaction (DDL is transactional, so a failure anywhere restores everything). Holds the table's
-    exclusive lock until the transaction ends; on SQLite it does nothing.
+    transaction (DDL is transactional, so a failure anywhere restores everything). Holds exclusive locks on the
+    table and the tables it references until the transaction ends (readers wait): call it before the
+    transaction reads any of them. On SQLite it does nothing.
     """
     if not _is_postgres(conn):
         return []
     name = conn.dialect.identifier_preparer.quote(table.name)
     foreign_keys = conn.execute(
         sa.text(
-            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "SELECT conname, pg_get_constraintdef(oid), confrelid::regclass::text FROM pg_constraint "
             "WHERE conrelid = to_regclass(:table) AND contype = 'f' ORDER BY conname"
         ),
         {"table": name},
     ).all()
+    # Dropping a foreign key locks the referenced table too. Take the locks up front, referenced tables
+    # first: the order in which a delete cascading from them into this table takes them (no deadlock).
+    referenced = sorted({str(target) for _, _, target in foreign_keys} - {name})
+    conn.exec_driver_sql(f"LOCK TABLE {', '.join([*referenced, name])} IN ACCESS EXCLUSIVE MODE")
     indexes = conn.execute(
         sa.text(
             "SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
@@ -204,7 +209,7 @@ def suspend_for_bulk_load(conn: sa.Connection, table: sa.Table) -> list[str]:
     for index, definition in indexes:
         conn.exec_driver_sql(f"DROP INDEX {quote(index)}")
         restore.append(definition)
-    for constraint, definition in foreign_keys:
+    for constraint, definition, _ in foreign_keys:
         conn.exec_driver_sql(f"ALTER TABLE {name} DROP CONSTRAINT {quote(constraint)}")
         restore.append(f"ALTER TABLE {name} ADD CONSTRAINT {quote(constraint)} {definition} NOT VALID")
         restore.append(f"ALTER TABLE {name} VALIDATE CONSTRAINT {quote(constraint)}")

@@ -132,7 +132,7 @@ def _is_big_change(conn: sa.Connection, domain: Domain, after: int, through: int
         return False
     raw, table = RAW_TABLES[domain.name], CLEAN_TABLES[domain.name]
     changed = conn.execute(sa.select(sa.func.count()).where(raw.c.change_seq.between(after + 1, through))).scalar_one()
-    return bool(changed >= BULK_LOAD_MIN_ROWS and changed >= BULK_LOAD_GROWTH * _row_count(conn, table))
+    return bool(changed >= BULK_LOAD_MIN_ROWS and changed >= BULK_LOAD_GROWTH * _estimated_rows(conn, table))
 
 
 def _restore(conn: sa.Connection, statements: list[str], changes: TableChanges) -> None:
@@ -141,8 +141,14 @@ def _restore(conn: sa.Connection, statements: list[str], changes: TableChanges) 
     changes.write_seconds += time.perf_counter() - started  # index builds and validation are part of the load
 
 
-def _row_count(conn: sa.Connection, table: sa.Table) -> int:
-    return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+def _estimated_rows(conn: sa.Connection, table: sa.Table) -> float:
+    """The planner's row count (0 before the first ANALYZE): read from the catalog, so no lock is taken
+    on the table before `suspend_for_bulk_load` locks it (and the tables it references) in a fixed order."""
+    estimate = conn.execute(
+        sa.text("SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = to_regclass(:table)"),
+        {"table": conn.dialect.identifier_preparer.quote(table.name)},
+    ).scalar()
+    return float(estimate or 0)
 
 
 def _key_set(conn: sa.Connection, domain: Domain) -> sa.Table:

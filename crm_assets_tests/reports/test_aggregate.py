@@ -177,7 +177,7 @@ def test_a_large_range_writes_the_same_rows_without_row_checks(
     engine: Engine, bulk: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Past the threshold (PostgreSQL) the foreign key and plain index are rebuilt after the insert."""
-    monkeypatch.setattr(aggregate, "BULK_INSERT_MIN_DEALS", 1 if bulk else 10**9)
+    monkeypatch.setattr(aggregate, "BULK_INSERT_MIN_DAYS", 1 if bulk else 10**9)
     suspended: list[list[str]] = []
 
     def spy(conn: sa.Connection, table: sa.Table) -> list[str]:
