@@ -110,6 +110,8 @@ def clean_changes(
         log.info(f"{domain.name}: {changes.records_read:,} changed records coerced")
     _restore(conn, restore_candidates, changes)  # the contest looks candidates up by business key
     analyze_after_bulk_change(conn, CANDIDATE_TABLES[domain.name], changes.records_read)
+    # Once, after the batches: while they add keys only the stage's primary key is used.
+    analyze_stage(conn, affected)
     for first, last in _key_ranges(conn, affected, chunk_size):
         _decide(conn, domain, affected, first, last, run_id, changes, track)
         drop_stages(conn, keep=[affected])
@@ -161,7 +163,6 @@ def _add_keys(conn: sa.Connection, affected: sa.Table, keys: sa.Select[Any]) -> 
     insert = upsert_insert(conn, affected)
     column = affected.primary_key.columns.values()[0].name
     conn.execute(insert.from_select([column], keys.where(sa.true())).on_conflict_do_nothing())
-    analyze_stage(conn, affected)
 
 
 def _take_changed_batch(
