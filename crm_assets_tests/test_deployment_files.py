@@ -65,6 +65,7 @@ def test_dockerfile_shape() -> None:
     env = " ".join(args for kind, args in instructions if kind == "ENV")
     assert "DAGSTER_HOME=/opt/dagster/dagster_home" in env
     assert "DAGSTER_EVENT_BATCH_SIZE=100" in env
+    assert "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=true" in env
     copies = [args for kind, args in instructions if kind == "COPY"]
     assert "dagster.yaml ${DAGSTER_HOME}/dagster.yaml" in copies
     # Cache-friendly: the pinned dependencies are installed before any source is copied.
@@ -160,6 +161,7 @@ def test_compose_wiring(compose: dict[str, Any]) -> None:
         assert env["DAGSTER_CODE_SERVER_HOST"] == "code_server"
         assert env["DAGSTER_CODE_SERVER_PORT"] == "4000"
         assert env["DAGSTER_EVENT_BATCH_SIZE"] == "100"
+        assert env["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] == "true"
     assert "3000:3000" in services["webserver"]["ports"]
 
 

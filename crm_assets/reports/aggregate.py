@@ -9,14 +9,25 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from crm_assets.reports.sql import created_in, date_in, money_sum, pg_advisory_xact_lock, window_start_of
+from crm_assets.reports.sql import (
+    created_in,
+    date_in,
+    is_postgres,
+    money_sum,
+    pg_advisory_xact_lock,
+    window_start_of,
+)
 from crm_assets.reports.windows import Cadence
+from crm_assets.warehouse.bulk import restore_after_bulk_load, suspend_for_bulk_load
 from crm_assets.warehouse.schema import CLEAN_TABLES, deal_aggregations
 
 DEALS = CLEAN_TABLES["deals"]
 ACCOUNTS = CLEAN_TABLES["accounts"]
 _LOCK_KEY = 73_051_184  # any int4; only has to be the same in every writer
 _CADENCE_ORDER = list(Cadence)
+# From a range this many days long on, the replacement inserts without per-row foreign-key checks and
+# rebuilds the plain index after (PostgreSQL; see suspend_for_bulk_load).
+BULK_INSERT_MIN_DAYS = 180
 
 
 @dataclass(frozen=True)
@@ -67,9 +78,17 @@ def replace_aggregations(engine: Engine, cadence: Cadence, start: date, end: dat
     with engine.begin() as conn:
         # Overlapping runs (a sensor range and a schedule tick) would otherwise race on the unique key.
         pg_advisory_xact_lock(conn, _LOCK_KEY, _CADENCE_ORDER.index(cadence))
+        # Before the delete: a big range locks accounts, then deal_aggregations, as a cascading delete does.
+        restore = suspend_for_bulk_load(conn, deal_aggregations) if _is_large(conn, start, end) else []
         deleted = conn.execute(sa.delete(deal_aggregations).where(_in_range(cadence, start, end))).rowcount
-        insert = deal_aggregations.insert().from_select(columns, aggregation_select(conn.dialect, cadence, start, end))
-        conn.execute(insert)
+        source = aggregation_select(conn.dialect, cadence, start, end)
+        # In key order: the unique index then grows at its end instead of at random places.
+        conn.execute(
+            deal_aggregations.insert().from_select(
+                columns, source.order_by(source.selected_columns[0], source.selected_columns[2])
+            )
+        )
+        restore_after_bulk_load(conn, restore)
         # The range was emptied first, so what it holds now is what was written (INSERT ... SELECT
         # rowcount is not reported reliably by every driver).
         written, windows, deals, total = conn.execute(
@@ -90,6 +109,14 @@ def replace_aggregations(engine: Engine, cadence: Cadence, start: date, end: dat
         deal_count=int(deals),
         total_deal_size=_cents(total),
     )
+
+
+def _is_large(conn: sa.Connection, start: date, end: date) -> bool:
+    """Whether the range is long enough that checking foreign keys row by row costs more than one join.
+
+    Judged by the span, not by reading `deals`: the bulk path must lock accounts before any other table.
+    """
+    return is_postgres(conn.dialect) and (end - start).days >= BULK_INSERT_MIN_DAYS
 
 
 def _cents(value: object) -> Decimal:

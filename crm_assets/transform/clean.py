@@ -50,6 +50,24 @@ def reason_kinds(reason: str) -> list[str]:
     return kinds
 
 
+def problems(reason: pl.Expr) -> pl.Expr:
+    """`reason_kinds` of each reason joined with "; ", as one vectorized expression (no Python per row)."""
+    part = pl.element()
+    separator = part.str.find(": ", literal=True)
+    field = pl.when(separator.is_null()).then(part).otherwise(part.str.slice(0, separator))
+    rest = pl.when(separator.is_null()).then(pl.lit("")).otherwise(part.str.slice(separator + 2))
+    kind = (
+        pl.when(part.str.starts_with("duplicate "))
+        .then(part.str.split(" ").list.head(2).list.join(" "))
+        .when(part.str.starts_with("orphan: "))
+        .then(pl.lit("orphan ") + part.str.split(" ").list.get(1, null_on_oob=True))
+        .when(rest.str.starts_with("missing"))
+        .then(field + pl.lit(": missing"))
+        .otherwise(field + pl.lit(": uncastable"))
+    )
+    return reason.str.split("; ").list.eval(kind).list.join("; ")
+
+
 def output_schema(domain: Domain) -> dict[str, pl.DataType]:
     schema = {c.name: POLARS_TYPES[c.type] for c in domain.columns}
     return schema | {"crm_id": pl.Int64(), "updated_at": pl.Datetime("us", "UTC")}

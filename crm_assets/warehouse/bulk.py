@@ -169,3 +169,54 @@ def _from_text(name: str, dtype: pl.DataType) -> pl.Expr:
     if dtype == pl.Date:
         return column.str.to_date("%Y-%m-%d").alias(name)
     return column.cast(dtype).alias(name)
+
+
+def suspend_for_bulk_load(conn: sa.Connection, table: sa.Table) -> list[str]:
+    """Drop a table's foreign keys and plain (non-unique) indexes before a big load, on PostgreSQL.
+
+    Checking a foreign key row by row (a trigger per row) and growing an index entry by entry cost far
+    more than one validating join and one sorted index build afterwards. Unique indexes (which enforce
+    keys) stay. Returns the
+    statements that restore what was dropped: run them with `restore_after_bulk_load` in the same
+    transaction (DDL is transactional, so a failure anywhere restores everything). Holds exclusive locks on the
+    table and the tables it references until the transaction ends (readers wait): call it before the
+    transaction reads any of them. On SQLite it does nothing.
+    """
+    if not _is_postgres(conn):
+        return []
+    name = conn.dialect.identifier_preparer.quote(table.name)
+    foreign_keys = conn.execute(
+        sa.text(
+            "SELECT conname, pg_get_constraintdef(oid), confrelid::regclass::text FROM pg_constraint "
+            "WHERE conrelid = to_regclass(:table) AND contype = 'f' ORDER BY conname"
+        ),
+        {"table": name},
+    ).all()
+    # Dropping a foreign key locks the referenced table too. Take the locks up front, referenced tables
+    # first: the order in which a delete cascading from them into this table takes them (no deadlock).
+    referenced = sorted({str(target) for _, _, target in foreign_keys} - {name})
+    conn.exec_driver_sql(f"LOCK TABLE {', '.join([*referenced, name])} IN ACCESS EXCLUSIVE MODE")
+    indexes = conn.execute(
+        sa.text(
+            "SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+            "WHERE x.indrelid = to_regclass(:table) AND NOT x.indisunique AND NOT x.indisprimary "
+            "  AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid) ORDER BY i.relname"
+        ),
+        {"table": name},
+    ).all()
+    restore: list[str] = []
+    quote = conn.dialect.identifier_preparer.quote
+    for index, definition in indexes:
+        conn.exec_driver_sql(f"DROP INDEX {quote(index)}")
+        restore.append(definition)
+    for constraint, definition, _ in foreign_keys:
+        conn.exec_driver_sql(f"ALTER TABLE {name} DROP CONSTRAINT {quote(constraint)}")
+        restore.append(f"ALTER TABLE {name} ADD CONSTRAINT {quote(constraint)} {definition} NOT VALID")
+        restore.append(f"ALTER TABLE {name} VALIDATE CONSTRAINT {quote(constraint)}")
+    return restore
+
+
+def restore_after_bulk_load(conn: sa.Connection, statements: Sequence[str]) -> None:
+    """Rebuild what `suspend_for_bulk_load` dropped; a row breaking a foreign key fails the transaction."""
+    for statement in statements:
+        conn.exec_driver_sql(statement)

@@ -18,9 +18,10 @@ from typing import Any
 
 import polars as pl
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from crm_assets.domains import DOMAINS, Domain
-from crm_assets.transform.clean import coerce_records, output_schema, reason_kinds, resolve, tally_kinds
+from crm_assets.transform.clean import coerce_records, output_schema, problems, resolve, tally_kinds
 from crm_assets.warehouse.bulk import (
     analyze_after_bulk_change,
     analyze_stage,
@@ -29,6 +30,8 @@ from crm_assets.warehouse.bulk import (
     drop_stages,
     fill_stage,
     read_frame,
+    restore_after_bulk_load,
+    suspend_for_bulk_load,
     upsert_from_stage,
     upsert_insert,
 )
@@ -46,6 +49,10 @@ from crm_assets.warehouse.schema import CANDIDATE_TABLES, CLEAN_TABLES, RAW_TABL
 
 CHANGE_BATCH = 100_000  # raw rows coerced at a time
 CONTEST_CHUNK = 100_000  # business keys decided at a time
+# A run that changes at least this many records, and BULK_LOAD_GROWTH times the clean table's rows, loads
+# without per-row foreign-key checks and plain-index upkeep (PostgreSQL): rebuilding them once is cheaper.
+BULK_LOAD_MIN_ROWS = 50_000
+BULK_LOAD_GROWTH = 2
 
 
 @dataclass
@@ -93,21 +100,57 @@ def clean_changes(
     guard_changed_records(conn, domain, after, through)  # schema drift: refuse before writing anything
     changes = TableChanges()
     affected = _key_set(conn, domain)
+    bulk = _is_big_change(conn, domain, after, through)
+    restore_table = suspend_for_bulk_load(conn, CLEAN_TABLES[domain.name]) if bulk else []
+    restore_candidates = suspend_for_bulk_load(conn, CANDIDATE_TABLES[domain.name]) if bulk else []
     for batch in read_changed_batches(conn, domain, after, through, batch_size):
         _take_changed_batch(conn, domain, batch, affected, run_id, changes)
         drop_stages(conn, keep=[affected])
         changes.records_read += batch.height
         log.info(f"{domain.name}: {changes.records_read:,} changed records coerced")
+    _restore(conn, restore_candidates, changes)  # the contest looks candidates up by business key
     analyze_after_bulk_change(conn, CANDIDATE_TABLES[domain.name], changes.records_read)
+    # Once, after the batches: while they add keys only the stage's primary key is used.
+    analyze_stage(conn, affected)
     for first, last in _key_ranges(conn, affected, chunk_size):
         _decide(conn, domain, affected, first, last, run_id, changes, track)
         drop_stages(conn, keep=[affected])
         log.info(f"{domain.name}: {changes.keys_decided:,} business keys decided")
+    _restore(conn, restore_table, changes)
     analyze_after_bulk_change(conn, CLEAN_TABLES[domain.name], changes.inserted + changes.updated + changes.deleted)
     save_cleaned_through(conn, domain, through)
     _count(conn, domain, changes)
     drop_stages(conn)
     return changes
+
+
+def _is_big_change(conn: sa.Connection, domain: Domain, after: int, through: int) -> bool:
+    """Whether the change is large against the clean table (a first sync, a reload): then load without row checks.
+
+    On PostgreSQL the clean and candidates tables' foreign keys and plain indexes are then dropped while
+    rows go in and rebuilt after (one sorted build, one validating join): see `suspend_for_bulk_load`.
+    """
+    if conn.dialect.name != "postgresql":
+        return False
+    raw, table = RAW_TABLES[domain.name], CLEAN_TABLES[domain.name]
+    changed = conn.execute(sa.select(sa.func.count()).where(raw.c.change_seq.between(after + 1, through))).scalar_one()
+    return bool(changed >= BULK_LOAD_MIN_ROWS and changed >= BULK_LOAD_GROWTH * _estimated_rows(conn, table))
+
+
+def _restore(conn: sa.Connection, statements: list[str], changes: TableChanges) -> None:
+    started = time.perf_counter()
+    restore_after_bulk_load(conn, statements)
+    changes.write_seconds += time.perf_counter() - started  # index builds and validation are part of the load
+
+
+def _estimated_rows(conn: sa.Connection, table: sa.Table) -> float:
+    """The planner's row count (0 before the first ANALYZE): read from the catalog, so no lock is taken
+    on the table before `suspend_for_bulk_load` locks it (and the tables it references) in a fixed order."""
+    estimate = conn.execute(
+        sa.text("SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = to_regclass(:table)"),
+        {"table": conn.dialect.identifier_preparer.quote(table.name)},
+    ).scalar()
+    return float(estimate or 0)
 
 
 def _key_set(conn: sa.Connection, domain: Domain) -> sa.Table:
@@ -120,7 +163,6 @@ def _add_keys(conn: sa.Connection, affected: sa.Table, keys: sa.Select[Any]) -> 
     insert = upsert_insert(conn, affected)
     column = affected.primary_key.columns.values()[0].name
     conn.execute(insert.from_select([column], keys.where(sa.true())).on_conflict_do_nothing())
-    analyze_stage(conn, affected)
 
 
 def _take_changed_batch(
@@ -153,16 +195,21 @@ def _take_changed_batch(
 
 
 def _key_ranges(conn: sa.Connection, affected: sa.Table, chunk_size: int) -> Iterator[tuple[Any, Any]]:
-    """Consecutive [first, last] ranges of the affected keys, `chunk_size` keys each."""
+    """Consecutive [first, last] ranges of the affected keys, `chunk_size` keys each.
+
+    Only the bounds cross the wire (an index walk with OFFSET), not every key of the chunk.
+    """
     key = affected.primary_key.columns.values()[0]
-    last = None
-    while True:
-        query = sa.select(key).order_by(key).limit(chunk_size)
-        keys = conn.execute(query if last is None else query.where(key > last)).scalars().all()
-        if not keys:
+    first = conn.execute(sa.select(sa.func.min(key))).scalar()
+    while first is not None:
+        bounds = sa.select(key).where(key >= first).order_by(key)
+        last = conn.execute(bounds.offset(chunk_size - 1).limit(1)).scalar()
+        if last is None:
+            last = conn.execute(sa.select(sa.func.max(key))).scalar()
+            yield first, last
             return
-        yield keys[0], keys[-1]
-        last = keys[-1]
+        yield first, last
+        first = conn.execute(bounds.where(key > last).limit(1)).scalar()
 
 
 def _decide(
@@ -217,8 +264,13 @@ def _referenced_keys(conn: sa.Connection, domain: Domain, rows: pl.DataFrame) ->
         target = CLEAN_TABLES[fk.domain].c[fk.target_column]
         wanted = rows[fk.column].drop_nulls().unique().to_list()
         present: list[Any] = []
-        for start in range(0, len(wanted), 10_000):
-            present += conn.execute(sa.select(target).where(target.in_(wanted[start : start + 10_000]))).scalars()
+        if conn.dialect.name == "postgresql":
+            # One array parameter, not thousands of bound values to render and send.
+            values = sa.bindparam("wanted", wanted, type_=postgresql.ARRAY(target.type))
+            present += conn.execute(sa.select(target).where(target == sa.any_(values))).scalars()
+        else:
+            for start in range(0, len(wanted), 10_000):
+                present += conn.execute(sa.select(target).where(target.in_(wanted[start : start + 10_000]))).scalars()
         found[fk.domain] = pl.Series(fk.target_column, present, dtype=rows.schema[fk.column])
     return found
 
@@ -275,7 +327,7 @@ def add_rejections(conn: sa.Connection, domain: Domain, rejected: pl.DataFrame, 
     """Quarantine records (crm_id, reason) with their raw payload."""
     if rejected.is_empty():
         return
-    problem = pl.col("reason").map_elements(lambda r: "; ".join(reason_kinds(r)), return_dtype=pl.String)
+    problem = problems(pl.col("reason"))
     stage = create_stage(conn, rejected_records, ["crm_id", "reason", "problem"])
     fill_stage(conn, stage, rejected.select("crm_id", "reason", problem.alias("problem")))
     raw = RAW_TABLES[domain.name]

@@ -1,7 +1,7 @@
 """Benchmark of the reporting layer on PostgreSQL or SQLite (prints figures; not a test).
 
     .venv/bin/python crm_assets_tests/benchmarks/bench_reports.py [--deals 1000000] [--accounts 2000]
-        [--days 1096] [--sample 10] [--db postgres|sqlite]
+        [--days 1096] [--sample 10] [--db postgres|sqlite] [--instance temp|postgres]
 
 On a throwaway database: N deals over the last `--days` days, then
   1. the set-based replacement alone (SQL, no Dagster),
@@ -9,11 +9,15 @@ On a throwaway database: N deals over the last `--days` days, then
   3. weekly and monthly single-run backfills of the same span,
   4. one daily partition,
   5. one run per daily partition on a sample, extrapolated to the whole range.
-The Dagster instance is a temporary local one, with DAGSTER_EVENT_BATCH_SIZE=100.
+The Dagster instance is a temporary local one (SQLite event log), or with `--instance postgres` the
+production instance of the repository's dagster.yaml on a throwaway PostgreSQL database; either way
+with DAGSTER_EVENT_BATCH_SIZE=100 and DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=true (as the Docker
+image sets them) unless the environment sets them.
 """
 
 import argparse
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -25,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "100")  # before Dagster reads it
+# As the Docker image sets it: a single-run backfill's planned partitions in one event, not one each.
+os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
 
 import dagster as dg
 import polars as pl
@@ -38,6 +44,8 @@ from crm_assets.warehouse.bulk import fill_stage
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
 from crm_assets.warehouse.schema import CLEAN_TABLES
 from crm_assets_tests.conftest import create_pg_database, drop_pg_database
+
+REPOSITORY_INSTANCE = Path(__file__).resolve().parents[2] / "dagster.yaml"
 
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -90,6 +98,37 @@ def _throwaway_database(db: str) -> Iterator[str]:
         drop_pg_database(url)
 
 
+@contextmanager
+def _dagster_instance(kind: str) -> Iterator[dg.DagsterInstance]:
+    """A throwaway Dagster instance: local SQLite storage, or the repository's dagster.yaml on PostgreSQL."""
+    with tempfile.TemporaryDirectory(prefix="crm_bench_dagster_") as home:
+        if kind == "temp":
+            with dg.DagsterInstance.local_temp(home) as instance:
+                yield instance
+            return
+        storage = sa.make_url(create_pg_database("crm_assets_bench_dagster"))
+        settings = {
+            "DAGSTER_PG_HOST": storage.host or "127.0.0.1",
+            "DAGSTER_PG_PORT": str(storage.port or 5432),
+            "DAGSTER_PG_USER": storage.username or "postgres",
+            "DAGSTER_PG_PASSWORD": storage.password or "",
+            "DAGSTER_PG_DB": storage.database or "",
+        }
+        saved = {name: os.environ.get(name) for name in settings}
+        os.environ.update(settings)
+        shutil.copy(REPOSITORY_INSTANCE, Path(home) / "dagster.yaml")
+        try:
+            with dg.DagsterInstance.from_config(home) as instance:
+                yield instance
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            drop_pg_database(storage.render_as_string(hide_password=False))
+
+
 def _timed(label: str, fn: Callable[[], Any]) -> float:
     started = time.perf_counter()
     fn()
@@ -120,6 +159,12 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=1_096)
     parser.add_argument("--sample", type=int, default=10, help="daily partitions run one per run")
     parser.add_argument("--db", choices=("postgres", "sqlite"), default="postgres", help="the warehouse database")
+    parser.add_argument(
+        "--instance",
+        choices=("temp", "postgres"),
+        default="temp",
+        help="Dagster storage: a local temporary instance, or the repository's dagster.yaml on a throwaway PostgreSQL",
+    )
     args = parser.parse_args()
     with _throwaway_database(args.db) as url:
         _run(args, url)
@@ -134,7 +179,10 @@ def _run(args: argparse.Namespace, url: str) -> None:
         print(
             f"reports benchmark ({args.db}): {args.deals:,} deals, {args.accounts:,} accounts, "
             f"{args.days:,} daily partitions "
-            f"({first} .. {last}), DAGSTER_EVENT_BATCH_SIZE={os.environ['DAGSTER_EVENT_BATCH_SIZE']}"
+            f"({first} .. {last}), Dagster instance {args.instance}, "
+            f"DAGSTER_EVENT_BATCH_SIZE={os.environ['DAGSTER_EVENT_BATCH_SIZE']}, "
+            "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS="
+            f"{os.environ['DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS']}"
         )
         _timed("load deals (bulk path, setup only)", lambda: _load(engine, args.deals, args.accounts, first, args.days))
         end = last + timedelta(days=1)
@@ -142,7 +190,7 @@ def _run(args: argparse.Namespace, url: str) -> None:
             "SQL only: replace every daily window in one statement",
             lambda: replace_aggregations(engine, Cadence.DAILY, first, end),
         )
-        with tempfile.TemporaryDirectory() as home, dg.DagsterInstance.local_temp(home) as instance:
+        with _dagster_instance(args.instance) as instance:
             _timed(
                 "warm-up: one in-process run (imports, instance schema)",
                 lambda: _materialize(instance, url, Cadence.DAILY, last.isoformat(), last.isoformat()),

@@ -3,10 +3,13 @@
 from datetime import date, timedelta
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from crm_assets.reports import aggregate
 from crm_assets.reports.aggregate import replace_aggregations
 from crm_assets.reports.windows import Cadence
+from crm_assets.warehouse.bulk import suspend_for_bulk_load as suspend
 from crm_assets_tests.reports.helpers import add_accounts, add_deals, deal_row, delete_deal, rows, update_deal
 
 D, W, M = Cadence.DAILY, Cadence.WEEKLY, Cadence.MONTHLY
@@ -167,3 +170,38 @@ def test_range_equals_each_partition_alone(engine: Engine) -> None:
 def test_empty_window_is_rejected(engine: Engine) -> None:
     with pytest.raises(ValueError, match="empty window"):
         replace_aggregations(engine, D, date(2024, 1, 2), date(2024, 1, 2))
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["row-checked", "bulk-insert"])
+def test_a_large_range_writes_the_same_rows_without_row_checks(
+    engine: Engine, bulk: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the threshold (PostgreSQL) the foreign key and plain index are rebuilt after the insert."""
+    monkeypatch.setattr(aggregate, "BULK_INSERT_MIN_DAYS", 1 if bulk else 10**9)
+    suspended: list[list[str]] = []
+
+    def spy(conn: sa.Connection, table: sa.Table) -> list[str]:
+        suspended.append(suspend(conn, table))
+        return suspended[-1]
+
+    monkeypatch.setattr(aggregate, "suspend_for_bulk_load", spy)
+    add_deals(
+        engine, [deal_row(i, i % 3 + 1, f"2024-03-{i % 28 + 1:02d}T10:00:00+00:00", "1.50") for i in range(1, 60)]
+    )
+    stats = replace_aggregations(engine, D, date(2024, 3, 1), date(2024, 4, 1))
+    assert (stats.deal_count, str(stats.total_deal_size)) == (59, "88.50")
+    assert len(rows(engine, D)) == stats.rows_written
+    assert rows(engine, D)[:2] == [("2024-03-01", 2, "1.50", 1), ("2024-03-01", 3, "1.50", 1)]
+    with engine.connect() as conn:
+        validated = (
+            conn.exec_driver_sql(
+                "SELECT convalidated FROM pg_constraint WHERE conname = 'fk_deal_aggregations_account_id_accounts'"
+            ).all()
+            if engine.dialect.name == "postgresql"
+            else [(True,)]
+        )
+    assert validated == [(True,)]
+    expect_suspended = bulk and engine.dialect.name == "postgresql"
+    assert bool(suspended) == expect_suspended
+    if expect_suspended:
+        assert any("VALIDATE CONSTRAINT" in s for s in suspended[0])

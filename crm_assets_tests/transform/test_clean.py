@@ -8,7 +8,7 @@ from typing import Any
 import polars as pl
 
 from crm_assets.domains import ACCOUNTS, DEALS
-from crm_assets.transform.clean import clean
+from crm_assets.transform.clean import clean, problems, reason_kinds
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -101,3 +101,17 @@ def test_domains_without_foreign_keys_need_no_loaded_keys() -> None:
     )
     result = clean(ACCOUNTS, raw)
     assert result.rows.select("account_id", "account_value", "region").row(0) == (5, 1000, "Europe")
+
+
+def test_problems_names_the_same_kinds_as_reason_kinds() -> None:
+    reasons = [
+        "duplicate deal_id 7: CRM record 12 is more recent",
+        "duplicate name a b: CRM record 3 is more recent",
+        "orphan: account_id 5 has no loaded accounts row",
+        "deal_size: missing (required)",
+        "deal_size: cannot use 'x', expected a decimal number",
+        "deal_stage: cannot use 'Mars', expected one of A, B; created_at: missing (required)",
+        "odd text without a separator",
+    ]
+    frame = pl.DataFrame({"reason": reasons}).select(problems(pl.col("reason")))
+    assert frame["reason"].to_list() == ["; ".join(reason_kinds(r)) for r in reasons]

@@ -6,11 +6,13 @@ import random
 from typing import Any
 
 import polars as pl
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from crm_assets.domains import ACCOUNTS, DEALS, Domain
 from crm_assets.transform.clean import clean
+from crm_assets.warehouse import clean_load
 from crm_assets.warehouse.clean_load import clean_changes, read_clean_rows
 from crm_assets.warehouse.raw import RawWriter, read_live_fields
 from crm_assets.warehouse.schema import rejected_records
@@ -83,7 +85,13 @@ def reference(engine: Engine, domain: Domain) -> tuple[list[tuple[Any, ...]], se
     return result.rows.rows(), {(int(c), r) for c, r in result.rejected.iter_rows()}
 
 
-def test_incremental_runs_agree_with_a_full_recompute(warehouse_engine: Engine) -> None:
+@pytest.mark.parametrize("bulk_load", [False, True], ids=["row-checked", "bulk-load"])
+def test_incremental_runs_agree_with_a_full_recompute(
+    warehouse_engine: Engine, bulk_load: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if bulk_load:  # every run drops and rebuilds foreign keys and plain indexes (PostgreSQL)
+        monkeypatch.setattr(clean_load, "BULK_LOAD_MIN_ROWS", 0)
+        monkeypatch.setattr(clean_load, "BULK_LOAD_GROWTH", 0)
     rng = random.Random(42)
     second = 0
     accounts: dict[int, dict[str, Any]] = {}

@@ -1,0 +1,97 @@
+"""A big clean run on PostgreSQL loads without per-row foreign-key checks, and leaves the schema as it found it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from crm_assets.domains import ACCOUNTS, DEALS
+from crm_assets.warehouse import clean_load
+from crm_assets.warehouse.bulk import restore_after_bulk_load, suspend_for_bulk_load
+from crm_assets.warehouse.clean_load import clean_changes
+from crm_assets.warehouse.engine import create_warehouse_engine, migrate
+from crm_assets.warehouse.schema import CLEAN_TABLES
+from crm_assets_tests.warehouse.test_incremental_clean import account, deal, write
+
+pytestmark = pytest.mark.postgres
+
+CATALOG = sa.text(
+    "SELECT c.relname, i.relname, pg_get_indexdef(i.oid) FROM pg_index x "
+    "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class c ON c.oid = x.indrelid "
+    "WHERE c.relname IN ('accounts', 'deals', 'accounts_candidates', 'deals_candidates') "
+    "UNION ALL SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) || ' ' || convalidated "
+    "FROM pg_constraint WHERE conrelid::regclass::text IN ('accounts', 'deals', 'accounts_candidates', "
+    "'deals_candidates') ORDER BY 1, 2, 3"
+)
+
+
+@pytest.fixture
+def pg_engine(pg_url: str) -> Iterator[Engine]:
+    engine = create_warehouse_engine(pg_url)
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+def test_a_big_clean_run_restores_every_index_and_validated_foreign_key(
+    pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(clean_load, "BULK_LOAD_MIN_ROWS", 3)
+    with pg_engine.connect() as conn:
+        before = conn.execute(CATALOG).all()
+    write(pg_engine, ACCOUNTS, [account(i, i, i) for i in range(1, 4)])
+    write(pg_engine, DEALS, [deal(100 + i, i, i % 3 + 1, i) for i in range(1, 7)])
+    dropped: list[list[str]] = []
+    suspend = clean_load.suspend_for_bulk_load
+
+    def spy(conn: sa.Connection, table: sa.Table) -> list[str]:
+        dropped.append(suspend(conn, table))
+        return dropped[-1]
+
+    monkeypatch.setattr(clean_load, "suspend_for_bulk_load", spy)
+    for domain in (ACCOUNTS, DEALS):
+        with pg_engine.begin() as conn:
+            clean_changes(conn, domain, "run")
+    with pg_engine.connect() as conn:
+        assert conn.execute(CATALOG).all() == before
+        assert conn.execute(sa.select(sa.func.count()).select_from(CLEAN_TABLES["deals"])).scalar_one() == 6
+    statements = " ".join(s for run in dropped for s in run)
+    assert "VALIDATE CONSTRAINT fk_deals_account_id_accounts" in statements
+    assert "ix_deals_candidates_account_id" in statements and "ix_deals_created_at" in statements
+    assert "ix_deals_candidates_deal_id" in statements
+    assert "uq_deals_deal_id" not in statements, "unique keys stay: the contest and the history look rows up by them"
+
+
+def test_a_small_change_keeps_the_row_checks(pg_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(pg_engine, ACCOUNTS, [account(1, 1, 1)])
+    monkeypatch.setattr(clean_load, "suspend_for_bulk_load", lambda *args: pytest.fail("suspended"))
+    with pg_engine.begin() as conn:
+        clean_changes(conn, ACCOUNTS, "run")
+
+
+def test_a_row_breaking_the_foreign_key_fails_the_restore(pg_engine: Engine) -> None:
+    deals = CLEAN_TABLES["deals"]
+    with pytest.raises(sa.exc.IntegrityError, match="fk_deals_account_id_accounts"), pg_engine.begin() as conn:
+        restore = suspend_for_bulk_load(conn, deals)
+        conn.execute(
+            deals.insert().values(
+                deal_id=1,
+                deal_name="D",
+                probability_of_closure="50%",
+                deal_stage="Prospecting",
+                account_id=404,
+                created_at=sa.func.now(),
+                crm_id=1,
+                updated_at=sa.func.now(),
+            )
+        )
+        restore_after_bulk_load(conn, restore)
+    with pg_engine.connect() as conn:
+        assert conn.execute(CATALOG).all()  # the failed transaction rolled the drop back too
+        constraints = conn.execute(
+            sa.text("SELECT convalidated FROM pg_constraint WHERE conname = 'fk_deals_account_id_accounts'")
+        ).all()
+    assert constraints == [(True,)]
