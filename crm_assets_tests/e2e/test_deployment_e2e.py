@@ -398,7 +398,7 @@ def _cli_run(stack: Stack) -> str:
 def _check_ui(stack: Stack, cli_run_id: str) -> None:
     """The asset graph, one asset page and the crm_sync job page (with the CLI's run) render in a real
     browser; screenshots go to e2e_artifacts/."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
@@ -421,7 +421,10 @@ def _check_ui(stack: Stack, cli_run_id: str) -> None:
             # Each partition's own numbers, charted by the Overview's Metadata > Plots toggle.
             page.goto(f"{stack.webserver_url}/assets/{DAILY}")
             page.get_by_text("Plots", exact=True).first.click()
-            _expect_texts(page, ["total_deal_size", "deal_count"], ARTIFACTS / "asset_daily_plots.png")
+            expect(page.get_by_text("Loading plots")).to_have_count(0, timeout=UI_TIMEOUT_MS)
+            page.screenshot(path=str(ARTIFACTS / "asset_daily_plots.png"), full_page=True)
+            for key in ("total_deal_size", "deal_count"):  # a plot title beside the column of the same name
+                assert page.get_by_text(key, exact=True).count() >= 2, f"no plot of {key}"
         finally:
             browser.close()
 
