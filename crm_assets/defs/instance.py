@@ -33,12 +33,13 @@ PLAIN_CONSOLE: Mapping[str, Any] = {"loggers": {"console": {}}}
 
 
 def dagster_home() -> Path:
-    """$DAGSTER_HOME, else ./.crm_assets/dagster_home (created, telemetry off); exported for this process."""
+    """$DAGSTER_HOME, else ./.crm_assets/dagster_home (created; telemetry and the UI's welcome popup off);
+    exported for this process."""
     home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME).resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
+        config.write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 

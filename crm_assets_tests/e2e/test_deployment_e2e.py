@@ -97,6 +97,11 @@ query($id: ID!) { logsForRun(runId: $id) { __typename
 RUN_COUNT_QUERY = """
 query($job: String!) { runsOrError(filter: {pipelineName: $job}) { __typename ... on Runs { count } } }
 """
+CLI_RUNS_QUERY = """
+query { runsOrError(limit: 1,
+    filter: {pipelineName: "crm_sync", tags: [{key: "crm_assets/launched_by", value: "cli"}]}) {
+  __typename ... on Runs { results { runId } } } }
+"""
 DAEMON_HEALTH_QUERY = """
 query { instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }
 """
@@ -385,16 +390,15 @@ def _cli_run(stack: Stack) -> str:
         check=False,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    with dg.DagsterInstance.from_config(stack.services.env["DAGSTER_HOME"]) as instance:
-        runs = instance.get_runs(dg.RunsFilter(job_name="crm_sync", tags={"crm_assets/launched_by": "cli"}), limit=1)
-    assert runs, "the CLI's crm_sync run is not in the deployment's instance"
-    return runs[0].run_id
+    runs = stack.graphql(CLI_RUNS_QUERY)["runsOrError"]
+    assert runs["__typename"] == "Runs" and runs["results"], f"the CLI's crm_sync run is not in the instance: {runs}"
+    return str(runs["results"][0]["runId"])
 
 
 def _check_ui(stack: Stack, cli_run_id: str) -> None:
     """The asset graph, one asset page and the crm_sync job page (with the CLI's run) render in a real
     browser; screenshots go to e2e_artifacts/."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
@@ -414,9 +418,13 @@ def _check_ui(stack: Stack, cli_run_id: str) -> None:
             )
             page.goto(f"{stack.webserver_url}/locations/{LOCATION}/jobs/crm_sync/runs")
             _expect_texts(page, [cli_run_id[:8]], ARTIFACTS / "job_crm_sync_runs.png")
-            # Per-partition numbers chart in the asset's Plots tab.
-            page.goto(f"{stack.webserver_url}/assets/{DAILY}?view=plots")
-            _expect_texts(page, ["total_deal_size", "deal_count"], ARTIFACTS / "asset_daily_plots.png")
+            # Each partition's own numbers, charted by the Overview's Metadata > Plots toggle.
+            page.goto(f"{stack.webserver_url}/assets/{DAILY}")
+            page.get_by_text("Plots", exact=True).first.click()
+            expect(page.get_by_text("Loading plots")).to_have_count(0, timeout=UI_TIMEOUT_MS)
+            page.screenshot(path=str(ARTIFACTS / "asset_daily_plots.png"), full_page=True)
+            for key in ("total_deal_size", "deal_count"):  # a plot title beside the column of the same name
+                assert page.get_by_text(key, exact=True).count() >= 2, f"no plot of {key}"
         finally:
             browser.close()
 
