@@ -22,6 +22,8 @@ PERIOD_COLUMN: Final = "created_at"
 # Dagster's tags for a single run over a partition range (BackfillPolicy.single_run()).
 RANGE_START_TAG: Final = "dagster/asset_partition_range_start"
 RANGE_END_TAG: Final = "dagster/asset_partition_range_end"
+# ... and for a run of one partition.
+PARTITION_TAG: Final = "dagster/partition"
 
 # Tags crm-assets puts on the runs it launches.
 LAUNCHED_BY_TAG: Final = "crm_assets/launched_by"

@@ -93,6 +93,24 @@ def _refresh_reports(
     return [run.describe() for run in runs]
 
 
+def _refresh_history(instance: dg.DagsterInstance, location: Any, since: int | None, rebuild: bool) -> list[str]:
+    """The history report and stage transitions after any new `deals` materialization, and pipeline_daily from
+    the earliest day the new versions change (every day on the first run, or with `--rebuild-reports`)."""
+    from crm_assets.defs.history.assets import DAILY, pipeline_daily_asset
+    from crm_assets.defs.history.sensors import history_changes_after, plan_history_runs
+    from crm_assets.reports.windows import utc_day
+
+    changes = history_changes_after(instance, since, limit=None)
+    computed = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=pipeline_daily_asset.key), limit=1
+    ).records
+    runs = plan_history_runs(changes, from_day=utc_day(DAILY.start) if rebuild or not computed else None)
+    for run in runs:
+        print(f"\n== {run.describe()} ==", flush=True)
+        _run(instance, location, run.job_name, {}, dict(run.tags))
+    return [run.describe() for run in runs]
+
+
 def _reports_cursor(instance: dg.DagsterInstance) -> int | None:
     value = instance.run_storage.get_cursor_values({REPORTS_CURSOR_KEY}).get(REPORTS_CURSOR_KEY)
     return int(value) if value else None
@@ -124,7 +142,9 @@ def ui_command(home: Path) -> str:
     return f"DAGSTER_HOME={home} {Path(sys.executable).with_name('dg')} dev"
 
 
-def _print_summary(engine: sa.Engine, export_dir: Path, home: Path, report_runs: list[str]) -> None:
+def _print_summary(
+    engine: sa.Engine, export_dir: Path, home: Path, report_runs: list[str], history_runs: list[str]
+) -> None:
     rows, reasons, aggregations = _counts(engine)
     print("\n== crm-assets: summary ==")
     for name, count in rows.items():
@@ -136,6 +156,7 @@ def _print_summary(engine: sa.Engine, export_dir: Path, home: Path, report_runs:
         print("  deal_aggregations: " + ", ".join(f"{k} {n:,} rows" for k, n in sorted(aggregations.items())))
     shown = ", ".join(report_runs[:6]) + (f", ... ({len(report_runs) - 6} more)" if len(report_runs) > 6 else "")
     print(f"  aggregation runs: {len(report_runs)}" + (f" ({shown})" if report_runs else " (no partition changed)"))
+    print(f"  history runs: {len(history_runs)}" + (f" ({', '.join(history_runs)})" if history_runs else ""))
     print(f"\n  warehouse:  {safe_url(engine.url)}")
     print("  rejected records, with reason and raw payload: table rejected_records")
     print(f"  exports:    {export_dir}")
@@ -148,6 +169,8 @@ def run_all(full_refresh: bool = False, rebuild_reports: bool = False) -> int:
     home = dagster_home()
     # A first run's aggregation covers years of daily partitions: write their events in batches.
     os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "100")
+    # ... and plan such a run with one event for the whole range, not one per partition.
+    os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
     from crm_assets.resources import (
         ExportDirectory,
         WarehouseResource,
@@ -168,9 +191,10 @@ def run_all(full_refresh: bool = False, rebuild_reports: bool = False) -> int:
         with dg.DagsterInstance.get() as instance, code_location(instance) as location:
             since = _reports_cursor(instance)
             _sync(instance, location, full_refresh)
+            history_runs = _refresh_history(instance, location, since, rebuild_reports)
             report_runs = _refresh_reports(instance, location, engine, since, rebuild_reports)
     except RunFailed as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 1
-    _print_summary(engine, export_dir, home, report_runs)
+    _print_summary(engine, export_dir, home, report_runs, history_runs)
     return 0

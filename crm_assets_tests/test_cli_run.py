@@ -28,6 +28,7 @@ SNAPSHOT_IDS = (
     "print(json.dumps({j.name: j.get_job_snapshot_id() for j in defs.get_repository_def().get_all_jobs()}))"
 )
 REPORT_JOBS = {f"deal_aggregations_{c}_job" for c in ("daily", "weekly", "monthly")}
+HISTORY_JOBS = {"deal_history_job", "pipeline_daily_job"}
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -99,7 +100,7 @@ def test_the_readme_commands_in_order_share_one_instance_and_one_warehouse(tmp_p
     assert not (tmp_path / ".crm_assets" / "warehouse.db").exists(), "no second warehouse"
 
     runs = _runs_by_job(home)
-    assert set(runs) == {"crm_sync", "update_domain_value", *REPORT_JOBS}, "no ephemeral asset job"
+    assert set(runs) == {"crm_sync", "update_domain_value", *REPORT_JOBS, *HISTORY_JOBS}, "no ephemeral asset job"
     assert runs["update_domain_value"][0].tags["crm_assets/dry_run"] == "true"
     # The UI flags a run whose job snapshot differs from the code it loaded ("may be a different version"):
     # load it as the README's UI command does, in the same environment.
@@ -133,6 +134,8 @@ def test_run_twice_against_postgresql_refreshes_only_what_changed(tmp_path: Path
         runs = _runs_by_job(tmp_path / "home")
         # The first command: per cadence one range run and one run of its checks; the second: none.
         assert len(runs["crm_sync"]) == 2 and all(len(runs[j]) == 2 for j in REPORT_JOBS)
+        # The history report after each sync; the open pipeline per day once (no version changed a day since).
+        assert len(runs["deal_history_job"]) == 2 and len(runs["pipeline_daily_job"]) == 1
     finally:
         drop_pg_database(url)
 

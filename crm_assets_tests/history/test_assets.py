@@ -1,5 +1,6 @@
 """The history assets, check and refresh sensor through Dagster (in process)."""
 
+import os
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -15,7 +16,7 @@ from crm_assets.defs.history.assets import HISTORY_ASSETS, pipeline_daily_asset
 from crm_assets.defs.history.checks import HISTORY_CHECKS
 from crm_assets.defs.history.sensors import DAILY, deal_history_refresh
 from crm_assets.reports.pipeline import read_day_totals
-from crm_assets.resources import WarehouseResource
+from crm_assets.resources import ExportDirectory, WarehouseResource
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
 from crm_assets.warehouse.schema import deal_history
 from crm_assets_tests.history.test_pipeline import build_history
@@ -43,7 +44,8 @@ def instance() -> Iterator[dg.DagsterInstance]:
 
 
 def _run(url: str, instance: dg.DagsterInstance, assets: list[Any], **kwargs: Any) -> dg.ExecuteInProcessResult:
-    return dg.materialize(assets, resources={"warehouse": WarehouseResource(url=url)}, instance=instance, **kwargs)
+    resources = {"warehouse": WarehouseResource(url=url), "exports": ExportDirectory(path=os.environ["CRM_EXPORT_DIR"])}
+    return dg.materialize(assets, resources=resources, instance=instance, **kwargs)
 
 
 def _meta(event: dg.AssetMaterialization) -> dict[str, Any]:
@@ -102,11 +104,25 @@ def _report_deals(instance: dg.DagsterInstance, changed_from: str | None) -> Non
     instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="deals", metadata=metadata))
 
 
+def test_the_sensor_starts_after_the_newest_deals_materialization(instance: dg.DagsterInstance) -> None:
+    """Starting the UI after `crm-assets run` (which refreshed the history itself) requests nothing."""
+    assert isinstance(deal_history_refresh(dg.build_sensor_context(instance=instance)), dg.SkipReason)
+    _report_deals(instance, "2024-03-12")
+    context = dg.build_sensor_context(instance=instance)
+    assert isinstance(deal_history_refresh(context), dg.SkipReason)
+    assert context.cursor is not None
+    again = deal_history_refresh(dg.build_sensor_context(instance=instance, cursor=context.cursor))
+    assert isinstance(again, dg.SkipReason)
+
+
 def test_the_sensor_recomputes_from_the_earliest_changed_day(instance: dg.DagsterInstance) -> None:
+    _report_deals(instance, None)  # what ran before the sensor's first tick
+    first = dg.build_sensor_context(instance=instance)
+    deal_history_refresh(first)
     _report_deals(instance, "2024-03-12")
     _report_deals(instance, None)  # a write-back or a run without new versions
     _report_deals(instance, "2024-03-10")
-    result = deal_history_refresh(dg.build_sensor_context(instance=instance))
+    result = deal_history_refresh(dg.build_sensor_context(instance=instance, cursor=first.cursor))
     assert isinstance(result, dg.SensorResult)
     requests = {r.job_name: r for r in result.run_requests or []}
     assert set(requests) == {"deal_history_job", "pipeline_daily_job"}

@@ -10,13 +10,13 @@ import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from crm_assets.defs.exports.assets import write_atomically
 from crm_assets.defs.reports.partitions import PARTITIONS
+from crm_assets.files import write_bytes_atomically
 from crm_assets.reports.pipeline import PipelineStats, replace_pipeline
 from crm_assets.reports.pipeline_chart import open_value_by_stage, render_pipeline_chart
 from crm_assets.reports.transitions import TransitionStats, replace_transitions
 from crm_assets.reports.windows import Cadence, utc_day
-from crm_assets.resources import WarehouseResource, export_dir_from_env
+from crm_assets.resources import ExportDirectory, WarehouseResource
 from crm_assets.warehouse.history import history_start
 from crm_assets.warehouse.schema import deal_history
 
@@ -119,7 +119,7 @@ def _partition_metadata(context: dg.AssetExecutionContext, stats: PipelineStats)
         )
 
 
-def _chart_metadata(engine: Engine, end: date) -> dict[str, Any]:
+def _chart_metadata(engine: Engine, charts: Path, end: date) -> dict[str, Any]:
     """Open value per stage over the days up to this run's last one, as a PNG file and inline."""
     first = max(utc_day(DAILY.start), end - timedelta(days=CHART_DAYS))
     days = [first + timedelta(days=i) for i in range((end - first).days)]
@@ -128,12 +128,8 @@ def _chart_metadata(engine: Engine, end: date) -> dict[str, Any]:
     last = end - timedelta(days=1)
     title = f"Open pipeline by stage at the end of each day, {first} to {last} (UTC)"
     png = render_pipeline_chart(values, days, title)
-    path = Path(export_dir_from_env()).resolve() / "charts" / f"open_pipeline_by_stage_{last}.png"
-
-    def write(target: Path) -> None:
-        target.write_bytes(png)
-
-    write_atomically(path, write)
+    path = charts / f"open_pipeline_by_stage_{last}.png"
+    write_bytes_atomically(path, png)
     inline = base64.b64encode(png).decode("ascii")
     return {
         "chart_file": dg.MetadataValue.path(str(path)),
@@ -152,7 +148,9 @@ def _chart_metadata(engine: Engine, end: date) -> dict[str, Any]:
     "open_deal_count and open_deal_value as of the end of the day, point in time from deal_history. A range is "
     "one run and one set-based replacement. Days that ended before the history began hold no rows.",
 )
-def pipeline_daily_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def pipeline_daily_asset(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, exports: ExportDirectory
+) -> dg.MaterializeResult:
     started = time.monotonic()
     window = context.partition_time_window  # the whole range in a single-run backfill
     start, end = utc_day(window.start), utc_day(window.end)
@@ -172,7 +170,7 @@ def pipeline_daily_asset(context: dg.AssetExecutionContext, warehouse: Warehouse
         "days_before_history": len(before),
         "history_first_day": stats.first_history_day.isoformat() if stats.first_history_day else "",
     }
-    metadata.update(_chart_metadata(engine, end))
+    metadata.update(_chart_metadata(engine, exports.charts_path, end))
     metadata["duration_seconds"] = round(time.monotonic() - started, 2)
     return dg.MaterializeResult(metadata=metadata)
 

@@ -7,13 +7,15 @@ pipeline at the end of that day and every later one is recomputed, in one single
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 import dagster as dg
 
-from crm_assets.contracts import HISTORY_CHANGED_FROM, RANGE_END_TAG, RANGE_START_TAG
+from crm_assets.contracts import HISTORY_CHANGED_FROM, PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG
 from crm_assets.defs.history.assets import DAILY, deal_history_asset, deal_stage_transitions_asset, pipeline_daily_asset
+from crm_assets.defs.reports.refresh import latest_deals_event_id
 from crm_assets.reports.windows import utc_day
 
 DEALS_KEY = dg.AssetKey("deals")
@@ -57,18 +59,65 @@ def changed_from(metadata: Mapping[str, Any], log: Any = None) -> date | None:
         return None
 
 
-def pipeline_request(first_changed: date, cursor_id: int, last_key: str | None) -> dg.RunRequest | None:
-    """One run over the complete days from `first_changed` to the last partition (None if there are none)."""
-    if last_key is None:
-        return None
-    first, last = max(first_changed, utc_day(DAILY.start)), date.fromisoformat(last_key)
-    if first > last:
-        return None
-    run_key = f"pipeline_daily:{first}:{last}:{cursor_id}"
-    if first == last:
-        return dg.RunRequest(run_key=run_key, job_name=pipeline_daily_job.name, partition_key=first.isoformat())
-    tags = {RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()}
-    return dg.RunRequest(run_key=run_key, job_name=pipeline_daily_job.name, tags=tags)
+@dataclass(frozen=True)
+class HistoryChanges:
+    """What the `deals` materializations after a storage id changed in the history."""
+
+    materializations: int
+    earliest_day: date | None  # the earliest day whose open pipeline may have changed; None: no day
+    cursor_id: int | None  # storage id of the newest one read
+
+
+def history_changes_after(
+    instance: dg.DagsterInstance, after: int | None, limit: int | None = EVENTS_PER_TICK, log: Any = None
+) -> HistoryChanges:
+    """The `deals` materializations after storage id `after` (at most `limit`; None: all), oldest first."""
+    count, days, cursor = 0, list[date](), after
+    while True:
+        page = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=DEALS_KEY, after_storage_id=cursor),
+            limit=min(limit - count, EVENTS_PER_TICK) if limit else EVENTS_PER_TICK,
+            ascending=True,
+        )
+        for record in page.records:
+            if record.asset_materialization is not None:
+                day = changed_from(record.asset_materialization.metadata, log)
+                days += [day] if day is not None else []
+            cursor = record.storage_id
+        count += len(page.records)
+        if not page.has_more or not page.records or (limit and count >= limit):
+            return HistoryChanges(count, min(days, default=None), cursor)
+
+
+@dataclass(frozen=True)
+class HistoryRun:
+    """One run that brings the history assets up to date; `tags` pick its partition or range."""
+
+    job_name: str
+    tags: Mapping[str, str]
+
+    def describe(self) -> str:
+        if RANGE_START_TAG in self.tags:
+            return f"{self.job_name} {self.tags[RANGE_START_TAG]} .. {self.tags[RANGE_END_TAG]}"
+        return f"{self.job_name} {self.tags.get(PARTITION_TAG, '')}".strip()
+
+
+def plan_history_runs(changes: HistoryChanges, *, from_day: date | None = None) -> list[HistoryRun]:
+    """The history report and transitions once, then pipeline_daily from the earliest changed day (or
+    `from_day`, whichever is earlier) to the last complete day. Nothing when nothing changed."""
+    first = min((d for d in (changes.earliest_day, from_day) if d is not None), default=None)
+    if not changes.materializations and first is None:
+        return []
+    runs = [HistoryRun(deal_history_job.name, {})]
+    last_key = DAILY.get_last_partition_key()
+    if first is None or last_key is None:
+        return runs
+    start, last = max(first, utc_day(DAILY.start)), date.fromisoformat(last_key)
+    if start > last:
+        return runs
+    if start == last:
+        return [*runs, HistoryRun(pipeline_daily_job.name, {PARTITION_TAG: start.isoformat()})]
+    return [*runs, HistoryRun(pipeline_daily_job.name, {RANGE_START_TAG: start.isoformat(), RANGE_END_TAG: last_key})]
 
 
 @dg.sensor(
@@ -78,27 +127,27 @@ def pipeline_request(first_changed: date, cursor_id: int, last_key: str | None) 
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="After each materialization of `deals`, reports on deal_history and rebuilds the stage "
     "transitions; when the deals clean step wrote versions, recomputes pipeline_daily from the earliest day "
-    "they change to the last complete day.",
+    "they change to the last complete day. It starts from the newest `deals` materialization it finds.",
 )
 def deal_history_refresh(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-    after = int(context.cursor) if context.cursor else None
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=DEALS_KEY, after_storage_id=after), limit=EVENTS_PER_TICK, ascending=True
-    ).records
-    if not records:
+    if not context.cursor:
+        # Whatever ran before this sensor first ticked (`crm-assets run` included) refreshed the history
+        # assets itself: replaying it would only recompute the same days.
+        newest = latest_deals_event_id(context.instance)
+        if newest is None:
+            return dg.SkipReason("no materialization of deals yet")
+        context.update_cursor(str(newest))
+        return dg.SkipReason(f"starting after the newest deals materialization (storage id {newest})")
+    changes = history_changes_after(context.instance, int(context.cursor), log=context.log)
+    if not changes.materializations or changes.cursor_id is None:
         return dg.SkipReason("no new materialization of deals")
-    days = [
-        day
-        for record in records
-        if record.asset_materialization is not None
-        and (day := changed_from(record.asset_materialization.metadata, context.log)) is not None
-    ]
-    cursor_id = records[-1].storage_id
-    requests = [dg.RunRequest(run_key=f"deal_history:{cursor_id}", job_name=deal_history_job.name)]
-    if days and (pipeline := pipeline_request(min(days), cursor_id, DAILY.get_last_partition_key())):
-        requests.append(pipeline)
+    runs = plan_history_runs(changes)
     context.log.info(
-        f"{len(records)} deals materialization(s); history changed from {min(days) if days else 'no day'}: "
-        f"{len(requests)} run(s) requested"
+        f"{changes.materializations} deals materialization(s); history changed from "
+        f"{changes.earliest_day or 'no day'}: {len(runs)} run(s) requested"
     )
-    return dg.SensorResult(run_requests=requests, cursor=str(cursor_id))
+    requests = [
+        dg.RunRequest(run_key=f"{run.describe()}:{changes.cursor_id}", job_name=run.job_name, tags=dict(run.tags))
+        for run in runs
+    ]
+    return dg.SensorResult(run_requests=requests, cursor=str(changes.cursor_id))

@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
-from crm_assets.contracts import RANGE_END_TAG, RANGE_START_TAG, TOUCHED_DATES
+from crm_assets.contracts import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG, TOUCHED_DATES
 from crm_assets.defs.reports.assets import REPORT_ASSETS_BY_CADENCE
 from crm_assets.defs.reports.jobs import REPORT_JOBS
 from crm_assets.defs.reports.partitions import PARTITIONS
@@ -24,7 +24,6 @@ from crm_assets.reports.reconcile import mismatches_with_deals
 from crm_assets.reports.windows import Cadence, contiguous_runs, next_window, utc_day, windows_touched
 
 DEALS_KEY = dg.AssetKey("deals")
-PARTITION_TAG = "dagster/partition"
 # A run costs a few seconds whatever its size; recomputing a window in a range costs a fraction of one.
 # Stale windows this close together share a run, the windows between them recomputed on the way.
 MERGE_GAP = {Cadence.DAILY: 14, Cadence.WEEKLY: 4, Cadence.MONTHLY: 2}
