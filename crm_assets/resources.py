@@ -30,7 +30,7 @@ DEFAULT_RATE_LIMIT_PER_MINUTE = 400  # Freshsales Growth plan
 DEFAULT_RATE_LIMIT_PER_HOUR = 1000
 
 
-class CrmResource(dg.ConfigurableResource):
+class CrmResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # Dagster's documented form
     """Freshsales API access; the embedded demo CRM when no base URL is configured."""
 
     base_url: str | None = Field(
@@ -129,7 +129,7 @@ def _migrated_engine(url: str) -> Engine:
     return engine
 
 
-class WarehouseResource(dg.ConfigurableResource):
+class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # Dagster's documented form
     """The warehouse database: PostgreSQL in production, an embedded SQLite file by default."""
 
     url: str | None = Field(
@@ -189,7 +189,7 @@ def export_dir_from_env() -> str:
     return os.environ.get("CRM_EXPORT_DIR") or "output"
 
 
-class ExportDirectory(dg.ConfigurableResource):
+class ExportDirectory(dg.ConfigurableResource):  # type: ignore[type-arg]  # Dagster's documented form
     """Where output files go (CRM_EXPORT_DIR): the dated JSON/CSV exports, and the charts under charts/."""
 
     path: str = Field(default="output", description="Folder for the dated JSON/CSV files; charts go to charts/")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -44,7 +45,7 @@ class ReplaceStats:
     total_deal_size: Decimal
 
 
-def aggregation_select(dialect: sa.Dialect, cadence: Cadence, start: date, end: date) -> sa.Select[tuple]:
+def aggregation_select(dialect: sa.Dialect, cadence: Cadence, start: date, end: date) -> sa.Select[Any]:
     """Per account and window: (account_id, type, window start, total size, count) of deals in [start, end)."""
     window = window_start_of(dialect, cadence, DEALS.c.created_at, timestamptz=True).label("aggregation_date")
     return (
@@ -150,7 +151,9 @@ def read_aggregations(
     return [AggregationRow(int(a), d, _cents(t), int(c)) for a, d, t, c in conn.execute(query)]
 
 
-def top_accounts(conn: sa.Connection, cadence: Cadence, start: date, end: date, limit: int = 5) -> list[tuple]:
+def top_accounts(
+    conn: sa.Connection, cadence: Cadence, start: date, end: date, limit: int = 5
+) -> list[tuple[Any, ...]]:
     """(account_id, account_name, region, total, deals) of the largest totals in the range."""
     total = sa.func.sum(deal_aggregations.c.total_deal_size)
     query = (

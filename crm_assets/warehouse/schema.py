@@ -7,6 +7,8 @@ exactly this metadata.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -50,7 +52,7 @@ Money = Numeric(18, 2, asdecimal=True)
 
 AGGREGATION_TYPES = ("daily", "weekly", "monthly")
 
-_SQL_TYPES: dict[ColumnType, TypeEngine] = {
+_SQL_TYPES: dict[ColumnType, TypeEngine[Any]] = {
     ColumnType.TEXT: Text(),
     ColumnType.BIGINT: BigInteger(),
     ColumnType.INTEGER: Integer(),
@@ -67,7 +69,7 @@ def _in_list(column: str, choices: tuple[str, ...]) -> str:
 
 
 def _clean_table(domain: Domain) -> Table:
-    columns: list[Column] = [Column("id", SurrogateKey, primary_key=True, autoincrement=True)]
+    columns: list[Column[Any]] = [Column("id", SurrogateKey, primary_key=True, autoincrement=True)]
     for col in domain.columns:
         sql_type = _SQL_TYPES[col.type]
         if col.type is ColumnType.TEXT and col.name == domain.business_key:

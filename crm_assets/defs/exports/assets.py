@@ -50,7 +50,7 @@ def export_frame(frame: pl.DataFrame, directory: Path, stem: str) -> list[Path]:
 )
 def crm_exports(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, exports: ExportDirectory
-) -> dg.MaterializeResult:
+) -> dg.MaterializeResult[None]:
     day = datetime.now(UTC).date().isoformat()
     directory = exports.folder
     written: dict[str, int] = {}

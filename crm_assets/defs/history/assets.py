@@ -35,7 +35,7 @@ DAILY = PARTITIONS[Cadence.DAILY]
     "version with is_deleted. Written by the deals clean step and the write-back in their own transactions; "
     "this asset reports on it. Changes between two syncs collapse into one version.",
 )
-def deal_history_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def deal_history_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult[None]:
     h = deal_history.c
     open_ = h.valid_to.is_(None)
     with warehouse.get_engine().connect() as conn:
@@ -94,7 +94,7 @@ def _slug(stage: str) -> str:
 )
 def deal_stage_transitions_asset(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
+) -> dg.MaterializeResult[None]:
     started = time.monotonic()
     stats = replace_transitions(warehouse.get_engine())
     context.log.info(f"deal_stage_transitions: {stats.transitions:,} transitions of {stats.deals:,} deals")
@@ -150,7 +150,7 @@ def _chart_metadata(engine: Engine, charts: Path, end: date) -> dict[str, Any]:
 )
 def pipeline_daily_asset(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, exports: ExportDirectory
-) -> dg.MaterializeResult:
+) -> dg.MaterializeResult[None]:
     started = time.monotonic()
     window = context.partition_time_window  # the whole range in a single-run backfill
     start, end = utc_day(window.start), utc_day(window.end)

@@ -79,7 +79,7 @@ def _chart_metadata(engine: Engine, charts: Path, end: date, first_month: date) 
 
 def _materialize(
     context: dg.AssetExecutionContext, cadence: Cadence, engine: Engine, exports: ExportDirectory
-) -> dg.MaterializeResult:
+) -> dg.MaterializeResult[None]:
     started = time.monotonic()
     window = context.partition_time_window  # the whole range in a single-run backfill
     start, end = utc_day(window.start), utc_day(window.end)
@@ -118,7 +118,7 @@ def build_report_asset(cadence: Cadence) -> dg.AssetsDefinition:
     )
     def report(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, exports: ExportDirectory
-    ) -> dg.MaterializeResult:
+    ) -> dg.MaterializeResult[None]:
         return _materialize(context, cadence, warehouse.get_engine(), exports)
 
     return report

@@ -91,7 +91,7 @@ def _extract(
     config: RawSyncConfig,
     client: FreshsalesClient,
     warehouse: WarehouseResource,
-) -> dg.MaterializeResult:
+) -> dg.MaterializeResult[None]:
     started = time.monotonic()
     result = extract_domain(
         warehouse.get_engine(),
@@ -157,7 +157,7 @@ def build_raw_asset(domain: Domain) -> dg.AssetsDefinition:
         config: RawSyncConfig,
         crm: CrmResource,
         warehouse: WarehouseResource,
-    ) -> dg.MaterializeResult:
+    ) -> dg.MaterializeResult[None]:
         try:
             with crm.get_client(context.log) as client:
                 return _extract(context, domain, config, client, warehouse)
@@ -223,7 +223,7 @@ def build_clean_asset(domain: Domain) -> dg.AssetsDefinition:
     )
     def clean_asset(
         context: dg.AssetExecutionContext, config: CleanConfig, warehouse: WarehouseResource
-    ) -> dg.MaterializeResult:
+    ) -> dg.MaterializeResult[None]:
         started = time.monotonic()
         engine = warehouse.get_engine()
         try:

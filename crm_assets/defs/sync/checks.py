@@ -6,6 +6,7 @@ and catch drift in databases that were loaded by other means.
 """
 
 from collections.abc import Callable
+from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
@@ -17,7 +18,7 @@ from crm_assets.resources import CrmResource, WarehouseResource
 from crm_assets.warehouse.drift import drift_message, missing_in_field_settings
 from crm_assets.warehouse.schema import CLEAN_TABLES
 
-Probe = Callable[[sa.Table], sa.Select]
+Probe = Callable[[sa.Table], sa.Select[Any]]
 
 
 def _check(domain: Domain, name: str, description: str, probe: Probe, what: str) -> dg.AssetChecksDefinition:
@@ -44,7 +45,7 @@ def _check(domain: Domain, name: str, description: str, probe: Probe, what: str)
 def _unique_key(domain: Domain) -> dg.AssetChecksDefinition:
     key = domain.business_key
 
-    def probe(t: sa.Table) -> sa.Select:
+    def probe(t: sa.Table) -> sa.Select[Any]:
         return sa.select(t.c[key]).group_by(t.c[key]).having(sa.func.count() > 1)
 
     return _check(domain, f"unique_{key}", f"{key} is unique", probe, f"duplicated {key} values")
@@ -53,14 +54,14 @@ def _unique_key(domain: Domain) -> dg.AssetChecksDefinition:
 def _not_null(domain: Domain) -> dg.AssetChecksDefinition:
     required = [c.name for c in domain.columns if not c.nullable]
 
-    def probe(t: sa.Table) -> sa.Select:
+    def probe(t: sa.Table) -> sa.Select[Any]:
         return sa.select(t.c.crm_id).where(sa.or_(*(t.c[c].is_(None) for c in required)))
 
     return _check(domain, "required_columns_present", f"no NULL in {', '.join(required)}", probe, "rows with NULLs")
 
 
 def _enum_domain(domain: Domain, column: str, choices: tuple[str, ...]) -> dg.AssetChecksDefinition:
-    def probe(t: sa.Table) -> sa.Select:
+    def probe(t: sa.Table) -> sa.Select[Any]:
         return sa.select(t.c[column]).where(t.c[column].not_in(choices)).distinct()
 
     return _check(
@@ -73,7 +74,7 @@ def _enum_domain(domain: Domain, column: str, choices: tuple[str, ...]) -> dg.As
 
 
 def _foreign_key(domain: Domain, column: str, target_domain: str, target_column: str) -> dg.AssetChecksDefinition:
-    def probe(t: sa.Table) -> sa.Select:
+    def probe(t: sa.Table) -> sa.Select[Any]:
         target = CLEAN_TABLES[target_domain]
         missing = ~sa.exists().where(target.c[target_column] == t.c[column])  # an anti-join at any size
         return sa.select(t.c[column]).where(t.c[column].is_not(None), missing).distinct()
