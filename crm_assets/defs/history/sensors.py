@@ -15,7 +15,7 @@ import dagster as dg
 
 from crm_assets.contracts import HISTORY_CHANGED_FROM, PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG
 from crm_assets.defs.history.assets import DAILY, deal_history_asset, deal_stage_transitions_asset, pipeline_daily_asset
-from crm_assets.defs.reports.refresh import latest_deals_event_id
+from crm_assets.defs.reports.refresh import start_after_newest_deals
 from crm_assets.reports.windows import utc_day
 
 DEALS_KEY = dg.AssetKey("deals")
@@ -131,13 +131,7 @@ def plan_history_runs(changes: HistoryChanges, *, from_day: date | None = None) 
 )
 def deal_history_refresh(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     if not context.cursor:
-        # Whatever ran before this sensor first ticked (`crm-assets run` included) refreshed the history
-        # assets itself: replaying it would only recompute the same days.
-        newest = latest_deals_event_id(context.instance)
-        if newest is None:
-            return dg.SkipReason("no materialization of deals yet")
-        context.update_cursor(str(newest))
-        return dg.SkipReason(f"starting after the newest deals materialization (storage id {newest})")
+        return start_after_newest_deals(context)
     changes = history_changes_after(context.instance, int(context.cursor), log=context.log)
     if not changes.materializations or changes.cursor_id is None:
         return dg.SkipReason("no new materialization of deals")

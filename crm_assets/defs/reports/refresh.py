@@ -87,6 +87,19 @@ def latest_deals_event_id(instance: dg.DagsterInstance) -> int | None:
     return records[0].storage_id if records else None
 
 
+def start_after_newest_deals(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    """A deals-driven sensor's first tick: start after the newest `deals` materialization.
+
+    Whatever ran before the sensor first ticked (`crm-assets run` included) refreshed what depends on it:
+    replaying that history would only recompute the same partitions.
+    """
+    newest = latest_deals_event_id(context.instance)
+    if newest is None:
+        return dg.SkipReason("no materialization of deals yet")
+    context.update_cursor(str(newest))
+    return dg.SkipReason(f"starting after the newest deals materialization (storage id {newest})")
+
+
 def deal_changes_after(
     instance: dg.DagsterInstance, after: int | None, limit: int | None = None, log: Any = None
 ) -> DealChanges:

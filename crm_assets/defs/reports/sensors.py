@@ -6,7 +6,7 @@ The planning is `refresh.plan_refresh`, shared with `crm-assets run`.
 import dagster as dg
 
 from crm_assets.defs.reports.jobs import REPORT_JOBS
-from crm_assets.defs.reports.refresh import deal_changes_after, latest_deals_event_id, plan_refresh
+from crm_assets.defs.reports.refresh import deal_changes_after, plan_refresh, start_after_newest_deals
 from crm_assets.resources import WarehouseResource
 
 EVENTS_PER_TICK = 500  # a long backlog drains over a few ticks, each well inside the evaluation timeout
@@ -25,13 +25,7 @@ def deal_aggregations_refresh(
     context: dg.SensorEvaluationContext, warehouse: WarehouseResource
 ) -> dg.SensorResult | dg.SkipReason:
     if not context.cursor:
-        # Whatever ran before this sensor first ticked (`crm-assets run` included) refreshed its own
-        # aggregations: replaying that history would only recompute the same partitions.
-        newest = latest_deals_event_id(context.instance)
-        if newest is None:
-            return dg.SkipReason("no materialization of deals yet")
-        context.update_cursor(str(newest))
-        return dg.SkipReason(f"starting after the newest deals materialization (storage id {newest})")
+        return start_after_newest_deals(context)
     changes = deal_changes_after(context.instance, int(context.cursor), EVENTS_PER_TICK, context.log)
     if changes.cursor_id is None or changes.materializations == 0:
         return dg.SkipReason("no new materialization of deals")
