@@ -143,7 +143,7 @@ def touch(base: str, entity: str, fraction: float) -> None:
 
 
 @contextmanager
-def throwaway_database(db: str) -> Iterator[str]:
+def throwaway_database(db: str = "postgres") -> Iterator[str]:
     if db == "sqlite":
         with tempfile.TemporaryDirectory(prefix="crm_bench_") as folder:
             yield f"sqlite:///{Path(folder) / 'warehouse.db'}"
