@@ -64,8 +64,7 @@ def _refresh_reports(
 ) -> list[str]:
     """Run the aggregation jobs over what the sync changed (and what was never computed); what each run covered.
 
-    The refresh runs materialize only the asset; each refreshed cadence's checks then run once, on the
-    result, instead of once per range.
+    Each refreshed cadence's checks run once, in its last run, on the result: not once per range.
     """
     from crm_assets.defs.reports.assets import REPORT_ASSETS_BY_CADENCE
     from crm_assets.defs.reports.checks import REPORT_CHECKS
@@ -78,16 +77,13 @@ def _refresh_reports(
         runs = plan_refresh(conn, changes.dates, forced)
     if not runs:
         print("\n== aggregations: up to date (no partition's deals changed) ==", flush=True)
+    last_of_cadence = {run.cadence: run for run in runs}
     for run in runs:
-        print(f"\n== {run.job_name}: {run.describe()} ==", flush=True)
-        asset = REPORT_ASSETS_BY_CADENCE[run.cadence]
-        _run(instance, location, run.job_name, {}, run.tags, assets=[asset.key], checks=[])
-    for cadence in dict.fromkeys(run.cadence for run in runs):
-        key = REPORT_ASSETS_BY_CADENCE[cadence].key
-        checks = [c for d in REPORT_CHECKS for c in d.check_keys if c.asset_key == key]
-        job = next(r.job_name for r in runs if r.cadence is cadence)
-        print(f"\n== {job}: checks of {key.to_user_string()} ==", flush=True)
-        _run(instance, location, job, {}, {}, assets=None, checks=checks)
+        key = REPORT_ASSETS_BY_CADENCE[run.cadence].key
+        checked = last_of_cadence[run.cadence] is run
+        checks = [c for d in REPORT_CHECKS for c in d.check_keys if c.asset_key == key] if checked else []
+        print(f"\n== {run.job_name}: {run.describe()}{' and its checks' if checked else ''} ==", flush=True)
+        _run(instance, location, run.job_name, {}, run.tags, assets=[key], checks=checks)
     if changes.cursor_id is not None:
         instance.run_storage.set_cursor_values({REPORTS_CURSOR_KEY: str(changes.cursor_id)})
     return [run.describe() for run in runs]

@@ -36,10 +36,11 @@ import dagster as dg
 import polars as pl
 import sqlalchemy as sa
 
+from crm_assets.contracts import RANGE_END_TAG, RANGE_START_TAG
 from crm_assets.defs.reports.assets import REPORT_ASSETS_BY_CADENCE
 from crm_assets.reports.aggregate import replace_aggregations
 from crm_assets.reports.windows import Cadence, window_start
-from crm_assets.resources import WarehouseResource
+from crm_assets.resources import ExportDirectory, WarehouseResource
 from crm_assets.warehouse.bulk import fill_stage
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
 from crm_assets.warehouse.schema import CLEAN_TABLES
@@ -138,13 +139,13 @@ def _timed(label: str, fn: Callable[[], Any]) -> float:
 
 
 def _materialize(instance: dg.DagsterInstance, url: str, cadence: Cadence, first: str, last: str) -> None:
-    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+    tags = {RANGE_START_TAG: first, RANGE_END_TAG: last}
     if first == last:
         tags = {}
     result = dg.materialize(
         [REPORT_ASSETS_BY_CADENCE[cadence]],
         instance=instance,
-        resources={"warehouse": WarehouseResource(url=url)},
+        resources={"warehouse": WarehouseResource(url=url), "exports": ExportDirectory(path=tempfile.gettempdir())},
         run_config=_QUIET,
         tags=tags,
         partition_key=first if first == last else None,
