@@ -74,7 +74,8 @@ def test_a_trickling_answer_hits_the_request_deadline_and_is_retried_like_a_time
 
     assert len(served) == 2  # the trickle, then the retry that got a whole answer
     assert client.stats.retries == 1 and client.stats.transport_errors == 1
-    assert 1.0 <= took < 5.0  # the trickle alone lasts 14 s, and each byte came within the 30 s read timeout
+    assert took >= 1.0, "the deadline was not waited out"
+    assert took < 5.0  # the trickle alone lasts 14 s, and each byte came within the 30 s read timeout
 
 
 def test_a_server_that_always_trickles_fails_within_the_retries(caplog: pytest.LogCaptureFixture) -> None:
