@@ -37,7 +37,7 @@ from crm_assets.freshsales.client import FreshsalesClient
 from crm_assets.pipeline import clean_domain
 from crm_assets.reports.pipeline import replace_pipeline
 from crm_assets.reports.transitions import replace_transitions
-from crm_assets.resources import WarehouseResource
+from crm_assets.resources import ExportDirectory, WarehouseResource
 from crm_assets.warehouse import clean_load
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
 from crm_assets_tests.benchmarks.bench_sync import PeakRss, demo_server, fetch_all, throwaway_database, touch
@@ -228,7 +228,7 @@ def backfill(deals: int, days: int) -> None:
                 result = dg.materialize(
                     [pipeline_daily_asset],
                     instance=instance,
-                    resources={"warehouse": WarehouseResource(url=url)},
+                    resources={"warehouse": WarehouseResource(url=url), "exports": ExportDirectory(path=tempfile.gettempdir())},
                     run_config=_QUIET,
                     tags=tags,
                 )
