@@ -228,7 +228,10 @@ def backfill(deals: int, days: int) -> None:
                 result = dg.materialize(
                     [pipeline_daily_asset],
                     instance=instance,
-                    resources={"warehouse": WarehouseResource(url=url), "exports": ExportDirectory(path=tempfile.gettempdir())},
+                    resources={
+                        "warehouse": WarehouseResource(url=url),
+                        "exports": ExportDirectory(path=tempfile.gettempdir()),
+                    },
                     run_config=_QUIET,
                     tags=tags,
                 )
