@@ -92,9 +92,11 @@ def analyze_after_bulk_change(conn: sa.Connection, table: sa.Table, changed_rows
         conn.execute(sa.text(f'ANALYZE "{table.name}"'))
 
 
-def fill_stage_rows(conn: sa.Connection, stage: sa.Table, rows: Iterable[Sequence[Any]]) -> None:
-    """Append Python row tuples in the stage's column order (used for raw JSON payloads)."""
-    names = [c.name for c in stage.columns]
+def fill_stage_rows(
+    conn: sa.Connection, stage: sa.Table, rows: Iterable[Sequence[Any]], columns: Sequence[str] | None = None
+) -> None:
+    """Append Python row tuples in `columns` order (default: the table's), e.g. raw JSON payloads."""
+    names = list(columns) if columns is not None else [c.name for c in stage.columns]
     if _is_postgres(conn):
         columns = ", ".join(f'"{n}"' for n in names)
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]

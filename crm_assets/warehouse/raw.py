@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from crm_assets.domains import Domain
 from crm_assets.timestamps import as_utc, parse_instant
 from crm_assets.transform.clean import reason_kinds, tally_kinds
-from crm_assets.warehouse.bulk import analyze_after_bulk_change, read_frame, upsert_insert
+from crm_assets.warehouse.bulk import analyze_after_bulk_change, fill_stage_rows, read_frame, upsert_insert
 from crm_assets.warehouse.schema import RAW_TABLES, raw_scan_records, rejected_records, sync_state
 
 RAW_STAGE_COLUMNS = ("crm_id", "payload", "updated_at", "is_deleted", "synced_at", "run_id")
@@ -159,16 +159,8 @@ def _cut(text: str) -> str:
 
 def _stage(conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
     """Append rows (in SCAN_COLUMNS order) to raw_scan_records: COPY on PostgreSQL, executemany on SQLite."""
-    if not rows:
-        return
-    if conn.dialect.name == "postgresql":
-        columns = ", ".join(f'"{c}"' for c in SCAN_COLUMNS)
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        with cursor.copy(f'COPY "{raw_scan_records.name}" ({columns}) FROM STDIN') as copy:
-            for row in rows:
-                copy.write_row(row)
-    else:
-        conn.execute(raw_scan_records.insert(), [dict(zip(SCAN_COLUMNS, row, strict=True)) for row in rows])
+    if rows:
+        fill_stage_rows(conn, raw_scan_records, rows, SCAN_COLUMNS)
 
 
 def new_scan_id() -> str:
