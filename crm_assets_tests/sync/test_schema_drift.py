@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,9 @@ def test_a_renamed_custom_field_keeps_every_row_and_names_the_fix(warehouse_url:
 
         # The field is restored; the records that were saved without it are saved again with it.
         demo.renamed = {}
+        # CRM timestamps have whole seconds: a re-save within the touch's second would keep its updated_at,
+        # and an incremental run keeps the stored copy of a record whose updated_at did not move.
+        time.sleep(max(0.0, math.ceil(time.time()) - time.time()) + 0.05)
         for crm_id in touched:
             demo.update_record("sales_accounts", crm_id, {})
         recovered = run(crm_url, warehouse_url, tmp_path, instance)
