@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -398,7 +399,7 @@ def _cli_run(stack: Stack) -> str:
 def _check_ui(stack: Stack, cli_run_id: str) -> None:
     """The asset graph, one asset page and the crm_sync job page (with the CLI's run) render in a real
     browser; screenshots go to e2e_artifacts/."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
@@ -419,14 +420,39 @@ def _check_ui(stack: Stack, cli_run_id: str) -> None:
             page.goto(f"{stack.webserver_url}/locations/{LOCATION}/jobs/crm_sync/runs")
             _expect_texts(page, [cli_run_id[:8]], ARTIFACTS / "job_crm_sync_runs.png")
             # Each partition's own numbers, charted by the Overview's Metadata > Plots toggle.
-            page.goto(f"{stack.webserver_url}/assets/{DAILY}")
-            page.get_by_text("Plots", exact=True).first.click()
-            expect(page.get_by_text("Loading plots")).to_have_count(0, timeout=UI_TIMEOUT_MS)
-            page.screenshot(path=str(ARTIFACTS / "asset_daily_plots.png"), full_page=True)
-            for key in ("total_deal_size", "deal_count"):  # a plot title beside the column of the same name
-                assert page.get_by_text(key, exact=True).count() >= 2, f"no plot of {key}"
+            _expect_partition_plots(page, f"{stack.webserver_url}/assets/{DAILY}", ("total_deal_size", "deal_count"))
         finally:
             browser.close()
+
+
+def _expect_partition_plots(page: Any, url: str, keys: tuple[str, ...]) -> None:
+    """Metadata > Plots shows a plot titled with each key (beside the column of the same name).
+
+    The partitions' metadata may still be arriving from a backfill the daemon just ran: reload until it is.
+    """
+    from playwright.sync_api import expect
+
+    deadline = time.monotonic() + UI_TIMEOUT_MS / 1000
+    while True:
+        page.goto(url)
+        page.get_by_text("Plots", exact=True).first.click()
+        expect(page.get_by_text("Loading plots")).to_have_count(0, timeout=UI_TIMEOUT_MS)
+        missing = [k for k in keys if not _plot_shown(page, k)]
+        if not missing or time.monotonic() > deadline:
+            break
+    page.screenshot(path=str(ARTIFACTS / "asset_daily_plots.png"), full_page=True)
+    assert not missing, f"no plot of {missing}"
+
+
+def _plot_shown(page: Any, key: str) -> bool:
+    """A second element titled `key` (the plot's, beside the column's) appears within a few seconds."""
+    from playwright.sync_api import expect
+
+    try:
+        expect(page.get_by_text(key, exact=True).nth(1)).to_be_attached(timeout=5_000)
+    except AssertionError:
+        return False
+    return True
 
 
 def _check_daemons_healthy(stack: Stack) -> None:
