@@ -23,7 +23,7 @@ from crm_assets.domains.deals import DEAL_STAGES
 from crm_assets.reports.sql import date_in, is_postgres, pg_advisory_xact_lock, window_start_of
 from crm_assets.reports.windows import Cadence, utc_midnight
 from crm_assets.warehouse.bulk import create_stage, fill_stage
-from crm_assets.warehouse.history import history_start
+from crm_assets.warehouse.history import first_history_day
 from crm_assets.warehouse.schema import CLEAN_TABLES, deal_history, pipeline_daily
 
 OPEN_STAGES = tuple(s for s in DEAL_STAGES if not s.startswith("Closed"))
@@ -53,12 +53,6 @@ class PipelineStats:
         """Days of the range the history does not reach."""
         first = self.first_history_day or self.end
         return [self.start + timedelta(days=i) for i in range(max(0, (min(first, self.end) - self.start).days))]
-
-
-def first_history_day(conn: sa.Connection) -> date | None:
-    """The first UTC day whose end the history knows: the day of the first sync."""
-    start = history_start(conn)
-    return start.date() if start else None
 
 
 def _day_of(dialect: sa.Dialect, column: Any) -> Any:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -187,6 +187,21 @@ def _as_utc(value: Any) -> datetime | None:
 def history_start(conn: sa.Connection) -> datetime | None:
     """When the history begins: the first time a sync observed any deal (None before the first sync)."""
     return _as_utc(conn.execute(sa.select(sa.func.min(deal_history.c.first_observed_at))).scalar_one())
+
+
+def first_history_day(conn: sa.Connection) -> date | None:
+    """The first UTC day whose end the history knows: the day of the first sync."""
+    start = history_start(conn)
+    return start.date() if start else None
+
+
+def pipeline_changed_from(conn: sa.Connection, earliest_version: datetime | None) -> date | None:
+    """The first day whose open pipeline new versions change: the day of the earliest one's valid_from,
+    but not before the history began (no pipeline is computed for the days before)."""
+    if earliest_version is None:
+        return None
+    began = first_history_day(conn)
+    return max(earliest_version.date(), began) if began else earliest_version.date()
 
 
 def current_version_mismatches(conn: sa.Connection, limit: int = 20) -> tuple[int, list[int]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 
 from crm_assets.domains import DEALS, Domain
 from crm_assets.warehouse import clean_load
-from crm_assets.warehouse.history import current_version_mismatches, history_start
+from crm_assets.warehouse.history import current_version_mismatches, history_start, pipeline_changed_from
 from crm_assets.warehouse.schema import deal_history
 from crm_assets_tests.history.helpers import account, clean, deal, instant, stamp, sync, versions
 
@@ -85,6 +85,21 @@ def test_the_deals_materialization_learns_the_earliest_change(warehouse_engine: 
     changes = sync(warehouse_engine, deals=CHANGES, deleted_deals=DELETED)
     assert changes.history_from == instant(5)
     assert sync(warehouse_engine).history_from is None
+
+
+def test_the_pipeline_changes_from_no_earlier_than_the_first_history_day(warehouse_engine: Engine) -> None:
+    """A deal first seen now with an old CRM timestamp changes no day before the history began: the days
+    between would be recomputed for nothing (they hold no rows)."""
+    sync(warehouse_engine, ACCOUNTS_NOW, FIRST_DEALS)
+    changes = sync(warehouse_engine, deals=CHANGES, deleted_deals=DELETED)
+    with warehouse_engine.connect() as conn:
+        began = history_start(conn)
+        assert changes.history_from is not None and began is not None
+        assert changes.history_from.date() < began.date()
+        assert pipeline_changed_from(conn, changes.history_from) == began.date()
+        later = began + timedelta(days=3)
+        assert pipeline_changed_from(conn, later) == later.date()
+        assert pipeline_changed_from(conn, None) is None
 
 
 def test_a_rerun_on_unchanged_input_adds_nothing(warehouse_engine: Engine) -> None:

@@ -1,7 +1,7 @@
 """Raw and clean assets, built from the domain declarations: one pair per domain."""
 
 import time
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
@@ -17,6 +17,7 @@ from crm_assets.pipeline import ScanSettings, clean_domain, extract_domain
 from crm_assets.resources import CrmResource, WarehouseResource
 from crm_assets.warehouse.clean_load import TableChanges, read_clean_rows
 from crm_assets.warehouse.drift import SchemaDriftError
+from crm_assets.warehouse.history import pipeline_changed_from
 from crm_assets.warehouse.raw import raw_summary
 from crm_assets.warehouse.scan import (
     DEFAULT_MAX_DELETE_SHARE,
@@ -188,7 +189,9 @@ class CleanConfig(dg.Config):
     )
 
 
-def _clean_metadata(domain: Domain, changes: TableChanges, preview: pl.DataFrame) -> dict[str, Any]:
+def _clean_metadata(
+    domain: Domain, changes: TableChanges, preview: pl.DataFrame, pipeline_from: date | None
+) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "dagster/row_count": changes.rows,
         "dagster/column_schema": table_schema(domain),
@@ -203,8 +206,8 @@ def _clean_metadata(domain: Domain, changes: TableChanges, preview: pl.DataFrame
     }
     if PERIOD_COLUMN in domain.column_names:
         metadata[TOUCHED_DATES] = dg.MetadataValue.json(_touched_dates(changes))
-    if changes.history_from is not None:
-        metadata[HISTORY_CHANGED_FROM] = changes.history_from.date().isoformat()
+    if pipeline_from is not None:
+        metadata[HISTORY_CHANGED_FROM] = pipeline_from.isoformat()
     return metadata
 
 
@@ -240,7 +243,8 @@ def build_clean_asset(domain: Domain) -> dg.AssetsDefinition:
         )
         with engine.connect() as conn:
             preview = read_clean_rows(conn, domain, limit=10)
-        metadata = _clean_metadata(domain, changes, preview)
+            pipeline_from = pipeline_changed_from(conn, changes.history_from)
+        metadata = _clean_metadata(domain, changes, preview, pipeline_from)
         metadata["duration_seconds"] = round(time.monotonic() - started, 2)
         return dg.MaterializeResult(metadata=metadata)
 
