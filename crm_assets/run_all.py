@@ -68,13 +68,19 @@ def _refresh_reports(
     """
     from crm_assets.defs.reports.assets import REPORT_ASSETS_BY_CADENCE
     from crm_assets.defs.reports.checks import REPORT_CHECKS
-    from crm_assets.defs.reports.refresh import all_windows, deal_changes_after, plan_refresh, unmaterialized_windows
+    from crm_assets.defs.reports.refresh import (
+        all_windows,
+        deal_changes_after,
+        in_process_merge_gap,
+        plan_refresh,
+        unmaterialized_windows,
+    )
     from crm_assets.reports.windows import Cadence
 
     changes = deal_changes_after(instance, since)
     forced = {c: all_windows(c) if rebuild else unmaterialized_windows(instance, c) for c in Cadence}
     with engine.connect() as conn:
-        runs = plan_refresh(conn, changes.dates, forced)
+        runs = plan_refresh(conn, changes.dates, forced, in_process_merge_gap(instance))
     if not runs:
         print("\n== aggregations: up to date (no partition's deals changed) ==", flush=True)
     last_of_cadence = {run.cadence: run for run in runs}

@@ -1,12 +1,14 @@
 """`crm-assets run` end to end, first run vs re-run: N deals (+ N/10 accounts, N/2 contacts) from the demo CRM
-served over loopback HTTP into PostgreSQL, with the Dagster instance in a temporary DAGSTER_HOME.
+served over loopback HTTP into PostgreSQL, with the Dagster instance in a temporary DAGSTER_HOME: the local
+SQLite instance `make run` gets (default), or with `--instance postgres` the repository's dagster.yaml on a
+throwaway PostgreSQL database, as in production.
 
 The first run syncs everything and materializes every aggregation partition; a re-run after 1% of the
 records changed (renamed, as the sync benchmark changes them) syncs the changes and refreshes only the
 aggregation partitions whose rows differ from `deals`. With --resize, a further re-run after deal amounts
 changed on that share of deals shows the cost of refreshing their partitions. Not a test: it prints figures.
 
-    python crm_assets_tests/benchmarks/bench_cli_rerun.py --deals 100000
+    python crm_assets_tests/benchmarks/bench_cli_rerun.py --deals 100000 [--instance postgres]
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
 
 from crm_assets.demo_crm import DEMO_API_KEY
+from crm_assets_tests.benchmarks.bench_reports import production_instance_home
 from crm_assets_tests.benchmarks.bench_sync import demo_server, throwaway_database, touch
 
 CLI = Path(sys.executable).with_name("crm-assets")
@@ -61,10 +65,19 @@ def main() -> None:
     parser.add_argument("--deals", type=int, default=100_000)
     parser.add_argument("--fraction", type=float, default=0.01)
     parser.add_argument("--resize", action="store_true", help="also re-run after changing deal amounts")
+    parser.add_argument("--instance", choices=("local", "postgres"), default="local", help="Dagster storage")
     args = parser.parse_args()
 
-    with demo_server(args.deals) as base, throwaway_database() as url, tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
+    with ExitStack() as stack:
+        base = stack.enter_context(demo_server(args.deals))
+        url = stack.enter_context(throwaway_database())
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        (workdir / "dagster_home").mkdir()
+        instance_env = (
+            stack.enter_context(production_instance_home(workdir / "dagster_home"))
+            if args.instance == "postgres"
+            else {}
+        )
         keep = {k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "DAGSTER_", "DATABASE_URL"))}
         env = keep | {
             "CRM_BASE_URL": base,
@@ -74,8 +87,13 @@ def main() -> None:
             "DATABASE_URL": url,
             "DAGSTER_HOME": str(workdir / "dagster_home"),
             "CRM_EXPORT_DIR": str(workdir / "exports"),
+            **instance_env,
         }
-        print(f"crm-assets run, {args.deals:,} deals, demo CRM over loopback HTTP, PostgreSQL warehouse", flush=True)
+        print(
+            f"crm-assets run, {args.deals:,} deals, demo CRM over loopback HTTP, PostgreSQL warehouse, "
+            f"{args.instance} Dagster instance",
+            flush=True,
+        )
         first, first_runs = crm_run(workdir, env, "first run")
         print(f"  first run                          {first:7.1f} s  ({first_runs})", flush=True)
         for entity in ("deals", "sales_accounts", "contacts"):

@@ -100,6 +100,24 @@ def _throwaway_database(db: str) -> Iterator[str]:
 
 
 @contextmanager
+def production_instance_home(home: Path) -> Iterator[dict[str, str]]:
+    """The repository's dagster.yaml in `home`, on a throwaway PostgreSQL database; yields the DAGSTER_PG_*
+    variables it reads (set them in the environment of whatever opens the instance)."""
+    storage = sa.make_url(create_pg_database("crm_assets_bench_dagster"))
+    shutil.copy(REPOSITORY_INSTANCE, home / "dagster.yaml")
+    try:
+        yield {
+            "DAGSTER_PG_HOST": storage.host or "127.0.0.1",
+            "DAGSTER_PG_PORT": str(storage.port or 5432),
+            "DAGSTER_PG_USER": storage.username or "postgres",
+            "DAGSTER_PG_PASSWORD": storage.password or "",
+            "DAGSTER_PG_DB": storage.database or "",
+        }
+    finally:
+        drop_pg_database(storage.render_as_string(hide_password=False))
+
+
+@contextmanager
 def _dagster_instance(kind: str) -> Iterator[dg.DagsterInstance]:
     """A throwaway Dagster instance: local SQLite storage, or the repository's dagster.yaml on PostgreSQL."""
     with tempfile.TemporaryDirectory(prefix="crm_bench_dagster_") as home:
@@ -107,27 +125,18 @@ def _dagster_instance(kind: str) -> Iterator[dg.DagsterInstance]:
             with dg.DagsterInstance.local_temp(home) as instance:
                 yield instance
             return
-        storage = sa.make_url(create_pg_database("crm_assets_bench_dagster"))
-        settings = {
-            "DAGSTER_PG_HOST": storage.host or "127.0.0.1",
-            "DAGSTER_PG_PORT": str(storage.port or 5432),
-            "DAGSTER_PG_USER": storage.username or "postgres",
-            "DAGSTER_PG_PASSWORD": storage.password or "",
-            "DAGSTER_PG_DB": storage.database or "",
-        }
-        saved = {name: os.environ.get(name) for name in settings}
-        os.environ.update(settings)
-        shutil.copy(REPOSITORY_INSTANCE, Path(home) / "dagster.yaml")
-        try:
-            with dg.DagsterInstance.from_config(home) as instance:
-                yield instance
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
-            drop_pg_database(storage.render_as_string(hide_password=False))
+        with production_instance_home(Path(home)) as settings:
+            saved = {name: os.environ.get(name) for name in settings}
+            os.environ.update(settings)
+            try:
+                with dg.DagsterInstance.from_config(home) as instance:
+                    yield instance
+            finally:
+                for name, value in saved.items():
+                    if value is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = value
 
 
 def _timed(label: str, fn: Callable[[], Any]) -> float:

@@ -15,6 +15,7 @@ from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
+from dagster._core.storage.event_log import EventLogStorage
 
 from crm_assets.contracts import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG, TOUCHED_DATES
 from crm_assets.defs.reports.assets import REPORT_ASSETS_BY_CADENCE
@@ -24,10 +25,22 @@ from crm_assets.reports.reconcile import mismatches_with_deals
 from crm_assets.reports.windows import Cadence, contiguous_runs, next_window, utc_day, windows_touched
 
 DEALS_KEY = dg.AssetKey("deals")
-# A run costs about a second whatever its size; a window recomputed inside a range costs a few milliseconds
-# (one set-based statement, one batched event). Stale windows up to about a year apart share a run, the
-# windows between them recomputed on the way, so a typical refresh is one run per cadence.
+# Stale windows of a cadence share a run when the windows between them cost less to recompute on the way
+# than one more run. A window inside a range costs a few milliseconds of SQL and one materialization
+# event; a run costs far more, and how much depends on who runs it:
+# - a run the daemon launches for the sensor is a new process that loads the code (seconds): windows up
+#   to about a year apart share a run, so a typical refresh is one run per cadence;
 MERGE_GAP = {Cadence.DAILY: 366, Cadence.WEEKLY: 53, Cadence.MONTHLY: 12}
+# - a run `crm-assets run` executes in its own process costs about as much as 20 windows' events where
+#   the instance stores events one by one (local SQLite: two commits each), 300 where it stores them in
+#   batches (PostgreSQL).
+IN_PROCESS_RUN_COST_IN_WINDOWS = {"one_by_one": 20, "batched": 300}
+
+
+def in_process_merge_gap(instance: dg.DagsterInstance) -> Mapping[Cadence, int]:
+    """The merge gap for runs executed in this process on `instance`."""
+    batched = type(instance.event_log_storage).store_event_batch is not EventLogStorage.store_event_batch
+    return dict.fromkeys(Cadence, IN_PROCESS_RUN_COST_IN_WINDOWS["batched" if batched else "one_by_one"])
 
 
 @dataclass(frozen=True)
@@ -152,11 +165,15 @@ def stale_windows(conn: sa.Connection, cadence: Cadence, candidates: Sequence[da
 
 
 def plan_refresh(
-    conn: sa.Connection, touched: Iterable[date], forced: Mapping[Cadence, Iterable[date]] | None = None
+    conn: sa.Connection,
+    touched: Iterable[date],
+    forced: Mapping[Cadence, Iterable[date]] | None = None,
+    merge_gap: Mapping[Cadence, int] = MERGE_GAP,
 ) -> list[RefreshRun]:
     """The runs that bring every cadence up to date with `deals` after the touched dates changed.
 
-    `forced` windows (e.g. never materialized) are refreshed whether their rows differ or not.
+    `forced` windows (e.g. never materialized) are refreshed whether their rows differ or not; stale
+    windows at most `merge_gap` windows apart share a run.
     """
     touched = set(touched)
     runs: list[RefreshRun] = []
@@ -164,15 +181,17 @@ def plan_refresh(
         candidates = existing_windows(cadence, windows_touched(touched, cadence))
         windows = stale_windows(conn, cadence, candidates)
         windows |= set(existing_windows(cadence, (forced or {}).get(cadence, ())))
-        runs += [RefreshRun(cadence, first, last) for first, last in merged_runs(sorted(windows), cadence)]
+        runs += [RefreshRun(cadence, first, last) for first, last in merged_runs(sorted(windows), cadence, merge_gap)]
     return runs
 
 
-def merged_runs(windows: Sequence[date], cadence: Cadence) -> list[tuple[date, date]]:
-    """Contiguous runs of windows, with runs at most MERGE_GAP windows apart joined into one."""
+def merged_runs(
+    windows: Sequence[date], cadence: Cadence, merge_gap: Mapping[Cadence, int] = MERGE_GAP
+) -> list[tuple[date, date]]:
+    """Contiguous runs of windows, with runs at most `merge_gap` windows apart joined into one."""
     runs: list[tuple[date, date]] = []
     for first, last in contiguous_runs(windows, cadence):
-        if runs and _windows_between(runs[-1][1], first, cadence) <= MERGE_GAP[cadence]:
+        if runs and _windows_between(runs[-1][1], first, cadence) <= merge_gap[cadence]:
             runs[-1] = (runs[-1][0], last)
         else:
             runs.append((first, last))
