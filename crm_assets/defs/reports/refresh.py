@@ -37,9 +37,14 @@ MERGE_GAP = {Cadence.DAILY: 366, Cadence.WEEKLY: 53, Cadence.MONTHLY: 12}
 IN_PROCESS_RUN_COST_IN_WINDOWS = {"one_by_one": 20, "batched": 300}
 
 
+def stores_events_in_batches(storage: type[EventLogStorage]) -> bool:
+    """Whether an event log storage writes a batch of events at once (the base class writes them one by one)."""
+    return storage.store_event_batch is not EventLogStorage.store_event_batch
+
+
 def in_process_merge_gap(instance: dg.DagsterInstance) -> Mapping[Cadence, int]:
     """The merge gap for runs executed in this process on `instance`."""
-    batched = type(instance.event_log_storage).store_event_batch is not EventLogStorage.store_event_batch
+    batched = stores_events_in_batches(type(instance.event_log_storage))
     return dict.fromkeys(Cadence, IN_PROCESS_RUN_COST_IN_WINDOWS["batched" if batched else "one_by_one"])
 
 
