@@ -33,7 +33,11 @@ def test_contiguous_windows_share_a_run_and_gaps_join_up_to_the_merge_gap() -> N
         (date(2025, 1, 1), date(2025, 6, 1)),
         (date(2026, 9, 1), date(2026, 9, 1)),
     ]
-    assert MERGE_GAP[Cadence.DAILY] > IN_PROCESS_RUN_COST_IN_WINDOWS["one_by_one"]
+    assert (
+        MERGE_GAP[Cadence.DAILY]
+        > IN_PROCESS_RUN_COST_IN_WINDOWS["batched"]
+        > IN_PROCESS_RUN_COST_IN_WINDOWS["one_by_one"]
+    )
 
 
 def test_the_local_instance_stores_events_one_by_one_so_runs_join_less() -> None:
