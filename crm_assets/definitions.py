@@ -2,12 +2,14 @@
 
 Data flow: CRM client (freshsales/, demo_crm/) -> domain declarations (domains/) -> cleaning (transform/)
 -> warehouse (warehouse/) -> Dagster definitions (defs/: sync, exports, reports, write_back, history).
-"""
 
-import os
+Importing this module reads no configuration: Dagster calls `defs` when it loads the code location, and
+the field map (CRM_FIELD_MAP), the reports' start date and the resources' settings are read then.
+"""
 
 import dagster as dg
 
+from crm_assets import settings
 from crm_assets.defs.console import plain_console_logger
 from crm_assets.defs.history import definitions as history
 from crm_assets.defs.reports import definitions as reports
@@ -21,7 +23,8 @@ from crm_assets.resources import (
 )
 
 
-def build_defs() -> dg.Definitions:
+@dg.definitions
+def defs() -> dg.Definitions:
     resources = dg.Definitions(
         loggers={"console": plain_console_logger},
         resources={
@@ -30,11 +33,12 @@ def build_defs() -> dg.Definitions:
             # Through EnvVar when set, so the job snapshots (and a UI started with the variable set to
             # another folder) do not depend on its value.
             "exports": ExportDirectory(
-                path=dg.EnvVar("CRM_EXPORT_DIR") if os.environ.get("CRM_EXPORT_DIR") else export_dir_from_env()
+                path=dg.EnvVar(settings.CRM_EXPORT_DIR)
+                if settings.is_set(settings.CRM_EXPORT_DIR)
+                else export_dir_from_env()
             ),
         },
     )
-    return dg.Definitions.merge(sync.defs, reports.defs, write_back.defs, history.defs, resources)
-
-
-defs = build_defs()
+    return dg.Definitions.merge(
+        sync.build_defs(), reports.build_defs(), write_back.build_defs(), history.build_defs(), resources
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from functools import cache
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import httpx
 from pydantic import Field
 from sqlalchemy.engine import Engine
 
+from crm_assets import settings
 from crm_assets.freshsales.client import FreshsalesClient
 from crm_assets.freshsales.errors import CrmError
 from crm_assets.freshsales.ratelimit import BudgetStore
@@ -73,11 +73,11 @@ class CrmResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # Dagster
                 "API key (Profile settings > API settings)."
             )
         for variable, value in (
-            ("CRM_RATE_LIMIT_PER_MINUTE", self.rate_limit_per_minute),
-            ("CRM_RATE_LIMIT_PER_HOUR", self.rate_limit_per_hour),
+            (settings.CRM_RATE_LIMIT_PER_MINUTE, self.rate_limit_per_minute),
+            (settings.CRM_RATE_LIMIT_PER_HOUR, self.rate_limit_per_hour),
         ):
             if value < 0:
-                raise _config_failure(f"{variable} is {value}: {_RATE_LIMIT_RULE}.")
+                raise _config_failure(f"{variable} is {value}: {settings.RATE_LIMIT_RULE}.")
         if self.max_concurrency < 1:
             raise _config_failure(
                 f"the crm resource's max_concurrency is {self.max_concurrency}: it must be 1 or more."
@@ -110,11 +110,6 @@ class CrmResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # Dagster
         variable = "the crm resource's budget_database_url" if self.budget_database_url else "DATABASE_URL"
         validate_database_url(url, variable)
         return shared_budget_store(_migrated_engine(url), base_url)
-
-
-_RATE_LIMIT_RULE = (
-    "it must be a whole number of requests, 0 to turn that limit off (Freshsales Growth: 400 a minute, 1000 an hour)"
-)
 
 
 def _config_failure(message: str) -> dg.Failure:
@@ -156,37 +151,22 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # D
             raise _config_failure(str(exc)) from None
 
 
-def _env_int(name: str, default: int) -> int:
-    """A whole number >= 0 from the environment; anything else is an error before any run starts."""
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise ValueError(f"{name} is {raw!r}: {_RATE_LIMIT_RULE}")
-    return value
-
-
 def crm_resource_from_env() -> CrmResource:
     """Secrets go through EnvVar so they never land in run config or metadata."""
-    configured = bool(os.environ.get("CRM_BASE_URL"))
     return CrmResource(
-        base_url=dg.EnvVar("CRM_BASE_URL") if configured else None,
-        api_key=dg.EnvVar("CRM_API_KEY") if os.environ.get("CRM_API_KEY") else None,
-        rate_limit_per_minute=_env_int("CRM_RATE_LIMIT_PER_MINUTE", DEFAULT_RATE_LIMIT_PER_MINUTE),
-        rate_limit_per_hour=_env_int("CRM_RATE_LIMIT_PER_HOUR", DEFAULT_RATE_LIMIT_PER_HOUR),
+        base_url=dg.EnvVar(settings.CRM_BASE_URL) if settings.crm_base_url() else None,
+        api_key=dg.EnvVar(settings.CRM_API_KEY) if settings.crm_api_key() else None,
+        rate_limit_per_minute=settings.whole_number(settings.CRM_RATE_LIMIT_PER_MINUTE, DEFAULT_RATE_LIMIT_PER_MINUTE),
+        rate_limit_per_hour=settings.whole_number(settings.CRM_RATE_LIMIT_PER_HOUR, DEFAULT_RATE_LIMIT_PER_HOUR),
     )
 
 
 def warehouse_resource_from_env() -> WarehouseResource:
-    return WarehouseResource(url=dg.EnvVar("DATABASE_URL") if os.environ.get("DATABASE_URL") else None)
+    return WarehouseResource(url=dg.EnvVar(settings.DATABASE_URL) if settings.database_url() else None)
 
 
 def export_dir_from_env() -> str:
-    return os.environ.get("CRM_EXPORT_DIR") or "output"
+    return settings.export_dir()
 
 
 class ExportDirectory(dg.ConfigurableResource):  # type: ignore[type-arg]  # Dagster's documented form
