@@ -107,7 +107,7 @@ class CrmResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # Dagster
     def _budget_store(self, base_url: str) -> BudgetStore:
         """The budget every step, job and code location on this warehouse shares for this CRM account."""
         url = self.budget_database_url or default_database_url()
-        variable = "the crm resource's budget_database_url" if self.budget_database_url else "DATABASE_URL"
+        variable = "the crm resource's budget_database_url" if self.budget_database_url else settings.DATABASE_URL
         validate_database_url(url, variable)
         return shared_budget_store(_migrated_engine(url), base_url)
 
@@ -143,7 +143,7 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # D
     def get_engine(self) -> Engine:
         """An engine on a schema brought up to date once per process."""
         from_env = not self.url or self.url == default_database_url()
-        variable = "DATABASE_URL" if from_env else "the warehouse resource's url"
+        variable = settings.DATABASE_URL if from_env else "the warehouse resource's url"
         try:
             validate_database_url(self.resolved_url, variable)
             return _migrated_engine(self.resolved_url)

@@ -45,7 +45,7 @@ _SUPPORTED = (
 )
 
 
-def validate_database_url(url: str, variable: str = "DATABASE_URL") -> URL:
+def validate_database_url(url: str, variable: str = settings.DATABASE_URL) -> URL:
     """The parsed URL, or a WarehouseConfigError naming `variable`, what is wrong and what is supported.
 
     The message never quotes the URL itself, which may hold a password.

@@ -22,7 +22,8 @@ from crm_assets.warehouse.schema import deal_history
 
 HISTORY_GROUP = "crm_history"
 CHART_DAYS = 365  # the chart shows up to this many days, ending with the run's last day
-PIPELINE_DAILY_KEY = dg.AssetKey("pipeline_daily")
+PIPELINE_DAILY = "pipeline_daily"
+PIPELINE_DAILY_KEY = dg.AssetKey(PIPELINE_DAILY)
 
 
 def daily_partitions() -> dg.TimeWindowPartitionsDefinition:
@@ -173,7 +174,7 @@ def build_pipeline_daily_asset() -> dg.AssetsDefinition:
     """Partitioned from CRM_REPORTS_START_DATE: built when the definitions are."""
 
     @dg.asset(
-        name=PIPELINE_DAILY_KEY.path[-1],
+        name=PIPELINE_DAILY,
         group_name=HISTORY_GROUP,
         partitions_def=daily_partitions(),
         backfill_policy=dg.BackfillPolicy.single_run(),
