@@ -9,18 +9,12 @@ the field map (CRM_FIELD_MAP), the reports' start date and the resources' settin
 
 import dagster as dg
 
-from crm_assets import settings
 from crm_assets.defs.console import plain_console_logger
 from crm_assets.defs.history import definitions as history
 from crm_assets.defs.reports import definitions as reports
 from crm_assets.defs.sync import definitions as sync
 from crm_assets.defs.write_back import definitions as write_back
-from crm_assets.resources import (
-    ExportDirectory,
-    crm_resource_from_env,
-    export_dir_from_env,
-    warehouse_resource_from_env,
-)
+from crm_assets.resources import crm_resource_from_env, export_directory_from_env, warehouse_resource_from_env
 
 
 @dg.definitions
@@ -30,13 +24,7 @@ def defs() -> dg.Definitions:
         resources={
             "crm": crm_resource_from_env(),
             "warehouse": warehouse_resource_from_env(),
-            # Through EnvVar when set, so the job snapshots (and a UI started with the variable set to
-            # another folder) do not depend on its value.
-            "exports": ExportDirectory(
-                path=dg.EnvVar(settings.CRM_EXPORT_DIR)
-                if settings.is_set(settings.CRM_EXPORT_DIR)
-                else export_dir_from_env()
-            ),
+            "exports": export_directory_from_env(),
         },
     )
     return dg.Definitions.merge(

@@ -154,25 +154,23 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # D
 def crm_resource_from_env() -> CrmResource:
     """Secrets go through EnvVar so they never land in run config or metadata."""
     return CrmResource(
-        base_url=dg.EnvVar(settings.CRM_BASE_URL) if settings.crm_base_url() else None,
-        api_key=dg.EnvVar(settings.CRM_API_KEY) if settings.crm_api_key() else None,
-        rate_limit_per_minute=settings.whole_number(settings.CRM_RATE_LIMIT_PER_MINUTE, DEFAULT_RATE_LIMIT_PER_MINUTE),
-        rate_limit_per_hour=settings.whole_number(settings.CRM_RATE_LIMIT_PER_HOUR, DEFAULT_RATE_LIMIT_PER_HOUR),
+        base_url=dg.EnvVar(settings.CRM_BASE_URL) if settings.is_set(settings.CRM_BASE_URL) else None,
+        api_key=dg.EnvVar(settings.CRM_API_KEY) if settings.is_set(settings.CRM_API_KEY) else None,
+        rate_limit_per_minute=settings.rate_limit(settings.CRM_RATE_LIMIT_PER_MINUTE, DEFAULT_RATE_LIMIT_PER_MINUTE),
+        rate_limit_per_hour=settings.rate_limit(settings.CRM_RATE_LIMIT_PER_HOUR, DEFAULT_RATE_LIMIT_PER_HOUR),
     )
 
 
 def warehouse_resource_from_env() -> WarehouseResource:
-    return WarehouseResource(url=dg.EnvVar(settings.DATABASE_URL) if settings.database_url() else None)
-
-
-def export_dir_from_env() -> str:
-    return settings.export_dir()
+    return WarehouseResource(url=dg.EnvVar(settings.DATABASE_URL) if settings.is_set(settings.DATABASE_URL) else None)
 
 
 class ExportDirectory(dg.ConfigurableResource):  # type: ignore[type-arg]  # Dagster's documented form
     """Where output files go (CRM_EXPORT_DIR): the dated JSON/CSV exports, and the charts under charts/."""
 
-    path: str = Field(default="output", description="Folder for the dated JSON/CSV files; charts go to charts/")
+    path: str = Field(
+        default=settings.DEFAULT_EXPORT_DIR, description="Folder for the dated JSON/CSV files; charts go to charts/"
+    )
 
     @property
     def folder(self) -> Path:
@@ -181,3 +179,11 @@ class ExportDirectory(dg.ConfigurableResource):  # type: ignore[type-arg]  # Dag
     @property
     def charts_path(self) -> Path:
         return self.folder / "charts"
+
+
+def export_directory_from_env() -> ExportDirectory:
+    # Through EnvVar when set, so the job snapshots (and a UI started with the variable set to another
+    # folder) do not depend on its value.
+    if settings.is_set(settings.CRM_EXPORT_DIR):
+        return ExportDirectory(path=dg.EnvVar(settings.CRM_EXPORT_DIR))
+    return ExportDirectory(path=settings.export_dir())

@@ -17,6 +17,7 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
+from crm_assets import settings
 from crm_assets.contracts import CODE_LOCATION_NAME, LAUNCHED_BY_TAG
 from crm_assets.defs.history.assets import PIPELINE_DAILY_KEY, daily_partitions
 from crm_assets.defs.history.sensors import history_changes_after, plan_history_runs
@@ -27,7 +28,7 @@ from crm_assets.defs.reports.checks import REPORT_CHECKS
 from crm_assets.defs.reports.refresh import all_windows, deal_changes_after, plan_refresh, unmaterialized_windows
 from crm_assets.domains import configured_domains
 from crm_assets.reports.windows import Cadence, utc_day
-from crm_assets.resources import ExportDirectory, WarehouseResource, export_dir_from_env
+from crm_assets.resources import ExportDirectory, WarehouseResource
 from crm_assets.warehouse.clean_load import rejection_counts
 from crm_assets.warehouse.engine import safe_url
 from crm_assets.warehouse.schema import CLEAN_TABLES, deal_aggregations
@@ -165,7 +166,7 @@ def run_all(full_refresh: bool = False, rebuild_reports: bool = False) -> int:
     except dg.Failure as exc:  # an unreachable or malformed warehouse: nothing was run
         print(f"error: {exc.description}", file=sys.stderr)
         return 1
-    export_dir = ExportDirectory(path=export_dir_from_env()).folder
+    export_dir = ExportDirectory(path=settings.export_dir()).folder
     try:
         with dg.DagsterInstance.get() as instance, code_location(instance) as location:
             since = _reports_cursor(instance)

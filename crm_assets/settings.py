@@ -36,7 +36,8 @@ def _read(name: str) -> str | None:
 
 
 def is_set(name: str) -> bool:
-    """Whether the variable has a value: resources then bind it through dg.EnvVar, never by value."""
+    """Whether the variable has a value: the resources then bind it through dg.EnvVar (secrets, the CRM and
+    the warehouse), so its value stays out of run config and job snapshots."""
     return _read(name) is not None
 
 
@@ -50,17 +51,8 @@ def dagster_home() -> Path:
     return Path(_read(DAGSTER_HOME) or DEFAULT_DAGSTER_HOME)
 
 
-def crm_base_url() -> str | None:
-    """CRM_BASE_URL: the Freshsales account; None for the embedded demo CRM."""
-    return _read(CRM_BASE_URL)
-
-
-def crm_api_key() -> str | None:
-    return _read(CRM_API_KEY)
-
-
-def whole_number(name: str, default: int) -> int:
-    """A whole number >= 0 (a CRM rate limit); anything else is an error before any run starts."""
+def rate_limit(name: str, default: int) -> int:
+    """A CRM rate limit: a whole number >= 0; anything else is an error before any run starts."""
     raw = os.environ.get(name)
     if raw is None or not raw.strip():
         return default
