@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 
 def _domain_names() -> list[str]:
-    from crm_assets.domains import DOMAINS
+    from crm_assets.domains import DOMAIN_NAMES
 
-    return [d.name for d in DOMAINS]
+    return list(DOMAIN_NAMES)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -2,9 +2,10 @@
 
 Data flow: CRM client (freshsales/, demo_crm/) -> domain declarations (domains/) -> cleaning (transform/)
 -> warehouse (warehouse/) -> Dagster definitions (defs/: sync, exports, reports, write_back, history).
-"""
 
-import os
+Importing this module reads no configuration: Dagster calls `defs` when it loads the code location, and
+the field map (CRM_FIELD_MAP), the reports' start date and the resources' settings are read then.
+"""
 
 import dagster as dg
 
@@ -13,28 +14,19 @@ from crm_assets.defs.history import definitions as history
 from crm_assets.defs.reports import definitions as reports
 from crm_assets.defs.sync import definitions as sync
 from crm_assets.defs.write_back import definitions as write_back
-from crm_assets.resources import (
-    ExportDirectory,
-    crm_resource_from_env,
-    export_dir_from_env,
-    warehouse_resource_from_env,
-)
+from crm_assets.resources import crm_resource_from_env, export_directory_from_env, warehouse_resource_from_env
 
 
-def build_defs() -> dg.Definitions:
+@dg.definitions
+def defs() -> dg.Definitions:
     resources = dg.Definitions(
         loggers={"console": plain_console_logger},
         resources={
             "crm": crm_resource_from_env(),
             "warehouse": warehouse_resource_from_env(),
-            # Through EnvVar when set, so the job snapshots (and a UI started with the variable set to
-            # another folder) do not depend on its value.
-            "exports": ExportDirectory(
-                path=dg.EnvVar("CRM_EXPORT_DIR") if os.environ.get("CRM_EXPORT_DIR") else export_dir_from_env()
-            ),
+            "exports": export_directory_from_env(),
         },
     )
-    return dg.Definitions.merge(sync.defs, reports.defs, write_back.defs, history.defs, resources)
-
-
-defs = build_defs()
+    return dg.Definitions.merge(
+        sync.build_defs(), reports.build_defs(), write_back.build_defs(), history.build_defs(), resources
+    )

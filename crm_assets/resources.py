@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from functools import cache
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import httpx
 from pydantic import Field
 from sqlalchemy.engine import Engine
 
+from crm_assets import settings
 from crm_assets.freshsales.client import FreshsalesClient
 from crm_assets.freshsales.errors import CrmError
 from crm_assets.freshsales.ratelimit import BudgetStore
@@ -73,11 +73,11 @@ class CrmResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # Dagster
                 "API key (Profile settings > API settings)."
             )
         for variable, value in (
-            ("CRM_RATE_LIMIT_PER_MINUTE", self.rate_limit_per_minute),
-            ("CRM_RATE_LIMIT_PER_HOUR", self.rate_limit_per_hour),
+            (settings.CRM_RATE_LIMIT_PER_MINUTE, self.rate_limit_per_minute),
+            (settings.CRM_RATE_LIMIT_PER_HOUR, self.rate_limit_per_hour),
         ):
             if value < 0:
-                raise _config_failure(f"{variable} is {value}: {_RATE_LIMIT_RULE}.")
+                raise _config_failure(f"{variable} is {value}: {settings.RATE_LIMIT_RULE}.")
         if self.max_concurrency < 1:
             raise _config_failure(
                 f"the crm resource's max_concurrency is {self.max_concurrency}: it must be 1 or more."
@@ -107,14 +107,9 @@ class CrmResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # Dagster
     def _budget_store(self, base_url: str) -> BudgetStore:
         """The budget every step, job and code location on this warehouse shares for this CRM account."""
         url = self.budget_database_url or default_database_url()
-        variable = "the crm resource's budget_database_url" if self.budget_database_url else "DATABASE_URL"
+        variable = "the crm resource's budget_database_url" if self.budget_database_url else settings.DATABASE_URL
         validate_database_url(url, variable)
         return shared_budget_store(_migrated_engine(url), base_url)
-
-
-_RATE_LIMIT_RULE = (
-    "it must be a whole number of requests, 0 to turn that limit off (Freshsales Growth: 400 a minute, 1000 an hour)"
-)
 
 
 def _config_failure(message: str) -> dg.Failure:
@@ -148,7 +143,7 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # D
     def get_engine(self) -> Engine:
         """An engine on a schema brought up to date once per process."""
         from_env = not self.url or self.url == default_database_url()
-        variable = "DATABASE_URL" if from_env else "the warehouse resource's url"
+        variable = settings.DATABASE_URL if from_env else "the warehouse resource's url"
         try:
             validate_database_url(self.resolved_url, variable)
             return _migrated_engine(self.resolved_url)
@@ -156,43 +151,26 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # D
             raise _config_failure(str(exc)) from None
 
 
-def _env_int(name: str, default: int) -> int:
-    """A whole number >= 0 from the environment; anything else is an error before any run starts."""
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise ValueError(f"{name} is {raw!r}: {_RATE_LIMIT_RULE}")
-    return value
-
-
 def crm_resource_from_env() -> CrmResource:
     """Secrets go through EnvVar so they never land in run config or metadata."""
-    configured = bool(os.environ.get("CRM_BASE_URL"))
     return CrmResource(
-        base_url=dg.EnvVar("CRM_BASE_URL") if configured else None,
-        api_key=dg.EnvVar("CRM_API_KEY") if os.environ.get("CRM_API_KEY") else None,
-        rate_limit_per_minute=_env_int("CRM_RATE_LIMIT_PER_MINUTE", DEFAULT_RATE_LIMIT_PER_MINUTE),
-        rate_limit_per_hour=_env_int("CRM_RATE_LIMIT_PER_HOUR", DEFAULT_RATE_LIMIT_PER_HOUR),
+        base_url=dg.EnvVar(settings.CRM_BASE_URL) if settings.is_set(settings.CRM_BASE_URL) else None,
+        api_key=dg.EnvVar(settings.CRM_API_KEY) if settings.is_set(settings.CRM_API_KEY) else None,
+        rate_limit_per_minute=settings.rate_limit(settings.CRM_RATE_LIMIT_PER_MINUTE, DEFAULT_RATE_LIMIT_PER_MINUTE),
+        rate_limit_per_hour=settings.rate_limit(settings.CRM_RATE_LIMIT_PER_HOUR, DEFAULT_RATE_LIMIT_PER_HOUR),
     )
 
 
 def warehouse_resource_from_env() -> WarehouseResource:
-    return WarehouseResource(url=dg.EnvVar("DATABASE_URL") if os.environ.get("DATABASE_URL") else None)
-
-
-def export_dir_from_env() -> str:
-    return os.environ.get("CRM_EXPORT_DIR") or "output"
+    return WarehouseResource(url=dg.EnvVar(settings.DATABASE_URL) if settings.is_set(settings.DATABASE_URL) else None)
 
 
 class ExportDirectory(dg.ConfigurableResource):  # type: ignore[type-arg]  # Dagster's documented form
     """Where output files go (CRM_EXPORT_DIR): the dated JSON/CSV exports, and the charts under charts/."""
 
-    path: str = Field(default="output", description="Folder for the dated JSON/CSV files; charts go to charts/")
+    path: str = Field(
+        default=settings.DEFAULT_EXPORT_DIR, description="Folder for the dated JSON/CSV files; charts go to charts/"
+    )
 
     @property
     def folder(self) -> Path:
@@ -201,3 +179,11 @@ class ExportDirectory(dg.ConfigurableResource):  # type: ignore[type-arg]  # Dag
     @property
     def charts_path(self) -> Path:
         return self.folder / "charts"
+
+
+def export_directory_from_env() -> ExportDirectory:
+    # Through EnvVar when set, so the job snapshots (and a UI started with the variable set to another
+    # folder) do not depend on its value.
+    if settings.is_set(settings.CRM_EXPORT_DIR):
+        return ExportDirectory(path=dg.EnvVar(settings.CRM_EXPORT_DIR))
+    return ExportDirectory(path=settings.export_dir())

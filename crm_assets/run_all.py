@@ -17,10 +17,27 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
+from crm_assets import settings
 from crm_assets.contracts import CODE_LOCATION_NAME, LAUNCHED_BY_TAG
+from crm_assets.defs.history.assets import PIPELINE_DAILY_KEY, daily_partitions
+from crm_assets.defs.history.sensors import history_changes_after, plan_history_runs
 from crm_assets.defs.instance import IN_PROCESS, PLAIN_CONSOLE, code_location, dagster_home, execute_job_run
 from crm_assets.defs.outcome import failure_reason
+from crm_assets.defs.reports.assets import asset_key
+from crm_assets.defs.reports.checks import REPORT_CHECKS
+from crm_assets.defs.reports.refresh import (
+    all_windows,
+    deal_changes_after,
+    in_process_merge_gap,
+    plan_refresh,
+    unmaterialized_windows,
+)
+from crm_assets.domains import configured_domains
+from crm_assets.reports.windows import Cadence, utc_day
+from crm_assets.resources import ExportDirectory, WarehouseResource
+from crm_assets.warehouse.clean_load import rejection_counts
 from crm_assets.warehouse.engine import safe_url
+from crm_assets.warehouse.schema import CLEAN_TABLES, deal_aggregations
 
 SYNC_JOB = "crm_sync"
 CLI_TAGS = {LAUNCHED_BY_TAG: "cli"}
@@ -49,11 +66,9 @@ def _run(
 
 
 def _sync(instance: dg.DagsterInstance, location: Any, full_refresh: bool) -> None:
-    from crm_assets.domains import DOMAINS
-
     config: dict[str, Any] = {}
     if full_refresh:
-        config["ops"] = {d.raw_asset: {"config": {"full_refresh": True}} for d in DOMAINS}
+        config["ops"] = {d.raw_asset: {"config": {"full_refresh": True}} for d in configured_domains()}
     mode = "full reconciliation" if full_refresh else "incremental sync"
     print(f"== {SYNC_JOB}: {mode} of the CRM into the warehouse ==", flush=True)
     _run(instance, location, SYNC_JOB, config, {})
@@ -66,17 +81,6 @@ def _refresh_reports(
 
     Each refreshed cadence's checks run once, in its last run, on the result: not once per range.
     """
-    from crm_assets.defs.reports.assets import REPORT_ASSETS_BY_CADENCE
-    from crm_assets.defs.reports.checks import REPORT_CHECKS
-    from crm_assets.defs.reports.refresh import (
-        all_windows,
-        deal_changes_after,
-        in_process_merge_gap,
-        plan_refresh,
-        unmaterialized_windows,
-    )
-    from crm_assets.reports.windows import Cadence
-
     changes = deal_changes_after(instance, since)
     forced = {c: all_windows(c) if rebuild else unmaterialized_windows(instance, c) for c in Cadence}
     with engine.connect() as conn:
@@ -85,7 +89,7 @@ def _refresh_reports(
         print("\n== aggregations: up to date (no partition's deals changed) ==", flush=True)
     last_of_cadence = {run.cadence: run for run in runs}
     for run in runs:
-        key = REPORT_ASSETS_BY_CADENCE[run.cadence].key
+        key = asset_key(run.cadence)
         checked = last_of_cadence[run.cadence] is run
         checks = [c for d in REPORT_CHECKS for c in d.check_keys if c.asset_key == key] if checked else []
         print(f"\n== {run.job_name}: {run.describe()}{' and its checks' if checked else ''} ==", flush=True)
@@ -98,15 +102,9 @@ def _refresh_reports(
 def _refresh_history(instance: dg.DagsterInstance, location: Any, since: int | None, rebuild: bool) -> list[str]:
     """The history report and stage transitions after any new `deals` materialization, and pipeline_daily from
     the earliest day the new versions change (every day on the first run, or with `--rebuild-reports`)."""
-    from crm_assets.defs.history.assets import DAILY, pipeline_daily_asset
-    from crm_assets.defs.history.sensors import history_changes_after, plan_history_runs
-    from crm_assets.reports.windows import utc_day
-
     changes = history_changes_after(instance, since, limit=None)
-    computed = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=pipeline_daily_asset.key), limit=1
-    ).records
-    runs = plan_history_runs(changes, from_day=utc_day(DAILY.start) if rebuild or not computed else None)
+    computed = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=PIPELINE_DAILY_KEY), limit=1).records
+    runs = plan_history_runs(changes, from_day=utc_day(daily_partitions().start) if rebuild or not computed else None)
     for run in runs:
         print(f"\n== {run.describe()} ==", flush=True)
         _run(instance, location, run.job_name, {}, dict(run.tags))
@@ -119,16 +117,12 @@ def _reports_cursor(instance: dg.DagsterInstance) -> int | None:
 
 
 def _counts(engine: sa.Engine) -> tuple[dict[str, int], dict[str, dict[str, int]], dict[str, int]]:
-    from crm_assets.domains import DOMAINS
-    from crm_assets.warehouse.clean_load import rejection_counts
-    from crm_assets.warehouse.schema import CLEAN_TABLES, deal_aggregations
-
     with engine.connect() as conn:
         rows = {
             name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
             for name, t in CLEAN_TABLES.items()
         }
-        reasons = {d.name: rejection_counts(conn, d.name)[1] for d in DOMAINS}
+        reasons = {d.name: rejection_counts(conn, d.name)[1] for d in configured_domains()}
         aggregations: dict[str, int] = dict(
             conn.execute(
                 sa.select(deal_aggregations.c.aggregation_type, sa.func.count()).group_by(
@@ -173,22 +167,12 @@ def run_all(full_refresh: bool = False, rebuild_reports: bool = False) -> int:
     os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "100")
     # ... and plan such a run with one event for the whole range, not one per partition.
     os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
-    from crm_assets.resources import (
-        ExportDirectory,
-        WarehouseResource,
-        export_dir_from_env,
-        warehouse_resource_from_env,
-    )
-
-    # Outside a run a resource's EnvVar is not resolved yet: read the environment through it.
-    warehouse = warehouse_resource_from_env()
-    url = warehouse.url.get_value() if isinstance(warehouse.url, dg.EnvVar) else warehouse.url
     try:
-        engine = WarehouseResource(url=url).get_engine()
+        engine = WarehouseResource().get_engine()  # no url: DATABASE_URL, or the SQLite file, as in a run
     except dg.Failure as exc:  # an unreachable or malformed warehouse: nothing was run
         print(f"error: {exc.description}", file=sys.stderr)
         return 1
-    export_dir = ExportDirectory(path=export_dir_from_env()).folder
+    export_dir = ExportDirectory(path=settings.export_dir()).folder
     try:
         with dg.DagsterInstance.get() as instance, code_location(instance) as location:
             since = _reports_cursor(instance)

@@ -11,6 +11,8 @@ import psycopg
 import pytest
 from sqlalchemy.engine import Engine
 
+from crm_assets.defs.reports.partitions import report_partitions
+from crm_assets.domains import configured_domains
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
 
 PG_ADMIN_DSN = os.environ.get("CRM_ASSETS_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -45,6 +47,20 @@ def drop_pg_database(url: str) -> None:
     name = url.rsplit("/", 1)[1]
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _forget_configuration() -> None:
+    configured_domains.cache_clear()
+    report_partitions.cache_clear()
+
+
+@pytest.fixture
+def configuration_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """Set variables on it and the configuration read once per process (the field map, the reports' start
+    date) is read anew from them; forgotten again afterwards, so later tests read the real environment."""
+    _forget_configuration()
+    yield monkeypatch
+    _forget_configuration()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ CLI = Path(sys.executable).with_name("crm-assets")
 REPOSITORY_LABEL = f"__repository__@{CODE_LOCATION_NAME}"
 SNAPSHOT_IDS = (
     "import json; from crm_assets.definitions import defs; "
-    "print(json.dumps({j.name: j.get_job_snapshot_id() for j in defs.get_repository_def().get_all_jobs()}))"
+    "print(json.dumps({j.name: j.get_job_snapshot_id() for j in defs().get_repository_def().get_all_jobs()}))"
 )
 REPORT_JOBS = {f"deal_aggregations_{c}_job" for c in ("daily", "weekly", "monthly")}
 HISTORY_JOBS = {"deal_history_job", "pipeline_daily_job"}

@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from crm_assets.defs.sync.assets import RAW_ASSETS
+from crm_assets.defs.sync.assets import raw_assets
 from crm_assets.resources import CrmResource, WarehouseResource, crm_resource_from_env
 from crm_assets.warehouse.engine import WarehouseConfigError, validate_database_url
 
@@ -83,7 +83,7 @@ def test_a_missing_api_key_fails_the_raw_step_at_once(tmp_path: Path) -> None:
     started = time.monotonic()
     with dg.instance_for_test() as instance:
         result = dg.materialize(
-            [RAW_ASSETS[0]], resources={"crm": crm, "warehouse": warehouse}, instance=instance, raise_on_error=False
+            [raw_assets()[0]], resources={"crm": crm, "warehouse": warehouse}, instance=instance, raise_on_error=False
         )
     assert not result.success
     assert time.monotonic() - started < 20

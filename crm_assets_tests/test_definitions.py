@@ -43,11 +43,11 @@ def describe(definitions: dg.Definitions) -> dict[str, Any]:
 
 
 def test_definitions_load() -> None:
-    dg.Definitions.validate_loadable(defs)
+    dg.Definitions.validate_loadable(defs())
 
 
 def test_definitions_snapshot(snapshot: SnapshotAssertion) -> None:
-    assert describe(defs) == snapshot
+    assert describe(defs()) == snapshot
 
 
 def test_the_dagster_cli_validates_the_code_location(tmp_path: Path) -> None:
@@ -68,3 +68,17 @@ def test_the_dagster_cli_validates_the_code_location(tmp_path: Path) -> None:
         timeout=180,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_importing_the_code_location_reads_no_configuration(tmp_path: Path) -> None:
+    """Configuration is read when Dagster builds the definitions, so a bad setting fails there, not on import."""
+    env = os.environ | {"DAGSTER_HOME": str(tmp_path), "CRM_FIELD_MAP": str(tmp_path / "missing.json")}
+    code = (
+        "import crm_assets.definitions as location, crm_assets.run_all\n"
+        "try:\n    location.defs()\nexcept ValueError as exc:\n    print(exc)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("CRM_FIELD_MAP: cannot read"), result.stdout + result.stderr

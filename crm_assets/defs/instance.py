@@ -22,7 +22,8 @@ from dagster._core.remote_origin import InProcessCodeLocationOrigin
 from dagster._core.remote_representation.code_location import InProcessCodeLocation
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
-from crm_assets.contracts import CODE_LOCATION_NAME, DEFAULT_DAGSTER_HOME
+from crm_assets import settings
+from crm_assets.contracts import CODE_LOCATION_NAME
 
 DEFINITIONS_MODULE = "crm_assets.definitions"
 REPOSITORY_NAME = "__repository__"  # what Dagster names the repository of a Definitions object
@@ -35,12 +36,12 @@ PLAIN_CONSOLE: Mapping[str, Any] = {"loggers": {"console": {}}}
 def dagster_home() -> Path:
     """$DAGSTER_HOME, else ./.crm_assets/dagster_home (created; telemetry and the UI's welcome popup off);
     exported for this process."""
-    home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME).resolve()
+    home = settings.dagster_home().resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
         config.write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
-    os.environ["DAGSTER_HOME"] = str(home)
+    os.environ[settings.DAGSTER_HOME] = str(home)
     return home
 
 

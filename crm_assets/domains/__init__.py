@@ -2,18 +2,24 @@
 
 Custom field names differ between Freshsales accounts: `CRM_FIELD_MAP` may name a JSON file that maps,
 per domain, columns to other Freshsales fields, e.g. `{"accounts": {"region": "custom_field.cf_territory"}}`.
+A field map changes only where a column is read from: the domains, their names, columns and the warehouse
+schema are those declared in DEFAULT_DOMAINS. `configured_domains()` reads the map on its first call.
 """
 
 import json
 import os
+from functools import cache
 from pathlib import Path
 
+from crm_assets import settings
 from crm_assets.domains.accounts import ACCOUNTS
 from crm_assets.domains.base import Column, ColumnType, Domain, ForeignKey
 from crm_assets.domains.contacts import CONTACTS
 from crm_assets.domains.deals import DEALS
 
 DEFAULT_DOMAINS: tuple[Domain, ...] = (ACCOUNTS, CONTACTS, DEALS)
+# Fixed by the declarations, whatever the field map: for choices and dependencies built at import.
+DOMAIN_NAMES: tuple[str, ...] = tuple(d.name for d in DEFAULT_DOMAINS)
 
 
 def load_field_map(path: str | os.PathLike[str]) -> dict[str, dict[str, str]]:
@@ -22,7 +28,7 @@ def load_field_map(path: str | os.PathLike[str]) -> dict[str, dict[str, str]]:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise ValueError(f"CRM_FIELD_MAP: cannot read {path} as JSON: {exc}") from None
-    known = {d.name for d in DEFAULT_DOMAINS}
+    known = set(DOMAIN_NAMES)
     if not isinstance(data, dict) or not all(
         isinstance(m, dict) and all(isinstance(v, str) for v in m.values()) for m in data.values()
     ):
@@ -32,35 +38,39 @@ def load_field_map(path: str | os.PathLike[str]) -> dict[str, dict[str, str]]:
     return data
 
 
-def configured_domains(field_map: dict[str, dict[str, str]] | None = None) -> tuple[Domain, ...]:
-    """The domains with the tenant's field map applied (from CRM_FIELD_MAP when not given)."""
-    if field_map is None:
-        path = os.environ.get("CRM_FIELD_MAP")
-        field_map = load_field_map(path) if path else {}
+def apply_field_map(field_map: dict[str, dict[str, str]]) -> tuple[Domain, ...]:
+    """The declared domains with some columns read from other Freshsales fields."""
     return tuple(d.with_sources(field_map.get(d.name, {})) for d in DEFAULT_DOMAINS)
 
 
-DOMAINS: tuple[Domain, ...] = configured_domains()
-DOMAINS_BY_NAME: dict[str, Domain] = {d.name: d for d in DOMAINS}
+@cache
+def configured_domains() -> tuple[Domain, ...]:
+    """The domains with the tenant's field map (CRM_FIELD_MAP) applied, read once per process.
+
+    Tests that change the variable call `configured_domains.cache_clear()`.
+    """
+    path = settings.field_map_path()
+    return apply_field_map(load_field_map(path) if path else {})
 
 
 def get_domain(name: str) -> Domain:
-    try:
-        return DOMAINS_BY_NAME[name]
-    except KeyError:
-        raise KeyError(f"unknown domain {name!r}; known domains: {', '.join(DOMAINS_BY_NAME)}") from None
+    for domain in configured_domains():
+        if domain.name == name:
+            return domain
+    raise KeyError(f"unknown domain {name!r}; known domains: {', '.join(DOMAIN_NAMES)}")
 
 
 __all__ = [
     "ACCOUNTS",
     "CONTACTS",
     "DEALS",
-    "DOMAINS",
-    "DOMAINS_BY_NAME",
+    "DEFAULT_DOMAINS",
+    "DOMAIN_NAMES",
     "Column",
     "ColumnType",
     "Domain",
     "ForeignKey",
+    "apply_field_map",
     "configured_domains",
     "get_domain",
     "load_field_map",

@@ -2,7 +2,7 @@
 
 A domain module (accounts.py, contacts.py, deals.py) builds one `Domain`. Everything else, from the raw
 extract to the clean table, the asset checks and the write-back job, is derived from these declarations,
-so adding a domain means adding one module and listing it in `crm_assets.domains.DOMAINS`. The module also
+so adding a domain means adding one module and listing it in `crm_assets.domains.DEFAULT_DOMAINS`. The module also
 declares the domain's `DemoRecipe`, from which the demo CRM serves the entity.
 """
 

@@ -20,7 +20,7 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from crm_assets.domains import DOMAINS, Domain
+from crm_assets.domains import Domain, configured_domains
 from crm_assets.transform.clean import coerce_records, output_schema, problems, resolve, tally_kinds
 from crm_assets.warehouse.bulk import (
     analyze_after_bulk_change,
@@ -91,8 +91,8 @@ def clean_changes(
     """Bring the clean table and the domain's rejects up to date with its raw table, in the caller's transaction."""
     log = log or logging.getLogger(__name__)
     # Deleting keys here cascades into the domains that reference this one, and marks their records
-    # changed: hold their locks from the start, in DOMAINS order.
-    for locked in DOMAINS:
+    # changed: hold their locks from the start, in load order.
+    for locked in configured_domains():
         if locked.name == domain.name or any(fk.domain == domain.name for fk in locked.foreign_keys):
             lock_domain(conn, locked)
     after = 0 if rebuild else read_cleaned_through(conn, domain)
@@ -311,7 +311,7 @@ def _mark_dependents(conn: sa.Connection, domain: Domain, changed_keys: pl.DataF
     """Keys that appeared or vanished here change which records of other domains are orphans."""
     if changed_keys.is_empty():
         return
-    for child in DOMAINS:
+    for child in configured_domains():
         for fk in (f for f in child.foreign_keys if f.domain == domain.name):
             stage = create_stage(conn, CLEAN_TABLES[domain.name], [fk.target_column])
             fill_stage(conn, stage, changed_keys.rename({domain.business_key: fk.target_column}))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +13,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import URL, Engine, make_url
 
-from crm_assets.contracts import DEFAULT_DAGSTER_HOME
+from crm_assets import settings
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # Any constant works; it only has to be the same in every process that migrates this database.
@@ -30,10 +29,9 @@ class WarehouseConnectionError(RuntimeError):
 
 def default_database_url() -> str:
     """DATABASE_URL, or an SQLite file under $DAGSTER_HOME (or the default ./.crm_assets/dagster_home/)."""
-    if url := os.environ.get("DATABASE_URL"):
+    if url := settings.database_url():
         return url
-    home = Path(os.environ.get("DAGSTER_HOME") or DEFAULT_DAGSTER_HOME)
-    return f"sqlite:///{(home / 'warehouse.db').resolve()}"
+    return f"sqlite:///{(settings.dagster_home() / 'warehouse.db').resolve()}"
 
 
 class WarehouseConfigError(ValueError):
@@ -47,7 +45,7 @@ _SUPPORTED = (
 )
 
 
-def validate_database_url(url: str, variable: str = "DATABASE_URL") -> URL:
+def validate_database_url(url: str, variable: str = settings.DATABASE_URL) -> URL:
     """The parsed URL, or a WarehouseConfigError naming `variable`, what is wrong and what is supported.
 
     The message never quotes the URL itself, which may hold a password.

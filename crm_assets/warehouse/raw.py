@@ -482,7 +482,7 @@ def _fields_query(conn: sa.Connection, domain: Domain) -> sa.Select[Any]:
 def lock_domain(conn: sa.Connection, domain: Domain) -> None:
     """Serialize writers of a domain's raw and clean tables until the transaction ends (SQLite serializes writers).
 
-    Whoever needs several domains locks them in DOMAINS order (referenced domains first), so no two wait
+    Whoever needs several domains locks them in load order (referenced domains first), so no two wait
     on each other.
     """
     if conn.dialect.name == "postgresql":

@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeEngine
 
-from crm_assets.domains import DOMAINS, ColumnType, Domain
+from crm_assets.domains import DEFAULT_DOMAINS, ColumnType, Domain
 
 metadata = MetaData(
     naming_convention={
@@ -132,9 +132,10 @@ def _candidates_table(domain: Domain) -> Table:
     )
 
 
-CLEAN_TABLES: dict[str, Table] = {d.name: _clean_table(d) for d in DOMAINS}
-RAW_TABLES: dict[str, Table] = {d.name: _raw_table(d) for d in DOMAINS}
-CANDIDATE_TABLES: dict[str, Table] = {d.name: _candidates_table(d) for d in DOMAINS}
+# From the declarations: a field map (CRM_FIELD_MAP) changes where columns are read from, never the tables.
+CLEAN_TABLES: dict[str, Table] = {d.name: _clean_table(d) for d in DEFAULT_DOMAINS}
+RAW_TABLES: dict[str, Table] = {d.name: _raw_table(d) for d in DEFAULT_DOMAINS}
+CANDIDATE_TABLES: dict[str, Table] = {d.name: _candidates_table(d) for d in DEFAULT_DOMAINS}
 
 rejected_records = Table(
     "rejected_records",

@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from crm_assets.demo_crm import DEMO_API_KEY
-from crm_assets.domains import DOMAINS, Domain
+from crm_assets.domains import Domain, configured_domains
 from crm_assets.freshsales.client import FreshsalesClient
 from crm_assets.pipeline import extract_domain
 from crm_assets.warehouse.budget import shared_budget_store
@@ -76,8 +76,8 @@ def extract_in_parallel(engine: sa.Engine, base: str, budget: Budget, full: bool
             return result.stats.fetched, client.stats.as_dict()
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(len(DOMAINS)) as pool:
-        results = list(pool.map(one, DOMAINS))
+    with ThreadPoolExecutor(len(configured_domains())) as pool:
+        results = list(pool.map(one, configured_domains()))
     seconds = time.perf_counter() - started
     return Phase(
         requests=sum(stats["requests"] for _, stats in results),
@@ -104,7 +104,8 @@ def run(deals: int, budget: Budget, changed: float) -> None:
         full = extract_in_parallel(engine, base, budget, full=True)
         after_full = admin(base, "/_demo/stats")["budget"]
         touched = sum(
-            int(admin(base, "/_demo/touch", {"entity": d.entity, "fraction": changed})["count"]) for d in DOMAINS
+            int(admin(base, "/_demo/touch", {"entity": d.entity, "fraction": changed})["count"])
+            for d in configured_domains()
         )
         resync = extract_in_parallel(engine, base, budget, full=False)
         engine.dispose()

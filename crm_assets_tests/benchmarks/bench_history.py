@@ -32,7 +32,7 @@ import sqlalchemy as sa
 
 from crm_assets.contracts import RANGE_END_TAG, RANGE_START_TAG
 from crm_assets.demo_crm import DEMO_API_KEY
-from crm_assets.domains import DOMAINS
+from crm_assets.domains import configured_domains
 from crm_assets.freshsales.client import FreshsalesClient
 from crm_assets.pipeline import clean_domain
 from crm_assets.reports.pipeline import replace_pipeline
@@ -66,11 +66,11 @@ class HookTimer:
 
 
 def _resync(engine: sa.Engine, client: FreshsalesClient, base: str) -> float:
-    for domain in DOMAINS:
+    for domain in configured_domains():
         touch(base, domain.entity, 0.01)
     started = time.perf_counter()
     fetch_all(engine, client, full=False)
-    for domain in DOMAINS:
+    for domain in configured_domains():
         clean_domain(engine, domain, "bench")
     return time.perf_counter() - started
 
@@ -85,7 +85,7 @@ def resync_cost(deals: int, rounds: int) -> None:
         client = FreshsalesClient(base, DEMO_API_KEY, rate_limit_per_minute=0, rate_limit_per_hour=0, max_concurrency=4)
         started = time.perf_counter()
         fetch_all(engine, client, full=True)
-        for domain in DOMAINS:
+        for domain in configured_domains():
             clean_domain(engine, domain, "bench")
         print(f"  full sync (history seeded)        {time.perf_counter() - started:8.2f} s", flush=True)
         timings: dict[bool, list[float]] = {False: [], True: []}
@@ -203,7 +203,7 @@ def _timed(label: str, action: Callable[[], Any]) -> float:
 
 
 def backfill(deals: int, days: int) -> None:
-    from crm_assets.defs.history.assets import pipeline_daily_asset
+    from crm_assets.defs.history.assets import build_pipeline_daily_asset
 
     last = datetime.now(UTC).date() - timedelta(days=1)
     first = last - timedelta(days=days - 1)
@@ -223,10 +223,11 @@ def backfill(deals: int, days: int) -> None:
             os.environ.setdefault("CRM_EXPORT_DIR", os.path.join(home, "exports"))
             rss.reset()
             tags = {RANGE_START_TAG: first.isoformat(), RANGE_END_TAG: last.isoformat()}
+            pipeline_daily = build_pipeline_daily_asset()
 
             def run() -> None:
                 result = dg.materialize(
-                    [pipeline_daily_asset],
+                    [pipeline_daily],
                     instance=instance,
                     resources={
                         "warehouse": WarehouseResource(url=url),

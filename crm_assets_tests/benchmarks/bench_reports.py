@@ -37,7 +37,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from crm_assets.contracts import RANGE_END_TAG, RANGE_START_TAG
-from crm_assets.defs.reports.assets import REPORT_ASSETS_BY_CADENCE
+from crm_assets.defs.reports.assets import report_assets
 from crm_assets.reports.aggregate import replace_aggregations
 from crm_assets.reports.windows import Cadence, window_start
 from crm_assets.resources import ExportDirectory, WarehouseResource
@@ -147,12 +147,15 @@ def _timed(label: str, fn: Callable[[], Any]) -> float:
     return elapsed
 
 
+REPORT_ASSETS = report_assets()
+
+
 def _materialize(instance: dg.DagsterInstance, url: str, cadence: Cadence, first: str, last: str) -> None:
     tags = {RANGE_START_TAG: first, RANGE_END_TAG: last}
     if first == last:
         tags = {}
     result = dg.materialize(
-        [REPORT_ASSETS_BY_CADENCE[cadence]],
+        [REPORT_ASSETS[cadence]],
         instance=instance,
         resources={"warehouse": WarehouseResource(url=url), "exports": ExportDirectory(path=tempfile.gettempdir())},
         run_config=_QUIET,

@@ -29,7 +29,7 @@ PLANS = {"growth": (400, 1000), "pro": (400, 2000), "enterprise": (400, 5000)}
 
 EXTRACT = """
 import logging, sys, time
-from crm_assets.domains import DOMAINS
+from crm_assets.domains import configured_domains
 from crm_assets.freshsales.client import FreshsalesClient
 from crm_assets.pipeline import ScanSettings, extract_domain
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
@@ -44,7 +44,7 @@ client = FreshsalesClient(
     clock=lambda: time.monotonic() * scale, sleep=lambda seconds: time.sleep(seconds / scale),
 )
 with client:
-    for domain in DOMAINS:
+    for domain in configured_domains():
         extract_domain(engine, domain, client, "bench", settings=ScanSettings(checkpoint_pages=checkpoint))
 """
 

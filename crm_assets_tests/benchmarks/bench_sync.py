@@ -34,7 +34,7 @@ import psycopg
 import sqlalchemy as sa
 
 from crm_assets.demo_crm import DEMO_API_KEY
-from crm_assets.domains import DOMAINS
+from crm_assets.domains import configured_domains
 from crm_assets.freshsales.client import FreshsalesClient
 from crm_assets.pipeline import clean_domain, extract_domain
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
@@ -160,7 +160,7 @@ def throwaway_database(db: str = "postgres") -> Iterator[str]:
 
 
 def fetch_all(engine: sa.Engine, client: FreshsalesClient, full: bool) -> tuple[int, None]:
-    results = [extract_domain(engine, d, client, "bench", full_refresh=full) for d in DOMAINS]
+    results = [extract_domain(engine, d, client, "bench", full_refresh=full) for d in configured_domains()]
     return sum(r.stats.fetched for r in results), None
 
 
@@ -169,7 +169,7 @@ def clean_and_load(engine: sa.Engine, report: Report, rss: PeakRss, label: str) 
     total = records = 0
     clean_seconds = load_seconds = 0.0
     peak = 0
-    for domain in DOMAINS:
+    for domain in configured_domains():
         rss.reset()
         started = time.perf_counter()
         changes = clean_domain(engine, domain, "bench")
@@ -298,7 +298,7 @@ def run(deals: int, db: str = "postgres") -> Report:
         orm_rate = orm_rows / orm_seconds
         print(f"  ORM row by row (origin)  {orm_rows:>10,} rows   {orm_seconds:>8.2f} s {orm_rate:>11,.0f} rows/s")
 
-        for domain in DOMAINS:
+        for domain in configured_domains():
             touch(base, domain.entity, 0.01)
         started = time.perf_counter()
         measure(report, rss, "re-sync fetch (1%)", lambda: fetch_all(engine, client, full=False))

@@ -223,7 +223,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def _expected_definitions() -> tuple[set[str], set[str], set[str], set[str]]:
     """Asset keys, jobs, schedules and sensors of the code location, read in this process."""
-    defs = importlib.import_module(CODE_MODULE).defs
+    defs = importlib.import_module(CODE_MODULE).defs()
     assert isinstance(defs, dg.Definitions)
     repo = defs.get_repository_def()
     assets = {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}

@@ -12,14 +12,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from crm_assets.contracts import HISTORY_CHANGED_FROM, RANGE_END_TAG, RANGE_START_TAG
-from crm_assets.defs.history.assets import HISTORY_ASSETS, pipeline_daily_asset
+from crm_assets.defs.history.assets import daily_partitions, history_assets
 from crm_assets.defs.history.checks import HISTORY_CHECKS
-from crm_assets.defs.history.sensors import DAILY, deal_history_refresh
+from crm_assets.defs.history.sensors import deal_history_refresh
 from crm_assets.reports.pipeline import read_day_totals
 from crm_assets.resources import ExportDirectory, WarehouseResource
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
 from crm_assets.warehouse.schema import deal_history
 from crm_assets_tests.history.test_pipeline import build_history
+
+HISTORY_ASSETS = history_assets()
+pipeline_daily_asset = HISTORY_ASSETS[-1]
 
 
 @pytest.fixture
@@ -126,7 +129,7 @@ def test_the_sensor_recomputes_from_the_earliest_changed_day(instance: dg.Dagste
     assert isinstance(result, dg.SensorResult)
     requests = {r.job_name: r for r in result.run_requests or []}
     assert set(requests) == {"deal_history_job", "pipeline_daily_job"}
-    last = DAILY.get_last_partition_key()
+    last = daily_partitions().get_last_partition_key()
     assert requests["pipeline_daily_job"].tags[RANGE_START_TAG] == "2024-03-10"
     assert requests["pipeline_daily_job"].tags[RANGE_END_TAG] == last
 

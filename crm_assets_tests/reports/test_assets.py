@@ -14,15 +14,16 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from crm_assets.contracts import RANGE_END_TAG, RANGE_START_TAG
-from crm_assets.defs.reports.assets import REPORT_ASSETS_BY_CADENCE
+from crm_assets.defs.reports.assets import report_assets
 from crm_assets.defs.reports.checks import REPORT_CHECKS
-from crm_assets.defs.reports.definitions import REPORT_ASSETS, defs, full_range
+from crm_assets.defs.reports.definitions import build_defs, full_range
 from crm_assets.reports.windows import Cadence
 from crm_assets.resources import ExportDirectory, WarehouseResource
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
 from crm_assets_tests.reports.helpers import add_accounts, add_deals, deal_row, delete_deal, rows
 
-DAILY, WEEKLY, MONTHLY = (REPORT_ASSETS_BY_CADENCE[c] for c in Cadence)
+REPORT_ASSETS = list(report_assets().values())
+DAILY, WEEKLY, MONTHLY = REPORT_ASSETS
 
 
 @pytest.fixture
@@ -199,7 +200,7 @@ def test_checks_pass_then_catch_stale_partitions(url: str, engine: Engine, insta
 
 def test_jobs_run_ranges_and_schedules_follow_the_sync(url: str, engine: Engine, instance: dg.DagsterInstance) -> None:
     resources = {"warehouse": WarehouseResource(url=url), "exports": ExportDirectory(path=os.environ["CRM_EXPORT_DIR"])}
-    bound = dg.Definitions.merge(defs, dg.Definitions(resources=resources))
+    bound = dg.Definitions.merge(build_defs(), dg.Definitions(resources=resources))
     job = bound.resolve_job_def("deal_aggregations_weekly_job")
     result = job.execute_in_process(instance=instance, tags=_range("2024-02-26", "2024-03-04"))
     assert result.success

@@ -13,7 +13,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from crm_assets.definitions import build_defs
+from crm_assets.definitions import defs
 from crm_assets.demo_crm import DemoConfig, DemoCrm
 from crm_assets.demo_crm.server import serve_demo_crm
 from crm_assets.warehouse.schema import CLEAN_TABLES
@@ -23,7 +23,7 @@ API_KEY = "multiprocess-test-key"
 
 def crm_sync_job() -> dg.JobDefinition:
     """Rebuilt in every step process, with resources from the environment the test sets."""
-    return build_defs().resolve_job_def("crm_sync")
+    return defs().resolve_job_def("crm_sync")
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
-from crm_assets.defs.sync.assets import RAW_ASSETS
+from crm_assets.defs.sync.assets import raw_assets
 from crm_assets.demo_crm import DEMO_API_KEY, DemoConfig, DemoCrm
 from crm_assets.demo_crm.server import serve_demo_crm
 from crm_assets.resources import CrmResource, WarehouseResource
 from crm_assets.warehouse.schema import RAW_TABLES
 
-RAW_DEALS = next(a for a in RAW_ASSETS if a.key == dg.AssetKey("raw_deals"))
+RAW_DEALS = next(a for a in raw_assets() if a.key == dg.AssetKey("raw_deals"))
 
 
 def deleted_raw_deals(url: str) -> int:

@@ -12,8 +12,8 @@ import httpx
 import sqlalchemy as sa
 
 from crm_assets.defs.exports.assets import ExportDirectory, crm_exports
-from crm_assets.defs.sync.assets import CLEAN_ASSETS, RAW_ASSETS
-from crm_assets.defs.sync.checks import CLEAN_CHECKS, CRM_FIELD_CHECKS
+from crm_assets.defs.sync.assets import clean_assets, raw_assets
+from crm_assets.defs.sync.checks import clean_checks, crm_field_checks
 from crm_assets.demo_crm import DemoConfig, DemoCrm
 from crm_assets.demo_crm.server import serve_demo_crm
 from crm_assets.resources import CrmResource, WarehouseResource
@@ -48,10 +48,10 @@ def run(
         "exports": ExportDirectory(path=str(tmp_path / "exports")),
     }
     return dg.materialize(
-        [*RAW_ASSETS, *CLEAN_ASSETS, crm_exports, *CLEAN_CHECKS, *CRM_FIELD_CHECKS],
+        [*raw_assets(), *clean_assets(), crm_exports, *clean_checks(), *crm_field_checks()],
         resources=resources,
         instance=instance,
-        run_config={"ops": {a.key.path[0]: {"config": {"full_refresh": full_refresh}} for a in RAW_ASSETS}},
+        run_config={"ops": {a.key.path[0]: {"config": {"full_refresh": full_refresh}} for a in raw_assets()}},
         raise_on_error=False,
     )
 

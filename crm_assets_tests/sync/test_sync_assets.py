@@ -13,15 +13,17 @@ import sqlalchemy as sa
 
 from crm_assets.contracts import TOUCHED_DATES
 from crm_assets.defs.exports.assets import crm_exports
-from crm_assets.defs.sync.assets import CLEAN_ASSETS, RAW_ASSETS
-from crm_assets.defs.sync.checks import CLEAN_CHECKS
+from crm_assets.defs.sync.assets import clean_assets, raw_assets
+from crm_assets.defs.sync.checks import clean_checks
 from crm_assets.demo_crm import DemoConfig, DemoCrm
 from crm_assets.demo_crm.server import serve_demo_crm
 from crm_assets.resources import CrmResource, ExportDirectory, WarehouseResource
 from crm_assets.warehouse.schema import CLEAN_TABLES, RAW_TABLES, rejected_records
 
 SECRET_KEY = "sk-live-7f3a9c1e-never-print-me"
-SYNC_ASSETS = [*RAW_ASSETS, *CLEAN_ASSETS, crm_exports]
+RAW_ASSETS = raw_assets()
+SYNC_ASSETS = [*RAW_ASSETS, *clean_assets(), crm_exports]
+CLEAN_CHECKS = clean_checks()
 
 
 @pytest.fixture

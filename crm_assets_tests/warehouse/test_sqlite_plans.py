@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from crm_assets.demo_crm import DEMO_API_KEY, DEMO_BASE_URL, DemoConfig, DemoCrm
-from crm_assets.domains import DOMAINS
+from crm_assets.domains import configured_domains
 from crm_assets.freshsales.client import FreshsalesClient
 from crm_assets.pipeline import clean_domain, extract_domain
 from crm_assets.reports.aggregate import replace_aggregations
@@ -31,7 +31,7 @@ RAW_MERGE = "crm_assets/warehouse/raw.py:apply"  # the merge of a complete scan 
 
 
 def _sync(engine: sa.Engine, client: FreshsalesClient, *, full: bool) -> None:
-    for domain in DOMAINS:
+    for domain in configured_domains():
         extract_domain(engine, domain, client, "plans", full_refresh=full)
         clean_domain(engine, domain, "plans")
 

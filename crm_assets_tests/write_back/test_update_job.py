@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from crm_assets.defs.sync.assets import CLEAN_ASSETS, RAW_ASSETS
+from crm_assets.defs.sync.assets import clean_assets, raw_assets
 from crm_assets.demo_crm import DemoConfig, DemoCrm
 from crm_assets.demo_crm.server import serve_demo_crm
 from crm_assets.domains import get_domain
@@ -343,7 +343,7 @@ def test_duplicates_and_odd_spellings_of_the_key_in_the_crm_are_all_found(sqlite
 
 def test_a_later_clean_run_keeps_the_corrected_value(demo: DemoCrm, crm_url: str, sqlite_url: str) -> None:
     """The raw copy follows the write-back, so re-deciding the record from raw does not undo it."""
-    synced = dg.materialize([*RAW_ASSETS, *CLEAN_ASSETS], resources=resources(crm_url, sqlite_url))
+    synced = dg.materialize([*raw_assets(), *clean_assets()], resources=resources(crm_url, sqlite_url))
     assert synced.success
     engine = sa.create_engine(sqlite_url)
     deal = rows(engine, DEALS)[0]

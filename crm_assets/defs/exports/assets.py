@@ -7,7 +7,7 @@ import dagster as dg
 import polars as pl
 
 from crm_assets.defs.metadata import ASSET_OWNERS, capability_tags
-from crm_assets.domains import DOMAINS
+from crm_assets.domains import DOMAIN_NAMES, configured_domains
 from crm_assets.files import OutputWriteError, write_atomically
 from crm_assets.resources import ExportDirectory, WarehouseResource
 from crm_assets.warehouse.clean_load import read_clean_rows
@@ -41,7 +41,7 @@ def export_frame(frame: pl.DataFrame, directory: Path, stem: str) -> list[Path]:
 @dg.asset(
     name="crm_exports",
     group_name=EXPORT_GROUP,
-    deps=[dg.AssetKey(d.name) for d in DOMAINS],
+    deps=[dg.AssetKey(name) for name in DOMAIN_NAMES],
     kinds={"json", "csv"},
     owners=ASSET_OWNERS,
     tags=capability_tags("exports"),
@@ -56,7 +56,7 @@ def crm_exports(
     written: dict[str, int] = {}
     files: list[str] = []
     with warehouse.get_engine().connect() as conn:
-        for domain in DOMAINS:
+        for domain in configured_domains():
             frame = read_clean_rows(conn, domain)
             try:
                 files += [str(p) for p in export_frame(frame, directory, f"{day}_{domain.name}")]

@@ -10,7 +10,7 @@ import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from crm_assets.defs.reports.partitions import PARTITIONS
+from crm_assets.defs.reports.partitions import report_partitions
 from crm_assets.files import write_bytes_atomically
 from crm_assets.reports.pipeline import PipelineStats, replace_pipeline
 from crm_assets.reports.pipeline_chart import open_value_by_stage, render_pipeline_chart
@@ -22,7 +22,13 @@ from crm_assets.warehouse.schema import deal_history
 
 HISTORY_GROUP = "crm_history"
 CHART_DAYS = 365  # the chart shows up to this many days, ending with the run's last day
-DAILY = PARTITIONS[Cadence.DAILY]
+PIPELINE_DAILY = "pipeline_daily"
+PIPELINE_DAILY_KEY = dg.AssetKey(PIPELINE_DAILY)
+
+
+def daily_partitions() -> dg.TimeWindowPartitionsDefinition:
+    """pipeline_daily's partitions: the reports' days."""
+    return report_partitions()[Cadence.DAILY]
 
 
 @dg.asset(
@@ -121,7 +127,7 @@ def _partition_metadata(context: dg.AssetExecutionContext, stats: PipelineStats)
 
 def _chart_metadata(engine: Engine, charts: Path, end: date) -> dict[str, Any]:
     """Open value per stage over the days up to this run's last one, as a PNG file and inline."""
-    first = max(utc_day(DAILY.start), end - timedelta(days=CHART_DAYS))
+    first = max(utc_day(daily_partitions().start), end - timedelta(days=CHART_DAYS))
     days = [first + timedelta(days=i) for i in range((end - first).days)]
     with engine.connect() as conn:
         values = open_value_by_stage(conn, first, end)
@@ -137,18 +143,7 @@ def _chart_metadata(engine: Engine, charts: Path, end: date) -> dict[str, Any]:
     }
 
 
-@dg.asset(
-    name="pipeline_daily",
-    group_name=HISTORY_GROUP,
-    partitions_def=DAILY,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    deps=[deal_history_asset, dg.AssetKey("accounts")],
-    kinds={"sql"},
-    description="Open deals (Prospecting, Negotiation) per UTC day, stage and region (the account's region now): "
-    "open_deal_count and open_deal_value as of the end of the day, point in time from deal_history. A range is "
-    "one run and one set-based replacement. Days that ended before the history began hold no rows.",
-)
-def pipeline_daily_asset(
+def _materialize_pipeline(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, exports: ExportDirectory
 ) -> dg.MaterializeResult[None]:
     started = time.monotonic()
@@ -175,4 +170,27 @@ def pipeline_daily_asset(
     return dg.MaterializeResult(metadata=metadata)
 
 
-HISTORY_ASSETS = [deal_history_asset, deal_stage_transitions_asset, pipeline_daily_asset]
+def build_pipeline_daily_asset() -> dg.AssetsDefinition:
+    """Partitioned from CRM_REPORTS_START_DATE: built when the definitions are."""
+
+    @dg.asset(
+        name=PIPELINE_DAILY,
+        group_name=HISTORY_GROUP,
+        partitions_def=daily_partitions(),
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=[deal_history_asset, dg.AssetKey("accounts")],
+        kinds={"sql"},
+        description="Open deals (Prospecting, Negotiation) per UTC day, stage and region (the account's region "
+        "now): open_deal_count and open_deal_value as of the end of the day, point in time from deal_history. A "
+        "range is one run and one set-based replacement. Days that ended before the history began hold no rows.",
+    )
+    def pipeline_daily_asset(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, exports: ExportDirectory
+    ) -> dg.MaterializeResult[None]:
+        return _materialize_pipeline(context, warehouse, exports)
+
+    return pipeline_daily_asset
+
+
+def history_assets() -> list[dg.AssetsDefinition]:
+    return [deal_history_asset, deal_stage_transitions_asset, build_pipeline_daily_asset()]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from crm_assets.defs.history.assets import HISTORY_ASSETS
+from crm_assets.defs.history.assets import history_assets
 from crm_assets.defs.history.checks import HISTORY_CHECKS
 from crm_assets.defs.history.sensors import (
     deal_history_job,
@@ -16,10 +16,12 @@ from crm_assets.defs.history.sensors import (
     pipeline_daily_schedule,
 )
 
-defs = dg.Definitions(
-    assets=HISTORY_ASSETS,
-    asset_checks=HISTORY_CHECKS,
-    jobs=[deal_history_job, pipeline_daily_job],
-    schedules=[pipeline_daily_schedule],
-    sensors=[deal_history_refresh],
-)
+
+def build_defs() -> dg.Definitions:
+    return dg.Definitions(
+        assets=history_assets(),
+        asset_checks=HISTORY_CHECKS,
+        jobs=[deal_history_job, pipeline_daily_job],
+        schedules=[pipeline_daily_schedule],
+        sensors=[deal_history_refresh],
+    )

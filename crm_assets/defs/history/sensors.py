@@ -14,7 +14,12 @@ from typing import Any
 import dagster as dg
 
 from crm_assets.contracts import HISTORY_CHANGED_FROM, PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG
-from crm_assets.defs.history.assets import DAILY, deal_history_asset, deal_stage_transitions_asset, pipeline_daily_asset
+from crm_assets.defs.history.assets import (
+    PIPELINE_DAILY_KEY,
+    daily_partitions,
+    deal_history_asset,
+    deal_stage_transitions_asset,
+)
 from crm_assets.defs.reports.refresh import start_after_newest_deals
 from crm_assets.reports.windows import utc_day
 
@@ -31,7 +36,7 @@ deal_history_job = dg.define_asset_job(
 
 pipeline_daily_job = dg.define_asset_job(
     "pipeline_daily_job",
-    selection=dg.AssetSelection.assets(pipeline_daily_asset),
+    selection=dg.AssetSelection.assets(PIPELINE_DAILY_KEY),
     description="The open pipeline per day, stage and region; a partition range is one run.",
     tags={"dagster/max_retries": 1},
 )
@@ -109,10 +114,11 @@ def plan_history_runs(changes: HistoryChanges, *, from_day: date | None = None) 
     if not changes.materializations and first is None:
         return []
     runs = [HistoryRun(deal_history_job.name, {})]
-    last_key = DAILY.get_last_partition_key()
+    days = daily_partitions()
+    last_key = days.get_last_partition_key()
     if first is None or last_key is None:
         return runs
-    start, last = max(first, utc_day(DAILY.start)), date.fromisoformat(last_key)
+    start, last = max(first, utc_day(days.start)), date.fromisoformat(last_key)
     if start > last:
         return runs
     if start == last:

@@ -14,7 +14,7 @@ import dagster as dg
 from sqlalchemy.engine import Engine
 
 from crm_assets.defs.metadata import AGGREGATION_SCHEMA, ASSET_OWNERS, capability_tags
-from crm_assets.defs.reports.partitions import PARTITIONS
+from crm_assets.defs.reports.partitions import report_partitions
 from crm_assets.files import OutputWriteError, write_bytes_atomically
 from crm_assets.reports.aggregate import replace_aggregations
 from crm_assets.reports.chart import monthly_totals_by_region, render_region_chart
@@ -29,6 +29,10 @@ _WINDOW_NAMES = {Cadence.DAILY: "day", Cadence.WEEKLY: "ISO week (Monday start)"
 
 def asset_name(cadence: Cadence) -> str:
     return f"deal_aggregations_{cadence.value}"
+
+
+def asset_key(cadence: Cadence) -> dg.AssetKey:
+    return dg.AssetKey(asset_name(cadence))
 
 
 def _preview(figures: WindowFigures) -> str:
@@ -91,7 +95,7 @@ def _materialize(
         day = date.fromisoformat(key)
         context.add_asset_metadata(partition_metadata(cadence, day, figures.get(day)), partition_key=key)
     if cadence is Cadence.MONTHLY:
-        first_month = utc_day(PARTITIONS[cadence].start)
+        first_month = utc_day(report_partitions()[cadence].start)
         chart = _chart_metadata(engine, exports.charts_path, end, first_month)
         context.add_asset_metadata(chart, partition_key=keys[-1])
     context.log.info(
@@ -105,7 +109,7 @@ def build_report_asset(cadence: Cadence) -> dg.AssetsDefinition:
     @dg.asset(
         name=asset_name(cadence),
         group_name=REPORTS_GROUP,
-        partitions_def=PARTITIONS[cadence],
+        partitions_def=report_partitions()[cadence],
         backfill_policy=dg.BackfillPolicy.single_run(),
         deps=[dg.AssetKey("deals"), dg.AssetKey("accounts")],
         kinds={"sql"},
@@ -124,4 +128,6 @@ def build_report_asset(cadence: Cadence) -> dg.AssetsDefinition:
     return report
 
 
-REPORT_ASSETS_BY_CADENCE: dict[Cadence, dg.AssetsDefinition] = {c: build_report_asset(c) for c in Cadence}
+def report_assets() -> dict[Cadence, dg.AssetsDefinition]:
+    """One asset per cadence, partitioned from CRM_REPORTS_START_DATE (built when the definitions are)."""
+    return {c: build_report_asset(c) for c in Cadence}

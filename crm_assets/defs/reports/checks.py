@@ -10,7 +10,7 @@ from typing import Any
 
 import dagster as dg
 
-from crm_assets.defs.reports.assets import REPORT_ASSETS_BY_CADENCE
+from crm_assets.defs.reports.assets import asset_key
 from crm_assets.reports.reconcile import Mismatch, mismatches_with_days, mismatches_with_deals
 from crm_assets.reports.windows import Cadence, next_window
 from crm_assets.resources import WarehouseResource
@@ -58,7 +58,7 @@ def _days_of(window: date, cadence: Cadence) -> list[str]:
 
 
 def build_reconcile_check(cadence: Cadence) -> dg.AssetChecksDefinition:
-    asset = REPORT_ASSETS_BY_CADENCE[cadence]
+    asset = asset_key(cadence)
 
     @dg.asset_check(
         asset=asset,
@@ -67,7 +67,7 @@ def build_reconcile_check(cadence: Cadence) -> dg.AssetChecksDefinition:
         "created in its window, as `deals` is now.",
     )
     def reconcile(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        materialized = context.instance.get_materialized_partitions(asset.key)
+        materialized = context.instance.get_materialized_partitions(asset)
         with warehouse.get_engine().connect() as conn:
             found = mismatches_with_deals(conn, cadence)
         relevant = [m for m in found if m.window.isoformat() in materialized]
@@ -77,19 +77,19 @@ def build_reconcile_check(cadence: Cadence) -> dg.AssetChecksDefinition:
 
 
 def build_rollup_check(cadence: Cadence) -> dg.AssetChecksDefinition:
-    asset, daily = REPORT_ASSETS_BY_CADENCE[cadence], REPORT_ASSETS_BY_CADENCE[Cadence.DAILY]
+    asset, daily = asset_key(cadence), asset_key(Cadence.DAILY)
     period = "week" if cadence is Cadence.WEEKLY else "month"
 
     @dg.asset_check(
         asset=asset,
         name=f"{period}_equals_sum_of_days",
-        additional_deps=[daily.key],
+        additional_deps=[daily],
         description=f"Each materialized {period} equals, per account, the sum of its daily rows (judged only "
         f"where every day of the {period} is materialized too).",
     )
     def rollup(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        materialized = context.instance.get_materialized_partitions(asset.key)
-        days = context.instance.get_materialized_partitions(daily.key)
+        materialized = context.instance.get_materialized_partitions(asset)
+        days = context.instance.get_materialized_partitions(daily)
         complete = {k for k in materialized if days.issuperset(_days_of(date.fromisoformat(k), cadence))}
         with warehouse.get_engine().connect() as conn:
             found = mismatches_with_days(conn, cadence)

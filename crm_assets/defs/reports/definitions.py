@@ -9,12 +9,10 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from crm_assets.defs.reports.assets import REPORT_ASSETS_BY_CADENCE
+from crm_assets.defs.reports.assets import report_assets
 from crm_assets.defs.reports.checks import REPORT_CHECKS
 from crm_assets.defs.reports.jobs import REPORT_JOBS, REPORT_SCHEDULES
 from crm_assets.defs.reports.sensors import deal_aggregations_refresh
-
-REPORT_ASSETS: list[dg.AssetsDefinition] = list(REPORT_ASSETS_BY_CADENCE.values())
 
 
 def full_range(asset: dg.AssetsDefinition, now: datetime | None = None) -> tuple[str, str]:
@@ -31,10 +29,11 @@ def full_range(asset: dg.AssetsDefinition, now: datetime | None = None) -> tuple
     return first, last
 
 
-defs = dg.Definitions(
-    assets=REPORT_ASSETS,
-    asset_checks=REPORT_CHECKS,
-    jobs=list(REPORT_JOBS.values()),
-    schedules=REPORT_SCHEDULES,
-    sensors=[deal_aggregations_refresh],
-)
+def build_defs() -> dg.Definitions:
+    return dg.Definitions(
+        assets=list(report_assets().values()),
+        asset_checks=REPORT_CHECKS,
+        jobs=list(REPORT_JOBS.values()),
+        schedules=REPORT_SCHEDULES,
+        sensors=[deal_aggregations_refresh],
+    )

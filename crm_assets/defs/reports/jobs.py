@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from crm_assets.defs.reports.assets import REPORT_ASSETS_BY_CADENCE, asset_name
+from crm_assets.defs.reports.assets import asset_key, asset_name
 from crm_assets.reports.windows import Cadence
 
 SCHEDULE_HOUR_UTC = 7  # an hour after crm_sync_daily (06:00 UTC) so the day's deals are loaded
@@ -13,7 +13,7 @@ SCHEDULE_HOUR_UTC = 7  # an hour after crm_sync_daily (06:00 UTC) so the day's d
 def build_job(cadence: Cadence) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         f"{asset_name(cadence)}_job",
-        selection=dg.AssetSelection.assets(REPORT_ASSETS_BY_CADENCE[cadence]),
+        selection=dg.AssetSelection.assets(asset_key(cadence)),
         description=f"The {cadence.value} deal aggregations and their checks; a partition range is one run.",
         tags={"dagster/max_retries": 1},
     )

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from datetime import date
+from functools import cache
 
 import dagster as dg
 
+from crm_assets import settings
 from crm_assets.reports.windows import Cadence
-
-START_DATE_ENV = "CRM_REPORTS_START_DATE"
-# Early enough for the demo data (about three years back from late 2026); set the variable for real data.
-DEFAULT_START_DATE = "2023-01-01"
-
-
-def reports_start_date() -> str:
-    """CRM_REPORTS_START_DATE (YYYY-MM-DD), or 2023-01-01."""
-    raw = (os.environ.get(START_DATE_ENV) or "").strip() or DEFAULT_START_DATE
-    try:
-        return date.fromisoformat(raw).isoformat()
-    except ValueError:
-        raise ValueError(f"{START_DATE_ENV} must be a date like 2023-01-01, got {raw!r}") from None
 
 
 def build_partitions(start_date: str) -> dict[Cadence, dg.TimeWindowPartitionsDefinition]:
@@ -31,4 +18,7 @@ def build_partitions(start_date: str) -> dict[Cadence, dg.TimeWindowPartitionsDe
     }
 
 
-PARTITIONS = build_partitions(reports_start_date())
+@cache
+def report_partitions() -> dict[Cadence, dg.TimeWindowPartitionsDefinition]:
+    """The partitions from CRM_REPORTS_START_DATE, read once per process (tests changing it clear the cache)."""
+    return build_partitions(settings.reports_start_date())

@@ -18,9 +18,9 @@ import sqlalchemy as sa
 from dagster._core.storage.event_log import EventLogStorage
 
 from crm_assets.contracts import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG, TOUCHED_DATES
-from crm_assets.defs.reports.assets import REPORT_ASSETS_BY_CADENCE
+from crm_assets.defs.reports.assets import asset_key
 from crm_assets.defs.reports.jobs import REPORT_JOBS
-from crm_assets.defs.reports.partitions import PARTITIONS
+from crm_assets.defs.reports.partitions import report_partitions
 from crm_assets.reports.reconcile import mismatches_with_deals
 from crm_assets.reports.windows import Cadence, contiguous_runs, next_window, utc_day, windows_touched
 
@@ -143,7 +143,7 @@ def deal_changes_after(
 
 def existing_windows(cadence: Cadence, windows: Iterable[date]) -> list[date]:
     """Windows that are partitions now: not before the start date, not the still-open current window."""
-    partitions = PARTITIONS[cadence]
+    partitions = report_partitions()[cadence]
     last_key = partitions.get_last_partition_key()
     if last_key is None:
         return []
@@ -152,12 +152,12 @@ def existing_windows(cadence: Cadence, windows: Iterable[date]) -> list[date]:
 
 
 def all_windows(cadence: Cadence) -> list[date]:
-    return [date.fromisoformat(k) for k in PARTITIONS[cadence].get_partition_keys()]
+    return [date.fromisoformat(k) for k in report_partitions()[cadence].get_partition_keys()]
 
 
 def unmaterialized_windows(instance: dg.DagsterInstance, cadence: Cadence) -> list[date]:
     """Partitions of a cadence that this Dagster instance has never materialized."""
-    done = instance.get_materialized_partitions(REPORT_ASSETS_BY_CADENCE[cadence].key)
+    done = instance.get_materialized_partitions(asset_key(cadence))
     return [w for w in all_windows(cadence) if w.isoformat() not in done]
 
 

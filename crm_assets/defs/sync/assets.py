@@ -10,7 +10,7 @@ from pydantic import Field
 
 from crm_assets.contracts import CRM_POOL, HISTORY_CHANGED_FROM, PERIOD_COLUMN, TOUCHED_DATES
 from crm_assets.defs.metadata import ASSET_OWNERS, capability_tags, markdown_table, table_schema
-from crm_assets.domains import DOMAINS, Domain
+from crm_assets.domains import Domain, configured_domains
 from crm_assets.freshsales.client import FreshsalesClient
 from crm_assets.freshsales.errors import CrmError, CrmRateLimitError, CrmUnavailableError
 from crm_assets.pipeline import ScanSettings, clean_domain, extract_domain
@@ -251,5 +251,10 @@ def build_clean_asset(domain: Domain) -> dg.AssetsDefinition:
     return clean_asset
 
 
-RAW_ASSETS = [build_raw_asset(d) for d in DOMAINS]
-CLEAN_ASSETS = [build_clean_asset(d) for d in DOMAINS]
+def raw_assets() -> list[dg.AssetsDefinition]:
+    """One raw asset per configured domain (built when the definitions are, after CRM_FIELD_MAP is read)."""
+    return [build_raw_asset(d) for d in configured_domains()]
+
+
+def clean_assets() -> list[dg.AssetsDefinition]:
+    return [build_clean_asset(d) for d in configured_domains()]

@@ -12,7 +12,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from crm_assets.contracts import CRM_POOL
-from crm_assets.domains import DOMAINS, ColumnType, Domain
+from crm_assets.domains import ColumnType, Domain, configured_domains
 from crm_assets.freshsales.errors import CrmError
 from crm_assets.resources import CrmResource, WarehouseResource
 from crm_assets.warehouse.drift import drift_message, missing_in_field_settings
@@ -95,7 +95,8 @@ def build_checks(domain: Domain) -> list[dg.AssetChecksDefinition]:
     return checks
 
 
-CLEAN_CHECKS = [check for domain in DOMAINS for check in build_checks(domain)]
+def clean_checks() -> list[dg.AssetChecksDefinition]:
+    return [check for domain in configured_domains() for check in build_checks(domain)]
 
 
 def mapped_fields_in_crm(domain: Domain) -> dg.AssetChecksDefinition:
@@ -126,4 +127,6 @@ def mapped_fields_in_crm(domain: Domain) -> dg.AssetChecksDefinition:
     return check
 
 
-CRM_FIELD_CHECKS = [mapped_fields_in_crm(domain) for domain in DOMAINS]
+def crm_field_checks() -> list[dg.AssetChecksDefinition]:
+    """One per configured domain: the fields its field map names."""
+    return [mapped_fields_in_crm(domain) for domain in configured_domains()]

@@ -3,8 +3,8 @@
 import dagster as dg
 
 from crm_assets.defs.exports.assets import EXPORT_GROUP, crm_exports
-from crm_assets.defs.sync.assets import CLEAN_ASSETS, CLEAN_GROUP, RAW_ASSETS, RAW_GROUP
-from crm_assets.defs.sync.checks import CLEAN_CHECKS, CRM_FIELD_CHECKS
+from crm_assets.defs.sync.assets import CLEAN_GROUP, RAW_GROUP, clean_assets, raw_assets
+from crm_assets.defs.sync.checks import clean_checks, crm_field_checks
 
 crm_sync = dg.define_asset_job(
     "crm_sync",
@@ -21,9 +21,11 @@ crm_sync_daily = dg.ScheduleDefinition(
     description="Daily CRM sync at 06:00 UTC.",
 )
 
-defs = dg.Definitions(
-    assets=[*RAW_ASSETS, *CLEAN_ASSETS, crm_exports],
-    asset_checks=[*CLEAN_CHECKS, *CRM_FIELD_CHECKS],
-    jobs=[crm_sync],
-    schedules=[crm_sync_daily],
-)
+
+def build_defs() -> dg.Definitions:
+    return dg.Definitions(
+        assets=[*raw_assets(), *clean_assets(), crm_exports],
+        asset_checks=[*clean_checks(), *crm_field_checks()],
+        jobs=[crm_sync],
+        schedules=[crm_sync_daily],
+    )

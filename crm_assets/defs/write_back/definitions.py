@@ -4,4 +4,6 @@ import dagster as dg
 
 from crm_assets.defs.write_back.job import update_domain_value
 
-defs = dg.Definitions(jobs=[update_domain_value])
+
+def build_defs() -> dg.Definitions:
+    return dg.Definitions(jobs=[update_domain_value])

@@ -11,7 +11,7 @@ import dagster as dg
 from pydantic import Field
 
 from crm_assets.contracts import CRM_POOL, DRY_RUN_TAG, TOUCHED_DATES
-from crm_assets.domains import DOMAINS
+from crm_assets.domains import DOMAIN_NAMES
 from crm_assets.resources import CrmResource, WarehouseResource
 from crm_assets.write_back import (
     ChangeOutcome,
@@ -32,15 +32,14 @@ from crm_assets.write_back.store import check_foreign_keys
 JOB_NAME = "update_domain_value"
 # Changing these on a deal moves money between aggregation partitions.
 AGGREGATED_FIELDS = {"deals": frozenset({"deal_size", "account_id"})}
-_DOMAIN_NAMES = ", ".join(d.name for d in DOMAINS)
 # A choice, not free text, in the Launchpad.
-DomainName = Enum("DomainName", {d.name: d.name for d in DOMAINS})  # type: ignore[misc]
+DomainName = Enum("DomainName", {name: name for name in DOMAIN_NAMES})  # type: ignore[misc]
 
 
 class UpdateDomainValueConfig(dg.Config):
     """Every value is a string; it is cast to the field's type from the domain model."""
 
-    domain: DomainName = Field(description=f"Which records: {_DOMAIN_NAMES}.")
+    domain: DomainName = Field(description=f"Which records: {', '.join(DOMAIN_NAMES)}.")
     key: str = Field(description="Field that selects the records, e.g. deal_id (any field of the domain).")
     value: str = Field(description="Value of `key` to match, e.g. 203; every record with key == value is updated.")
     key_to_update: str = Field(
