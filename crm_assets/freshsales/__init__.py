@@ -1,6 +1,6 @@
 """Freshsales (Freshworks CRM) API access: the client, its errors and its progress events."""
 
-from crm_assets.freshsales.client import ClientStats, FreshsalesClient, parse_instant
+from crm_assets.freshsales.client import ClientStats, FreshsalesClient
 from crm_assets.freshsales.errors import (
     CrmAuthError,
     CrmBadRequestError,
@@ -31,5 +31,4 @@ __all__ = [
     "CrmViewNotFoundError",
     "FreshsalesClient",
     "ProgressEvent",
-    "parse_instant",
 ]

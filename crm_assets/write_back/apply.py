@@ -13,8 +13,9 @@ from dataclasses import replace
 
 from sqlalchemy.engine import Engine
 
-from crm_assets.freshsales.client import FreshsalesClient, parse_instant
+from crm_assets.freshsales.client import FreshsalesClient
 from crm_assets.freshsales.errors import CrmError
+from crm_assets.timestamps import parse_instant
 from crm_assets.write_back.fields import Record, field_body, field_text, typed_field
 from crm_assets.write_back.model import Action, ChangeOutcome, PlannedChange, Status, UpdatePlan, ValidatedUpdate
 from crm_assets.write_back.plan import created_date, plan_record

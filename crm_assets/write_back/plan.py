@@ -17,8 +17,9 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from crm_assets.domains import ColumnType
-from crm_assets.freshsales.client import FreshsalesClient, parse_instant
+from crm_assets.freshsales.client import FreshsalesClient
 from crm_assets.freshsales.errors import CrmNotFoundError
+from crm_assets.timestamps import parse_instant
 from crm_assets.values import value_text
 from crm_assets.write_back.fields import Record, search_attribute, typed_field, typed_text
 from crm_assets.write_back.model import Action, PlannedChange, UpdatePlan, ValidatedUpdate
