@@ -192,9 +192,9 @@ def _reload(conn: sa.Connection, domain: Domain) -> Scan:
 class _Checkpoints:
     """Stages pages and commits them (with the view's new position) every few pages or seconds.
 
-    On PostgreSQL a writer thread stages each page as it arrives (record checks, COPY) in a transaction of
-    its own, while the next pages are fetched; the reader waits for it only at each checkpoint's commit, so
-    a kill loses no more pages than before. On SQLite, whose writers lock the whole file, pages are buffered
+    On PostgreSQL a writer thread stages each page as it arrives (record checks, then one COPY per checkpoint
+    kept open) in a transaction of its own, while the next pages are fetched; the reader waits for it only at
+    each checkpoint's commit, so a kill loses no more pages than before. On SQLite, whose writers lock the whole file, pages are buffered
     and written in one short transaction at the checkpoint.
     """
 
@@ -252,6 +252,7 @@ class _Checkpoints:
             conn = self.engine.connect()
             conn.begin()
             self._staging = RawWriter(conn, self.domain, self.scan.run_id, self.scan.scan_id)
+            self._staging.open_stream()  # one COPY per checkpoint: the server stores rows as they come
         return self._staging
 
     def _stage_arrived(self) -> None:
@@ -263,13 +264,17 @@ class _Checkpoints:
             self._records += self._writer().add(itertools.chain.from_iterable(pages), deleted=self.deleted)
 
     def _commit_staged(self, to_page: int, done: bool) -> None:
-        conn = self._writer().conn
+        writer = self._writer()
+        writer.close_stream()
+        conn = writer.conn
         save_checkpoint(conn, self.scan, self.view, self.next_page, to_page, self._records, done=done)
         conn.commit()
         self._discard()
 
     def _discard(self) -> None:
         if self._staging is not None:
+            if self._staging.streaming:  # stopped half way through a COPY: the connection cannot be reused
+                self._staging.conn.invalidate()
             self._staging.conn.close()  # rolls back whatever is not committed
         self._staging, self._records = None, 0
 
