@@ -194,8 +194,8 @@ class _Checkpoints:
 
     On PostgreSQL a writer thread stages each page as it arrives (record checks, then one COPY per checkpoint
     kept open) in a transaction of its own, while the next pages are fetched; the reader waits for it only at
-    each checkpoint's commit, so a kill loses no more pages than before. On SQLite, whose writers lock the whole file, pages are buffered
-    and written in one short transaction at the checkpoint.
+    each checkpoint's commit, so a kill loses no more pages than before. On SQLite, whose writers lock the
+    whole file, pages are buffered and written in one short transaction at the checkpoint.
     """
 
     def __init__(self, engine: sa.Engine, domain: Domain, scan: Scan, view: ViewPosition, settings: ScanSettings):
