@@ -89,7 +89,8 @@ def _enum(raw: pl.Expr, choices: tuple[str, ...]) -> pl.Expr:
     return normalize_label(raw).replace_strict(canonical, default=None, return_dtype=pl.String)
 
 
-def _typed(column: Column, raw: pl.Expr) -> pl.Expr:
+def typed_value(column: Column, raw: pl.Expr) -> pl.Expr:
+    """`raw` (a String expression) read as `column`'s type, null where it cannot be (missing or not)."""
     match column.type:
         case ColumnType.TEXT:
             return raw
@@ -118,10 +119,14 @@ def _expected(column: Column) -> str:
     }.get(column.type, "text")
 
 
-def coerce_column(column: Column, raw: pl.Expr) -> Coerced:
-    """The typed value of `raw` (a String expression) for `column`, and why it is unusable if it is."""
+def coerce_column(column: Column, raw: pl.Expr, typed: pl.Expr | None = None) -> Coerced:
+    """The typed value of `raw` (a String expression) for `column`, and why it is unusable if it is.
+
+    `typed`: `typed_value(column, raw)` when the caller has it computed already (a column of the frame):
+    eager polars would otherwise compute it twice, once for the value and once for the reason.
+    """
     is_missing = missing(raw)
-    typed = _typed(column, raw)
+    typed = typed_value(column, raw) if typed is None else typed
     uncastable = ~is_missing & typed.is_null()
     error = (
         pl.when(is_missing & pl.lit(not column.nullable))
