@@ -246,14 +246,15 @@ class RawWriter:
     # -- before the merge --------------------------------------------------------------------------
 
     def _newest(self) -> sa.Subquery:
-        """The newest staged copy of each id (a later updated_at wins; on a tie, the deleted copy)."""
+        """The newest staged copy of each id (a later updated_at wins; on a tie, the deleted copy).
+
+        The copies are ranked on their narrow columns alone and the winners' payloads read after, by id:
+        sorting the payloads along would spill the whole scan to disk.
+        """
         stage = raw_scan_records
         ranked = (
             sa.select(
-                stage.c.crm_id,
-                stage.c.payload,
-                stage.c.updated_at,
-                stage.c.is_deleted,
+                stage.c.id,
                 sa.func.row_number()
                 .over(partition_by=stage.c.crm_id, order_by=(stage.c.updated_at.desc(), stage.c.is_deleted.desc()))
                 .label("rank"),
@@ -262,7 +263,8 @@ class RawWriter:
             .subquery()
         )
         return (
-            sa.select(ranked.c.crm_id, ranked.c.payload, ranked.c.updated_at, ranked.c.is_deleted)
+            sa.select(stage.c.crm_id, stage.c.payload, stage.c.updated_at, stage.c.is_deleted)
+            .select_from(stage.join(ranked, ranked.c.id == stage.c.id))
             .where(ranked.c.rank == 1)
             .subquery()
         )
