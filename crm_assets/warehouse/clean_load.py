@@ -36,7 +36,7 @@ from crm_assets.warehouse.bulk import (
     upsert_insert,
 )
 from crm_assets.warehouse.drift import guard_changed_records
-from crm_assets.warehouse.history import HISTORY_DOMAIN, earliest, record_versions
+from crm_assets.warehouse.history import earliest, record_versions
 from crm_assets.warehouse.raw import (
     latest_change_seq,
     lock_domain,
@@ -45,7 +45,7 @@ from crm_assets.warehouse.raw import (
     read_cleaned_through,
     save_cleaned_through,
 )
-from crm_assets.warehouse.schema import CANDIDATE_TABLES, CLEAN_TABLES, RAW_TABLES, deal_history, rejected_records
+from crm_assets.warehouse.schema import CANDIDATE_TABLES, CLEAN_TABLES, RAW_TABLES, rejected_records
 
 CHANGE_BATCH = 100_000  # raw rows coerced at a time
 CONTEST_CHUNK = 100_000  # business keys decided at a time
@@ -100,13 +100,9 @@ def clean_changes(
     guard_changed_records(conn, domain, after, through)  # schema drift: refuse before writing anything
     changes = TableChanges()
     affected = _key_set(conn, domain)
-    changed = _changed_count(conn, domain, after, through)
-    bulk = _is_big_change(conn, changed, CLEAN_TABLES[domain.name])
+    bulk = _is_big_change(conn, domain, after, through)
     restore_table = suspend_for_bulk_load(conn, CLEAN_TABLES[domain.name]) if bulk else []
     restore_candidates = suspend_for_bulk_load(conn, CANDIDATE_TABLES[domain.name]) if bulk else []
-    # The versions written with a first load (or a reload much larger than the history) go in the same way.
-    history_bulk = bulk and domain.name == HISTORY_DOMAIN and _is_big_change(conn, changed, deal_history)
-    restore_history = suspend_for_bulk_load(conn, deal_history) if history_bulk else []
     for batch in read_changed_batches(conn, domain, after, through, batch_size):
         _take_changed_batch(conn, domain, batch, affected, run_id, changes)
         drop_stages(conn, keep=[affected])
@@ -121,7 +117,6 @@ def clean_changes(
         drop_stages(conn, keep=[affected])
         log.info(f"{domain.name}: {changes.keys_decided:,} business keys decided")
     _restore(conn, restore_table, changes)
-    restore_after_bulk_load(conn, restore_history)  # with the history writes, not the load stage's bulk writes
     analyze_after_bulk_change(conn, CLEAN_TABLES[domain.name], changes.inserted + changes.updated + changes.deleted)
     save_cleaned_through(conn, domain, through)
     _count(conn, domain, changes)
@@ -129,23 +124,16 @@ def clean_changes(
     return changes
 
 
-def _changed_count(conn: sa.Connection, domain: Domain, after: int, through: int) -> int:
-    """Raw records changed since the last clean run (PostgreSQL only: SQLite never bulk loads)."""
-    if conn.dialect.name != "postgresql":
-        return 0
-    changed = RAW_TABLES[domain.name].c.change_seq.between(after + 1, through)
-    return int(conn.execute(sa.select(sa.func.count()).where(changed)).scalar_one())
+def _is_big_change(conn: sa.Connection, domain: Domain, after: int, through: int) -> bool:
+    """Whether the change is large against the clean table (a first sync, a reload): then load without row checks.
 
-
-def _is_big_change(conn: sa.Connection, changed: int, table: sa.Table) -> bool:
-    """Whether the change is large against `table` (a first sync, a reload): then load without row checks.
-
-    On PostgreSQL the clean and candidates tables' foreign keys and plain indexes (and deal_history's plain
-    indexes) are then dropped while rows go in and rebuilt after (one sorted build, one validating join): see
-    `suspend_for_bulk_load`.
+    On PostgreSQL the clean and candidates tables' foreign keys and plain indexes are then dropped while
+    rows go in and rebuilt after (one sorted build, one validating join): see `suspend_for_bulk_load`.
     """
     if conn.dialect.name != "postgresql":
         return False
+    raw, table = RAW_TABLES[domain.name], CLEAN_TABLES[domain.name]
+    changed = conn.execute(sa.select(sa.func.count()).where(raw.c.change_seq.between(after + 1, through))).scalar_one()
     return bool(changed >= BULK_LOAD_MIN_ROWS and changed >= BULK_LOAD_GROWTH * _estimated_rows(conn, table))
 
 
