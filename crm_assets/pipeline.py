@@ -5,9 +5,12 @@ The assets in `defs/sync` wrap these with metadata and logging; the benchmark ca
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +36,9 @@ from crm_assets.warehouse.scan import (
     start_scan,
     touch_scan,
 )
+
+# Pages handed to the stager thread and not yet staged, at most (each holds up to per_page records).
+_PAGES_STAGING_AHEAD = 2
 
 
 @dataclass(frozen=True)
@@ -184,29 +190,93 @@ def _reload(conn: sa.Connection, domain: Domain) -> Scan:
 
 
 class _Checkpoints:
-    """Buffers pages and commits them (with the view's new position) every few pages or seconds."""
+    """Stages pages and commits them (with the view's new position) every few pages or seconds.
+
+    On PostgreSQL a writer thread stages each page as it arrives (record checks, then one COPY per checkpoint
+    kept open) in a transaction of its own, while the next pages are fetched; the reader waits for it only at
+    each checkpoint's commit, so a kill loses no more pages than before. On SQLite, whose writers lock the
+    whole file, pages are buffered and written in one short transaction at the checkpoint.
+    """
 
     def __init__(self, engine: sa.Engine, domain: Domain, scan: Scan, view: ViewPosition, settings: ScanSettings):
         self.engine, self.domain, self.scan, self.settings = engine, domain, scan, settings
         self.view = view.view
         self.next_page = view.next_page
         self.deleted = view.view == domain.deleted_view
-        self.pages: list[list[dict[str, Any]]] = []
+        self.pages: list[list[dict[str, Any]]] = []  # buffered until the checkpoint (SQLite)
+        self.count = 0  # pages since the last checkpoint
         self.last_commit = time.monotonic()
+        streaming = engine.dialect.name == "postgresql"
+        self._stager = ThreadPoolExecutor(1, thread_name_prefix="scan-stage") if streaming else None
+        self._pending: deque[Future[None]] = deque()
+        self._arrived: deque[list[dict[str, Any]]] = deque()  # pages handed to the stager, not yet taken
+        self._staging: RawWriter | None = None  # the stager thread's writer, in its open transaction
+        self._records = 0
 
     def add(self, page: list[dict[str, Any]]) -> None:
-        self.pages.append(page)
+        self.count += 1
+        if self._stager is None:
+            self.pages.append(page)
+        else:
+            self._arrived.append(page)
+            self._pending.append(self._stager.submit(self._stage_arrived))
+            while len(self._pending) > _PAGES_STAGING_AHEAD:  # bounded memory: wait for the stager
+                self._pending.popleft().result()
         due = time.monotonic() - self.last_commit >= self.settings.checkpoint_seconds
-        if len(self.pages) >= self.settings.checkpoint_pages or due:
+        if self.count >= self.settings.checkpoint_pages or due:
             self.commit(done=False)
 
     def commit(self, *, done: bool) -> None:
-        with self.engine.begin() as conn:
-            writer = RawWriter(conn, self.domain, self.scan.run_id, self.scan.scan_id)
-            records = sum(writer.add(page, deleted=self.deleted) for page in self.pages)
-            to_page = self.next_page + len(self.pages)
-            save_checkpoint(conn, self.scan, self.view, self.next_page, to_page, records, done=done)
-        self.next_page, self.pages, self.last_commit = to_page, [], time.monotonic()
+        to_page = self.next_page + self.count
+        if self._stager is None:
+            with self.engine.begin() as conn:
+                writer = RawWriter(conn, self.domain, self.scan.run_id, self.scan.scan_id)
+                records = sum(writer.add(page, deleted=self.deleted) for page in self.pages)
+                save_checkpoint(conn, self.scan, self.view, self.next_page, to_page, records, done=done)
+        else:
+            self._pending.append(self._stager.submit(self._commit_staged, to_page, done))
+            while self._pending:
+                self._pending.popleft().result()
+        self.next_page, self.pages, self.count, self.last_commit = to_page, [], 0, time.monotonic()
+
+    def close(self) -> None:
+        """Stop the stager; what it staged since the last checkpoint is rolled back (as a buffer would be lost)."""
+        if self._stager is not None:
+            self._stager.submit(self._discard)
+            self._stager.shutdown(wait=True)
+
+    # -- on the stager thread ----------------------------------------------------------------------
+
+    def _writer(self) -> RawWriter:
+        if self._staging is None:
+            conn = self.engine.connect()
+            conn.begin()
+            self._staging = RawWriter(conn, self.domain, self.scan.run_id, self.scan.scan_id)
+            self._staging.open_stream()  # one COPY per checkpoint: the server stores rows as they come
+        return self._staging
+
+    def _stage_arrived(self) -> None:
+        """Stage every page that has arrived, in one COPY (the pages that piled up while the last one ran)."""
+        pages = []
+        while self._arrived:
+            pages.append(self._arrived.popleft())
+        if pages:
+            self._records += self._writer().add(itertools.chain.from_iterable(pages), deleted=self.deleted)
+
+    def _commit_staged(self, to_page: int, done: bool) -> None:
+        writer = self._writer()
+        writer.close_stream()
+        conn = writer.conn
+        save_checkpoint(conn, self.scan, self.view, self.next_page, to_page, self._records, done=done)
+        conn.commit()
+        self._discard()
+
+    def _discard(self) -> None:
+        if self._staging is not None:
+            if self._staging.streaming:  # stopped half way through a COPY: the connection cannot be reused
+                self._staging.conn.invalidate()
+            self._staging.conn.close()  # rolls back whatever is not committed
+        self._staging, self._records = None, 0
 
 
 def _scan_view(
@@ -221,9 +291,12 @@ def _scan_view(
     # Deleting bumps updated_at, so the Recycle Bin is read down to the cursor too; a delete that did not
     # (or a record purged from the bin) is caught by the periodic full reconciliation.
     pages = client.iter_view(domain.entity, view.view, stop_before=scan.since, start_page=view.next_page)
-    for page in pages:
-        checkpoints.add(page)
-    checkpoints.commit(done=True)
+    try:
+        for page in pages:
+            checkpoints.add(page)
+        checkpoints.commit(done=True)
+    finally:
+        checkpoints.close()
 
 
 def _guard(engine: sa.Engine, domain: Domain, scan: Scan, run_id: str | None, settings: ScanSettings) -> None:

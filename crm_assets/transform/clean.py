@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from crm_assets.domains import Domain
-from crm_assets.transform.coerce import POLARS_TYPES, coerce_column
+from crm_assets.transform.coerce import POLARS_TYPES, coerce_column, typed_value
 
 REJECTED_SCHEMA: dict[str, pl.DataType] = {"crm_id": pl.Int64(), "reason": pl.String()}
 
@@ -83,14 +83,21 @@ def clean(domain: Domain, raw: pl.DataFrame, loaded_keys: Mapping[str, pl.Series
 
 def coerce_records(domain: Domain, raw: pl.DataFrame) -> pl.DataFrame:
     """Rule 1 and 2: typed columns plus `error`, every reason a record cannot be loaded (null when it can)."""
-    coerced = {c.name: coerce_column(c, pl.col(c.name)) for c in domain.columns}
+    # Typed values first, as columns: the values and the reasons below both read them.
+    typed = {c.name: f"__typed_{c.name}" for c in domain.columns}
+    raw = raw.with_columns(typed_value(c, pl.col(c.name)).alias(typed[c.name]) for c in domain.columns)
+    coerced = {c.name: coerce_column(c, pl.col(c.name), pl.col(typed[c.name])) for c in domain.columns}
     reason = pl.concat_str([r.error for r in coerced.values()], separator="; ", ignore_nulls=True)
+    error = pl.col("error")
     return raw.select(
         pl.col("crm_id"),
         pl.col("updated_at"),
         *(result.value.alias(name) for name, result in coerced.items()),
-        # concat_str of all-null inputs gives "" with ignore_nulls: that means "no reason".
-        pl.when(reason == "").then(None).otherwise(reason).alias("error"),
+        reason.alias("error"),
+    ).with_columns(
+        # concat_str of all-null inputs gives "" with ignore_nulls: that means "no reason". A second step, so
+        # the reasons are computed once, not once per use.
+        pl.when(error == "").then(None).otherwise(error).alias("error")
     )
 
 

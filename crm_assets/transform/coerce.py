@@ -49,7 +49,8 @@ def missing(raw: pl.Expr) -> pl.Expr:
 def _integer(raw: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     text = raw.str.strip_chars()
     as_int = text.cast(pl.Int64, strict=False)
-    as_float = text.cast(pl.Float64, strict=False)
+    # Only what is no plain integer is read as a float (the coalesce below takes the integer first).
+    as_float = pl.when(as_int.is_null()).then(text).cast(pl.Float64, strict=False)
     integral = as_float.is_finite() & (as_float == as_float.floor()) & (as_float.abs() < INT64_RANGE)
     from_float = pl.when(integral).then(as_float).otherwise(None).cast(pl.Int64, strict=False)
     value = pl.coalesce(as_int, from_float)
@@ -66,14 +67,17 @@ def _decimal(raw: pl.Expr) -> pl.Expr:
 def _timestamp(raw: pl.Expr) -> pl.Expr:
     text = raw.str.strip_chars()
     with_offset = text.str.to_datetime(_WITH_OFFSET, time_zone="UTC", strict=False, time_unit="us")
-    naive = text.str.to_datetime(_NAIVE, strict=False, time_unit="us").dt.replace_time_zone("UTC")
+    # Only what has no offset is parsed again (the coalesce below takes the offset form first).
+    without_offset = pl.when(with_offset.is_null()).then(text)
+    naive = without_offset.str.to_datetime(_NAIVE, strict=False, time_unit="us").dt.replace_time_zone("UTC")
     return pl.coalesce(with_offset, naive)
 
 
 def _date(raw: pl.Expr) -> pl.Expr:
     text = raw.str.strip_chars()
     plain = text.str.to_date(_DATE, strict=False)
-    return pl.when(text.str.len_chars() == 10).then(plain).otherwise(_timestamp(raw).dt.date())
+    longer = pl.when(text.str.len_chars() != 10).then(raw)  # only these are parsed as timestamps
+    return pl.when(text.str.len_chars() == 10).then(plain).otherwise(_timestamp(longer).dt.date())
 
 
 def normalize_label(raw: pl.Expr) -> pl.Expr:
@@ -85,7 +89,8 @@ def _enum(raw: pl.Expr, choices: tuple[str, ...]) -> pl.Expr:
     return normalize_label(raw).replace_strict(canonical, default=None, return_dtype=pl.String)
 
 
-def _typed(column: Column, raw: pl.Expr) -> pl.Expr:
+def typed_value(column: Column, raw: pl.Expr) -> pl.Expr:
+    """`raw` (a String expression) read as `column`'s type, null where it cannot be (missing or not)."""
     match column.type:
         case ColumnType.TEXT:
             return raw
@@ -114,10 +119,14 @@ def _expected(column: Column) -> str:
     }.get(column.type, "text")
 
 
-def coerce_column(column: Column, raw: pl.Expr) -> Coerced:
-    """The typed value of `raw` (a String expression) for `column`, and why it is unusable if it is."""
+def coerce_column(column: Column, raw: pl.Expr, typed: pl.Expr | None = None) -> Coerced:
+    """The typed value of `raw` (a String expression) for `column`, and why it is unusable if it is.
+
+    `typed`: `typed_value(column, raw)` when the caller has it computed already (a column of the frame):
+    eager polars would otherwise compute it twice, once for the value and once for the reason.
+    """
     is_missing = missing(raw)
-    typed = _typed(column, raw)
+    typed = typed_value(column, raw) if typed is None else typed
     uncastable = ~is_missing & typed.is_null()
     error = (
         pl.when(is_missing & pl.lit(not column.nullable))

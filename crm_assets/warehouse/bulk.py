@@ -6,6 +6,7 @@ into the target is a single `INSERT ... SELECT ... ON CONFLICT DO UPDATE` inside
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import uuid
@@ -98,13 +99,39 @@ def fill_stage_rows(
     """Append Python row tuples in `columns` order (default: the table's), e.g. raw JSON payloads."""
     names = list(columns) if columns is not None else [c.name for c in stage.columns]
     if _is_postgres(conn):
-        columns = ", ".join(f'"{n}"' for n in names)
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        with cursor.copy(f'COPY "{stage.name}" ({columns}) FROM STDIN') as copy:
-            for row in rows:
-                copy.write_row(row)
+        with RowStream(conn, stage, names) as stream:
+            stream.write(rows)
     else:
         _insert_rows(conn, stage, (dict(zip(names, row, strict=True)) for row in rows))
+
+
+class RowStream:
+    """Row tuples appended to a table over many calls through one COPY kept open (PostgreSQL only).
+
+    The server takes the rows as they arrive, while the caller prepares the next ones: no round trip and
+    no wait for the server per call. Nothing else can run on the connection until `close`; a stream that
+    cannot be closed (an error half way) leaves a connection to invalidate, not to reuse.
+    """
+
+    def __init__(self, conn: sa.Connection, table: sa.Table, columns: Sequence[str]) -> None:
+        names = ", ".join(f'"{n}"' for n in columns)
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        self._stack = contextlib.ExitStack()
+        self._copy = self._stack.enter_context(cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN'))
+
+    def write(self, rows: Iterable[Sequence[Any]]) -> None:
+        for row in rows:
+            self._copy.write_row(row)
+
+    def close(self) -> None:
+        """End the COPY: the server has then checked and stored every row."""
+        self._stack.close()
+
+    def __enter__(self) -> RowStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.__exit__(*exc)  # type: ignore[arg-type]
 
 
 def _copy_csv(conn: sa.Connection, stage: sa.Table, frame: pl.DataFrame) -> None:

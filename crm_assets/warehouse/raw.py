@@ -17,7 +17,13 @@ import sqlalchemy as sa
 from crm_assets.domains import Domain
 from crm_assets.timestamps import as_utc, parse_instant
 from crm_assets.transform.clean import reason_kinds, tally_kinds
-from crm_assets.warehouse.bulk import analyze_after_bulk_change, fill_stage_rows, read_frame, upsert_insert
+from crm_assets.warehouse.bulk import (
+    RowStream,
+    analyze_after_bulk_change,
+    fill_stage_rows,
+    read_frame,
+    upsert_insert,
+)
 from crm_assets.warehouse.schema import RAW_TABLES, raw_scan_records, rejected_records, sync_state
 
 RAW_STAGE_COLUMNS = ("crm_id", "payload", "updated_at", "is_deleted", "synced_at", "run_id")
@@ -184,11 +190,32 @@ class RawWriter:
         self.synced_at = datetime.now(UTC)
         self.stats = RawLoadStats()
         self._mine = raw_scan_records.c.scan_id == self.scan_id
+        self._stream: RowStream | None = None
+
+    def open_stream(self) -> None:
+        """Stage what `add` gets through one COPY kept open until `close_stream` (PostgreSQL).
+
+        The connection runs nothing else meanwhile: close the stream before any other statement.
+        """
+        if self._is_postgres and self._stream is None:
+            self._stream = RowStream(self.conn, raw_scan_records, SCAN_COLUMNS)
+
+    def close_stream(self) -> None:
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            stream.close()
+
+    @property
+    def streaming(self) -> bool:
+        return self._stream is not None
 
     def add(self, records: Iterable[Any], *, deleted: bool = False) -> int:
         """Stage a page of a listing (`deleted`: of the Recycle Bin); returns the records staged."""
         rows = [self._row(record, DELETED if deleted else LISTED, deleted) for record in records]
-        _stage(self.conn, rows)
+        if self._stream is not None:
+            self._stream.write(rows)
+        else:
+            _stage(self.conn, rows)
         return len(rows)
 
     def add_confirmations(self, found: Mapping[int, dict[str, Any] | None]) -> None:
@@ -219,14 +246,15 @@ class RawWriter:
     # -- before the merge --------------------------------------------------------------------------
 
     def _newest(self) -> sa.Subquery:
-        """The newest staged copy of each id (a later updated_at wins; on a tie, the deleted copy)."""
+        """The newest staged copy of each id (a later updated_at wins; on a tie, the deleted copy).
+
+        The copies are ranked on their narrow columns alone and the winners' payloads read after, by id:
+        sorting the payloads along would spill the whole scan to disk.
+        """
         stage = raw_scan_records
         ranked = (
             sa.select(
-                stage.c.crm_id,
-                stage.c.payload,
-                stage.c.updated_at,
-                stage.c.is_deleted,
+                stage.c.id,
                 sa.func.row_number()
                 .over(partition_by=stage.c.crm_id, order_by=(stage.c.updated_at.desc(), stage.c.is_deleted.desc()))
                 .label("rank"),
@@ -235,7 +263,8 @@ class RawWriter:
             .subquery()
         )
         return (
-            sa.select(ranked.c.crm_id, ranked.c.payload, ranked.c.updated_at, ranked.c.is_deleted)
+            sa.select(stage.c.crm_id, stage.c.payload, stage.c.updated_at, stage.c.is_deleted)
+            .select_from(stage.join(ranked, ranked.c.id == stage.c.id))
             .where(ranked.c.rank == 1)
             .subquery()
         )
