@@ -53,7 +53,7 @@ def dagster_home() -> Path:
 
 def rate_limit(name: str, default: int) -> int:
     """A CRM rate limit: a whole number >= 0; anything else is an error before any run starts."""
-    raw = os.environ.get(name)
+    raw = _read(name)
     if raw is None or not raw.strip():
         return default
     try:

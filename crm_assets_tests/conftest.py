@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import psycopg
 import pytest
 from sqlalchemy.engine import Engine
@@ -91,3 +92,10 @@ def warehouse_engine(warehouse_url: str) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    """A throwaway Dagster instance."""
+    with dg.instance_for_test() as test_instance:
+        yield test_instance

@@ -1,6 +1,5 @@
 """The history assets, check and refresh sensor through Dagster (in process)."""
 
-import os
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -16,10 +15,10 @@ from crm_assets.defs.history.assets import daily_partitions, history_assets
 from crm_assets.defs.history.checks import HISTORY_CHECKS
 from crm_assets.defs.history.sensors import deal_history_refresh
 from crm_assets.reports.pipeline import read_day_totals
-from crm_assets.resources import ExportDirectory, WarehouseResource
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
 from crm_assets.warehouse.schema import deal_history
 from crm_assets_tests.history.test_pipeline import build_history
+from crm_assets_tests.reports.helpers import materialize_on
 
 HISTORY_ASSETS = history_assets()
 pipeline_daily_asset = HISTORY_ASSETS[-1]
@@ -40,24 +39,13 @@ def engine(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
     engine.dispose()
 
 
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as test_instance:
-        yield test_instance
-
-
-def _run(url: str, instance: dg.DagsterInstance, assets: list[Any], **kwargs: Any) -> dg.ExecuteInProcessResult:
-    resources = {"warehouse": WarehouseResource(url=url), "exports": ExportDirectory(path=os.environ["CRM_EXPORT_DIR"])}
-    return dg.materialize(assets, resources=resources, instance=instance, **kwargs)
-
-
 def _meta(event: dg.AssetMaterialization) -> dict[str, Any]:
     return {k: v.value for k, v in event.metadata.items()}
 
 
 def test_a_range_run_gives_each_day_its_figures(url: str, engine: Engine, instance: dg.DagsterInstance) -> None:
     tags = {RANGE_START_TAG: "2024-03-01", RANGE_END_TAG: "2024-03-19"}
-    result = _run(url, instance, [pipeline_daily_asset], tags=tags)
+    result = materialize_on(url, instance, [pipeline_daily_asset], tags=tags)
     events = {e.partition: _meta(e) for e in result.asset_materializations_for_node("pipeline_daily")}
     assert len(events) == 19  # one run, one event per day
     with engine.connect() as conn:
@@ -77,7 +65,7 @@ def test_a_range_run_gives_each_day_its_figures(url: str, engine: Engine, instan
 
 
 def test_history_and_transitions_report_and_check(url: str, engine: Engine, instance: dg.DagsterInstance) -> None:
-    result = _run(url, instance, [*HISTORY_ASSETS[:2], *HISTORY_CHECKS])
+    result = materialize_on(url, instance, [*HISTORY_ASSETS[:2], *HISTORY_CHECKS])
     (history,) = result.asset_materializations_for_node("deal_history")
     meta = _meta(history)
     assert (meta["deals"], meta["current_versions"], meta["deleted_deals"]) == (6, 5, 1)
@@ -97,7 +85,7 @@ def test_history_and_transitions_report_and_check(url: str, engine: Engine, inst
 
     with engine.begin() as conn:
         conn.execute(sa.update(deal_history).where(deal_history.c.deal_id == 3).values(deal_size=1))
-    result = _run(url, instance, [HISTORY_ASSETS[0], *HISTORY_CHECKS])
+    result = materialize_on(url, instance, [HISTORY_ASSETS[0], *HISTORY_CHECKS])
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed and check.metadata["first_mismatching_deal_ids"].value == [3]
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
+import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from crm_assets.reports.aggregate import AggregationRow, read_aggregations
 from crm_assets.reports.windows import Cadence
+from crm_assets.resources import ExportDirectory, WarehouseResource
 from crm_assets.warehouse.schema import CLEAN_TABLES
 
 ACCOUNTS = CLEAN_TABLES["accounts"]
@@ -74,3 +78,11 @@ def rows(engine: Engine, cadence: Cadence) -> list[tuple[str, int, str, int]]:
     with engine.connect() as conn:
         stored: list[AggregationRow] = read_aggregations(conn, cadence)
     return [(r.aggregation_date.isoformat(), r.account_id, str(r.total_deal_size), r.deal_count) for r in stored]
+
+
+def materialize_on(
+    url: str, instance: dg.DagsterInstance, assets: Sequence[Any], **kwargs: Any
+) -> dg.ExecuteInProcessResult:
+    """Materialize `assets` on the warehouse at `url`, exporting to $CRM_EXPORT_DIR."""
+    resources = {"warehouse": WarehouseResource(url=url), "exports": ExportDirectory(path=os.environ["CRM_EXPORT_DIR"])}
+    return dg.materialize(assets, resources=resources, instance=instance, **kwargs)

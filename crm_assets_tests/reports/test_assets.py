@@ -7,7 +7,6 @@ import struct
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import pytest
@@ -20,7 +19,7 @@ from crm_assets.defs.reports.definitions import build_defs, full_range
 from crm_assets.reports.windows import Cadence
 from crm_assets.resources import ExportDirectory, WarehouseResource
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
-from crm_assets_tests.reports.helpers import add_accounts, add_deals, deal_row, delete_deal, rows
+from crm_assets_tests.reports.helpers import add_accounts, add_deals, deal_row, delete_deal, materialize_on, rows
 
 REPORT_ASSETS = list(report_assets().values())
 DAILY, WEEKLY, MONTHLY = REPORT_ASSETS
@@ -50,23 +49,12 @@ def engine(url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as test_instance:
-        yield test_instance
-
-
-def _run(url: str, instance: dg.DagsterInstance, assets: list[Any], **kwargs: Any) -> dg.ExecuteInProcessResult:
-    resources = {"warehouse": WarehouseResource(url=url), "exports": ExportDirectory(path=os.environ["CRM_EXPORT_DIR"])}
-    return dg.materialize(assets, resources=resources, instance=instance, **kwargs)
-
-
 def _range(first: str, last: str) -> dict[str, str]:
     return {RANGE_START_TAG: first, RANGE_END_TAG: last}
 
 
 def test_one_partition_and_its_metadata(url: str, engine: Engine, instance: dg.DagsterInstance) -> None:
-    result = _run(url, instance, [DAILY], partition_key="2024-02-29")
+    result = materialize_on(url, instance, [DAILY], partition_key="2024-02-29")
     (event,) = result.asset_materializations_for_node("deal_aggregations_daily")
     meta = {k: v.value for k, v in event.metadata.items()}
     assert (meta["dagster/row_count"], meta["deal_count"], meta["total_deal_size"]) == (1, 1, 20.0)
@@ -88,7 +76,7 @@ def test_each_partition_of_a_range_run_carries_its_own_figures(
     url: str, engine: Engine, instance: dg.DagsterInstance
 ) -> None:
     add_deals(engine, [deal_row(5, 3, "2024-02-28T13:00:00+00:00", "5.50")])
-    result = _run(url, instance, [DAILY], tags=_range("2024-02-26", "2024-03-04"))
+    result = materialize_on(url, instance, [DAILY], tags=_range("2024-02-26", "2024-03-04"))
     by_day = {
         e.partition: {k: v.value for k, v in e.metadata.items()}
         for e in result.asset_materializations_for_node("deal_aggregations_daily")
@@ -111,9 +99,9 @@ def test_each_partition_of_a_range_run_carries_its_own_figures(
 
 
 def test_range_run_equals_partition_runs(url: str, engine: Engine, instance: dg.DagsterInstance) -> None:
-    result = _run(url, instance, [DAILY], tags=_range("2024-02-26", "2024-03-04"))
+    result = materialize_on(url, instance, [DAILY], tags=_range("2024-02-26", "2024-03-04"))
     assert len(result.asset_materializations_for_node("deal_aggregations_daily")) == 8  # one event per partition
-    _run(url, instance, [WEEKLY], tags=_range("2024-02-26", "2024-03-04"))
+    materialize_on(url, instance, [WEEKLY], tags=_range("2024-02-26", "2024-03-04"))
     ranged = rows(engine, Cadence.DAILY)
     assert rows(engine, Cadence.WEEKLY) == [
         ("2024-02-26", 1, "10.00", 1),
@@ -125,7 +113,7 @@ def test_range_run_equals_partition_runs(url: str, engine: Engine, instance: dg.
     with delete_all.begin() as conn:
         conn.exec_driver_sql("DELETE FROM deal_aggregations")
     for day in ["2024-02-28", "2024-02-29", "2024-03-01", "2024-03-04"]:
-        _run(url, instance, [DAILY], partition_key=day)
+        materialize_on(url, instance, [DAILY], partition_key=day)
     assert (
         rows(engine, Cadence.DAILY)
         == ranged
@@ -141,7 +129,7 @@ def test_range_run_equals_partition_runs(url: str, engine: Engine, instance: dg.
 def test_monthly_chart_is_written_and_embedded(
     url: str, engine: Engine, instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
-    result = _run(url, instance, [MONTHLY], tags=_range("2024-02-01", "2024-03-01"))
+    result = materialize_on(url, instance, [MONTHLY], tags=_range("2024-02-01", "2024-03-01"))
     events = result.asset_materializations_for_node("deal_aggregations_monthly")
     meta = events[-1].metadata
     assert "chart" not in events[0].metadata  # one chart per run, on its last partition
@@ -182,8 +170,10 @@ def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluat
 
 
 def test_checks_pass_then_catch_stale_partitions(url: str, engine: Engine, instance: dg.DagsterInstance) -> None:
-    days = _run(url, instance, [DAILY, REPORT_CHECKS[0]], tags=_range("2024-02-26", "2024-03-10"))
-    weeks = _run(url, instance, [WEEKLY, REPORT_CHECKS[1], REPORT_CHECKS[3]], tags=_range("2024-02-26", "2024-03-04"))
+    days = materialize_on(url, instance, [DAILY, REPORT_CHECKS[0]], tags=_range("2024-02-26", "2024-03-10"))
+    weeks = materialize_on(
+        url, instance, [WEEKLY, REPORT_CHECKS[1], REPORT_CHECKS[3]], tags=_range("2024-02-26", "2024-03-04")
+    )
     assert _checks(days)["reconciles_with_deals"].passed
     checks = _checks(weeks)
     assert {name: c.passed for name, c in checks.items()} == {
@@ -191,7 +181,9 @@ def test_checks_pass_then_catch_stale_partitions(url: str, engine: Engine, insta
         "week_equals_sum_of_days": True,
     }
     delete_deal(engine, 3)  # deals changed, aggregations not refreshed yet
-    recheck = _run(url, instance, [DAILY, *REPORT_CHECKS[:1]], selection=dg.AssetSelection.checks_for_assets(DAILY))
+    recheck = materialize_on(
+        url, instance, [DAILY, *REPORT_CHECKS[:1]], selection=dg.AssetSelection.checks_for_assets(DAILY)
+    )
     (evaluation,) = recheck.get_asset_check_evaluations()
     assert not evaluation.passed
     assert evaluation.severity == dg.AssetCheckSeverity.ERROR

@@ -1,7 +1,6 @@
 """The change-driven sensor: starts after the newest `deals` materialization, then requests exactly the
 touched partitions whose stored rows no longer match `deals`, in contiguous ranges."""
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -44,12 +43,6 @@ def _tick(instance: dg.DagsterInstance, url: str, cursor: str | None) -> tuple[d
     assert isinstance(result, dg.SensorResult | dg.SkipReason)
     new_cursor = result.cursor if isinstance(result, dg.SensorResult) else context.cursor
     return result, str(new_cursor)
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as test_instance:
-        yield test_instance
 
 
 @pytest.fixture
