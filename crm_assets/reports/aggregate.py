@@ -19,7 +19,7 @@ from crm_assets.reports.sql import (
     window_start_of,
 )
 from crm_assets.reports.windows import Cadence
-from crm_assets.warehouse.bulk import restore_after_bulk_load, suspend_for_bulk_load
+from crm_assets.warehouse.bulk import create_stage, restore_after_bulk_load, suspend_for_bulk_load
 from crm_assets.warehouse.schema import CLEAN_TABLES, deal_aggregations
 
 DEALS = CLEAN_TABLES["deals"]
@@ -29,6 +29,7 @@ _CADENCE_ORDER = list(Cadence)
 # From a range this many days long on, the replacement inserts without per-row foreign-key checks and
 # rebuilds the plain index after (PostgreSQL; see suspend_for_bulk_load).
 BULK_INSERT_MIN_DAYS = 180
+_COLUMNS = ["account_id", "aggregation_type", "aggregation_date", "total_deal_size", "deal_count"]
 
 
 @dataclass(frozen=True)
@@ -71,27 +72,19 @@ def _in_range(cadence: Cadence, start: date, end: date) -> sa.ColumnElement[bool
 def replace_aggregations(engine: Engine, cadence: Cadence, start: date, end: date) -> ReplaceStats:
     """Make the `cadence` rows of the windows in [start, end) match `deals`, in one transaction.
 
-    `start` and `end` are window boundaries (UTC days); rows outside them are never touched.
+    `start` and `end` are window boundaries (UTC days); rows outside them are never touched. A range that
+    already holds rows has only its differing rows rewritten: a refresh after a few deals changed touches
+    a few rows, whatever the range.
     """
     if start >= end:
         raise ValueError(f"empty window [{start}, {end})")
-    columns = ["account_id", "aggregation_type", "aggregation_date", "total_deal_size", "deal_count"]
+    with engine.connect() as conn:  # its own transaction: the bulk path must lock before reading
+        stored = _count_in_range(conn, cadence, start, end)
     with engine.begin() as conn:
         # Overlapping runs (a sensor range and a schedule tick) would otherwise race on the unique key.
         pg_advisory_xact_lock(conn, _LOCK_KEY, _CADENCE_ORDER.index(cadence))
-        # Before the delete: a big range locks accounts, then deal_aggregations, as a cascading delete does.
-        restore = suspend_for_bulk_load(conn, deal_aggregations) if _is_large(conn, start, end) else []
-        deleted = conn.execute(sa.delete(deal_aggregations).where(_in_range(cadence, start, end))).rowcount
-        source = aggregation_select(conn.dialect, cadence, start, end)
-        # In key order: the unique index then grows at its end instead of at random places.
-        conn.execute(
-            deal_aggregations.insert().from_select(
-                columns, source.order_by(source.selected_columns[0], source.selected_columns[2])
-            )
-        )
-        restore_after_bulk_load(conn, restore)
-        # The range was emptied first, so what it holds now is what was written (INSERT ... SELECT
-        # rowcount is not reported reliably by every driver).
+        rewrite = _rewrite_differences if stored else _fill
+        deleted = rewrite(conn, cadence, start, end)
         written, windows, deals, total = conn.execute(
             sa.select(
                 sa.func.count(),
@@ -104,12 +97,50 @@ def replace_aggregations(engine: Engine, cadence: Cadence, start: date, end: dat
         cadence=cadence,
         start=start,
         end=end,
-        rows_deleted=max(deleted or 0, 0),
+        rows_deleted=deleted,
         rows_written=int(written),
         windows_with_deals=int(windows),
         deal_count=int(deals),
         total_deal_size=_cents(total),
     )
+
+
+def _count_in_range(conn: sa.Connection, cadence: Cadence, start: date, end: date) -> int:
+    query = sa.select(sa.func.count()).select_from(deal_aggregations).where(_in_range(cadence, start, end))
+    return int(conn.execute(query).scalar_one())
+
+
+def _fill(conn: sa.Connection, cadence: Cadence, start: date, end: date) -> int:
+    """Delete the range and insert it whole (a first materialization); how many rows were deleted."""
+    # Before the delete: a big range locks accounts, then deal_aggregations, as a cascading delete does.
+    restore = suspend_for_bulk_load(conn, deal_aggregations) if _is_large(conn, start, end) else []
+    deleted = conn.execute(sa.delete(deal_aggregations).where(_in_range(cadence, start, end))).rowcount
+    source = aggregation_select(conn.dialect, cadence, start, end)
+    # In key order: the unique index then grows at its end instead of at random places.
+    conn.execute(
+        deal_aggregations.insert().from_select(
+            _COLUMNS, source.order_by(source.selected_columns[0], source.selected_columns[2])
+        )
+    )
+    restore_after_bulk_load(conn, restore)
+    return max(deleted or 0, 0)
+
+
+def _rewrite_differences(conn: sa.Connection, cadence: Cadence, start: date, end: date) -> int:
+    """Delete the stored rows of the range that differ from `deals` or are gone, insert the missing and
+    changed ones; how many rows were deleted."""
+    fresh = create_stage(conn, deal_aggregations, _COLUMNS, primary_key=("account_id", "aggregation_date"))
+    conn.execute(fresh.insert().from_select(_COLUMNS, aggregation_select(conn.dialect, cadence, start, end)))
+    stored, new = deal_aggregations.c, fresh.c
+    same_key = sa.and_(new.account_id == stored.account_id, new.aggregation_date == stored.aggregation_date)
+    unchanged = sa.exists().where(
+        same_key, new.total_deal_size == stored.total_deal_size, new.deal_count == stored.deal_count
+    )
+    deleted = conn.execute(sa.delete(deal_aggregations).where(_in_range(cadence, start, end), ~unchanged)).rowcount
+    kept = sa.exists().where(stored.aggregation_type == cadence.value, same_key)
+    missing = sa.select(*(new[c] for c in _COLUMNS)).where(~kept).order_by(new.account_id, new.aggregation_date)
+    conn.execute(deal_aggregations.insert().from_select(_COLUMNS, missing))
+    return max(deleted or 0, 0)
 
 
 def _is_large(conn: sa.Connection, start: date, end: date) -> bool:

@@ -101,9 +101,36 @@ def test_replacing_twice_changes_nothing_and_leaves_other_windows_alone(engine: 
     before_daily, before_monthly = rows(engine, D), rows(engine, M)
 
     stats = replace_aggregations(engine, D, date(2024, 6, 5), date(2024, 6, 8))
-    assert stats.rows_deleted == stats.rows_written == 9  # 3 days x 3 accounts
+    assert (stats.rows_deleted, stats.rows_written) == (0, 9)  # 3 days x 3 accounts, none rewritten
     assert rows(engine, D) == before_daily
     assert rows(engine, M) == before_monthly
+
+
+def test_a_refresh_rewrites_only_the_rows_that_differ(engine: Engine) -> None:
+    add_deals(engine, [deal_row(i, 1 + i % 3, f"2024-06-{1 + i % 20:02d}T08:00:00+00:00", "5.25") for i in range(60)])
+    replace_aggregations(engine, M, date(2024, 6, 1), date(2024, 7, 1))
+    update_deal(engine, 4, deal_size="100.00")  # account 2, June
+    add_deals(engine, [deal_row(100, 3, "2024-06-30T23:00:00+00:00", "1.00")])  # account 3, June
+    delete_deal(engine, 0)  # account 1, June
+
+    stats = replace_aggregations(engine, M, date(2024, 6, 1), date(2024, 7, 1))
+    assert (stats.rows_deleted, stats.rows_written, stats.deal_count) == (3, 3, 60)
+    assert rows(engine, M) == [
+        ("2024-06-01", 1, f"{19 * 5.25:.2f}", 19),
+        ("2024-06-01", 2, f"{19 * 5.25 + 100:.2f}", 20),
+        ("2024-06-01", 3, f"{20 * 5.25 + 1:.2f}", 21),
+    ]
+    ids_after = _row_ids(engine)
+
+    update_deal(engine, 4, deal_size="5.25")  # only account 2's row differs now
+    stats = replace_aggregations(engine, M, date(2024, 6, 1), date(2024, 7, 1))
+    assert (stats.rows_deleted, len(_row_ids(engine) & ids_after)) == (1, 2)  # the other two untouched
+    assert rows(engine, M)[1] == ("2024-06-01", 2, f"{20 * 5.25:.2f}", 20)
+
+
+def _row_ids(engine: Engine) -> set[int]:
+    with engine.connect() as conn:
+        return set(conn.execute(sa.select(aggregate.deal_aggregations.c.id)).scalars())
 
 
 def test_deleted_deal_leaves_its_aggregates(engine: Engine) -> None:

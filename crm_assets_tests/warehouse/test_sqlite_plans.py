@@ -54,7 +54,11 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlanRecorder]
         _sync(engine, client, full=False)
         _sync(engine, client, full=True)
         for cadence in Cadence:
-            replace_aggregations(engine, cadence, date(2000, 1, 1), date(2100, 1, 1))
+            replace_aggregations(engine, cadence, date(2000, 1, 1), date(2100, 1, 1))  # fills the range
+        demo.touch_fraction("deals", 0.1, seed=3)
+        _sync(engine, client, full=False)
+        for cadence in Cadence:
+            replace_aggregations(engine, cadence, date(2000, 1, 1), date(2100, 1, 1))  # rewrites what differs
             with engine.connect() as conn:
                 mismatches_with_deals(conn, cadence)
                 if cadence is not Cadence.DAILY:
@@ -72,7 +76,8 @@ def test_the_recording_covers_merge_contest_orphans_and_aggregations(recorded: P
         "crm_assets/warehouse/clean_load.py:_decide",  # the contest
         "crm_assets/warehouse/raw.py:mark_changed",  # dependents of vanished keys, re-decided as orphans
         "crm_assets/warehouse/drift.py:missing_in_changed_records",
-        "crm_assets/reports/aggregate.py:replace_aggregations",
+        "crm_assets/reports/aggregate.py:_fill",
+        "crm_assets/reports/aggregate.py:_rewrite_differences",
         "crm_assets/reports/reconcile.py:_compare",
     ):
         assert expected in issuers
