@@ -21,7 +21,15 @@ from crm_assets import settings
 from crm_assets.contracts import CODE_LOCATION_NAME, LAUNCHED_BY_TAG
 from crm_assets.defs.history.assets import PIPELINE_DAILY_KEY, daily_partitions
 from crm_assets.defs.history.sensors import history_changes_after, plan_history_runs
-from crm_assets.defs.instance import IN_PROCESS, PLAIN_CONSOLE, code_location, dagster_home, execute_job_run
+from crm_assets.defs.instance import (
+    IN_PROCESS,
+    PLAIN_CONSOLE,
+    LoadedCodeLocation,
+    code_location,
+    command_instance,
+    dagster_home,
+    execute_job_run,
+)
 from crm_assets.defs.outcome import failure_reason
 from crm_assets.defs.reports.assets import asset_key
 from crm_assets.defs.reports.checks import REPORT_CHECKS
@@ -52,7 +60,7 @@ class RunFailed(Exception):
 
 def _run(
     instance: dg.DagsterInstance,
-    location: Any,
+    location: LoadedCodeLocation,
     job: str,
     config: Mapping[str, Any],
     tags: dict[str, str],
@@ -65,7 +73,7 @@ def _run(
         raise RunFailed(f"{job} failed: {failure_reason(instance, result.run_id)} (run {result.run_id})")
 
 
-def _sync(instance: dg.DagsterInstance, location: Any, full_refresh: bool) -> None:
+def _sync(instance: dg.DagsterInstance, location: LoadedCodeLocation, full_refresh: bool) -> None:
     config: dict[str, Any] = {}
     if full_refresh:
         config["ops"] = {d.raw_asset: {"config": {"full_refresh": True}} for d in configured_domains()}
@@ -75,7 +83,7 @@ def _sync(instance: dg.DagsterInstance, location: Any, full_refresh: bool) -> No
 
 
 def _refresh_reports(
-    instance: dg.DagsterInstance, location: Any, engine: sa.Engine, since: int | None, rebuild: bool
+    instance: dg.DagsterInstance, location: LoadedCodeLocation, engine: sa.Engine, since: int | None, rebuild: bool
 ) -> list[str]:
     """Run the aggregation jobs over what the sync changed (and what was never computed); what each run covered.
 
@@ -99,7 +107,9 @@ def _refresh_reports(
     return [run.describe() for run in runs]
 
 
-def _refresh_history(instance: dg.DagsterInstance, location: Any, since: int | None, rebuild: bool) -> list[str]:
+def _refresh_history(
+    instance: dg.DagsterInstance, location: LoadedCodeLocation, since: int | None, rebuild: bool
+) -> list[str]:
     """The history report and stage transitions after any new `deals` materialization, and pipeline_daily from
     the earliest day the new versions change (every day on the first run, or with `--rebuild-reports`)."""
     changes = history_changes_after(instance, since, limit=None)
@@ -174,7 +184,7 @@ def run_all(full_refresh: bool = False, rebuild_reports: bool = False) -> int:
         return 1
     export_dir = ExportDirectory(path=settings.export_dir()).folder
     try:
-        with dg.DagsterInstance.get() as instance, code_location(instance) as location:
+        with command_instance() as instance, code_location(instance) as location:
             since = _reports_cursor(instance)
             _sync(instance, location, full_refresh)
             history_runs = _refresh_history(instance, location, since, rebuild_reports)

@@ -12,7 +12,7 @@ from typing import Any
 import dagster as dg
 
 from crm_assets.contracts import DRY_RUN_TAG, LAUNCHED_BY_TAG
-from crm_assets.defs.instance import code_location, dagster_home, execute_job_run
+from crm_assets.defs.instance import code_location, command_instance, dagster_home, execute_job_run
 from crm_assets.defs.outcome import plain_cause, step_failures
 from crm_assets.defs.write_back.job import JOB_NAME
 from crm_assets.write_back import ChangeOutcome, UpdatePlan, change_table, count_by_status, planned_outcomes
@@ -62,7 +62,7 @@ def launch_update(domain: str, key: str, value: str, key_to_update: str, update_
     dagster_home()
     tags = {LAUNCHED_BY_TAG: "cli", DRY_RUN_TAG: str(dry_run).lower()}
     with (
-        dg.DagsterInstance.get() as instance,
+        command_instance() as instance,
         code_location(instance) as location,
         execute_job_run(instance, location, JOB_NAME, run_config, tags) as result,
     ):
