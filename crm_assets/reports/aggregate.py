@@ -39,8 +39,9 @@ class ReplaceStats:
     cadence: Cadence
     start: date
     end: date
-    rows_deleted: int
-    rows_written: int
+    rows_deleted: int  # stored rows that differed from deals (or had no deals left)
+    rows_inserted: int  # rows written: new, or replacing a deleted one
+    rows_written: int  # rows the range holds now
     windows_with_deals: int
     deal_count: int
     total_deal_size: Decimal
@@ -84,7 +85,7 @@ def replace_aggregations(engine: Engine, cadence: Cadence, start: date, end: dat
         # Overlapping runs (a sensor range and a schedule tick) would otherwise race on the unique key.
         pg_advisory_xact_lock(conn, _LOCK_KEY, _CADENCE_ORDER.index(cadence))
         rewrite = _rewrite_differences if stored else _fill
-        deleted = rewrite(conn, cadence, start, end)
+        deleted, kept = rewrite(conn, cadence, start, end)
         written, windows, deals, total = conn.execute(
             sa.select(
                 sa.func.count(),
@@ -98,6 +99,7 @@ def replace_aggregations(engine: Engine, cadence: Cadence, start: date, end: dat
         start=start,
         end=end,
         rows_deleted=deleted,
+        rows_inserted=int(written) - kept,
         rows_written=int(written),
         windows_with_deals=int(windows),
         deal_count=int(deals),
@@ -110,8 +112,8 @@ def _count_in_range(conn: sa.Connection, cadence: Cadence, start: date, end: dat
     return int(conn.execute(query).scalar_one())
 
 
-def _fill(conn: sa.Connection, cadence: Cadence, start: date, end: date) -> int:
-    """Delete the range and insert it whole (a first materialization); how many rows were deleted."""
+def _fill(conn: sa.Connection, cadence: Cadence, start: date, end: date) -> tuple[int, int]:
+    """Delete the range and insert it whole (a first materialization); rows deleted, rows kept (none)."""
     # Before the delete: a big range locks accounts, then deal_aggregations, as a cascading delete does.
     restore = suspend_for_bulk_load(conn, deal_aggregations) if _is_large(conn, start, end) else []
     deleted = conn.execute(sa.delete(deal_aggregations).where(_in_range(cadence, start, end))).rowcount
@@ -123,12 +125,12 @@ def _fill(conn: sa.Connection, cadence: Cadence, start: date, end: date) -> int:
         )
     )
     restore_after_bulk_load(conn, restore)
-    return max(deleted or 0, 0)
+    return max(deleted or 0, 0), 0
 
 
-def _rewrite_differences(conn: sa.Connection, cadence: Cadence, start: date, end: date) -> int:
+def _rewrite_differences(conn: sa.Connection, cadence: Cadence, start: date, end: date) -> tuple[int, int]:
     """Delete the stored rows of the range that differ from `deals` or are gone, insert the missing and
-    changed ones; how many rows were deleted."""
+    changed ones; rows deleted, rows kept as they were."""
     fresh = create_stage(conn, deal_aggregations, _COLUMNS, primary_key=("account_id", "aggregation_date"))
     conn.execute(fresh.insert().from_select(_COLUMNS, aggregation_select(conn.dialect, cadence, start, end)))
     stored, new = deal_aggregations.c, fresh.c
@@ -137,10 +139,11 @@ def _rewrite_differences(conn: sa.Connection, cadence: Cadence, start: date, end
         same_key, new.total_deal_size == stored.total_deal_size, new.deal_count == stored.deal_count
     )
     deleted = conn.execute(sa.delete(deal_aggregations).where(_in_range(cadence, start, end), ~unchanged)).rowcount
+    untouched = _count_in_range(conn, cadence, start, end)
     kept = sa.exists().where(stored.aggregation_type == cadence.value, same_key)
     missing = sa.select(*(new[c] for c in _COLUMNS)).where(~kept).order_by(new.account_id, new.aggregation_date)
     conn.execute(deal_aggregations.insert().from_select(_COLUMNS, missing))
-    return max(deleted or 0, 0)
+    return max(deleted or 0, 0), untouched
 
 
 def _is_large(conn: sa.Connection, start: date, end: date) -> bool:

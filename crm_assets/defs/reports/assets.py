@@ -100,7 +100,8 @@ def _materialize(
         context.add_asset_metadata(chart, partition_key=keys[-1])
     context.log.info(
         f"{asset_name(cadence)}: {len(keys):,} partition(s) [{start}, {end}) UTC, {stats.rows_written:,} rows "
-        f"({stats.rows_deleted:,} replaced), {stats.deal_count:,} deals, in {time.monotonic() - started:.2f} s"
+        f"({stats.rows_deleted:,} deleted, {stats.rows_inserted:,} inserted), {stats.deal_count:,} deals, "
+        f"in {time.monotonic() - started:.2f} s"
     )
     return dg.MaterializeResult()
 
