@@ -19,7 +19,7 @@ from crm_assets.reports.sql import (
     window_start_of,
 )
 from crm_assets.reports.windows import Cadence
-from crm_assets.warehouse.bulk import create_stage, restore_after_bulk_load, suspend_for_bulk_load
+from crm_assets.warehouse.bulk import create_stage, drop_stages, restore_after_bulk_load, suspend_for_bulk_load
 from crm_assets.warehouse.schema import CLEAN_TABLES, deal_aggregations
 
 DEALS = CLEAN_TABLES["deals"]
@@ -143,6 +143,7 @@ def _rewrite_differences(conn: sa.Connection, cadence: Cadence, start: date, end
     kept = sa.exists().where(stored.aggregation_type == cadence.value, same_key)
     missing = sa.select(*(new[c] for c in _COLUMNS)).where(~kept).order_by(new.account_id, new.aggregation_date)
     conn.execute(deal_aggregations.insert().from_select(_COLUMNS, missing))
+    drop_stages(conn)  # SQLite keeps a temporary table as long as the pooled connection
     return max(deleted or 0, 0), untouched
 
 
