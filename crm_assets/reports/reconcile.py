@@ -1,6 +1,6 @@
 """Consistency of stored aggregations: with `deals`, and of weeks and months with their days.
 
-Each comparison is one UNION ALL + GROUP BY over both sides, so only the mismatches leave the database.
+Each comparison is one statement over both grouped sides, so only the mismatches leave the database.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from crm_assets.reports.sql import money_sum, window_start_of
+from crm_assets.reports.sql import is_postgres, money_sum, window_start_of
 from crm_assets.reports.windows import Cadence
 from crm_assets.warehouse.schema import CLEAN_TABLES, deal_aggregations
 
@@ -37,22 +37,15 @@ def _stored(cadence: Cadence) -> sa.Select[Any]:
     return sa.select(
         a.aggregation_date.label("window"),
         a.account_id.label("account_id"),
-        sa.literal(0).label("expected_total"),
-        sa.literal(0).label("expected_count"),
-        a.total_deal_size.label("stored_total"),
-        a.deal_count.label("stored_count"),
+        a.total_deal_size.label("total"),
+        a.deal_count.label("count"),
     ).where(a.aggregation_type == cadence.value)
 
 
 def _compare(conn: sa.Connection, expected: sa.Select[Any], stored: sa.Select[Any]) -> list[Mismatch]:
-    both = sa.union_all(expected, stored).subquery("both_sides")
-    sums = [sa.func.sum(both.c[n]) for n in ("expected_total", "expected_count", "stored_total", "stored_count")]
-    query = (
-        sa.select(both.c.window, both.c.account_id, *sums)
-        .group_by(both.c.window, both.c.account_id)
-        .having(sa.or_(sa.func.abs(sums[0] - sums[2]) >= _HALF_CENT, sums[1] != sums[3]))
-        .order_by(both.c.window, both.c.account_id)
-    )
+    """The (window, account) pairs whose figures differ, a side without the pair counting as zero."""
+    pairs = _full_join if is_postgres(conn.dialect) else _union_grouped
+    query = pairs(expected.subquery("expected"), stored.subquery("stored"))
     return [
         Mismatch(
             window=w if isinstance(w, date) else date.fromisoformat(str(w)),
@@ -66,6 +59,49 @@ def _compare(conn: sa.Connection, expected: sa.Select[Any], stored: sa.Select[An
     ]
 
 
+def _full_join(want: sa.Subquery, have: sa.Subquery) -> sa.Select[Any]:
+    """PostgreSQL: one hash join of the two grouped sides (half the time of grouping their union)."""
+    same_pair = sa.and_(want.c.window == have.c.window, want.c.account_id == have.c.account_id)
+    want_total, want_count, have_total, have_count = (
+        sa.func.coalesce(c, 0) for c in (want.c.total, want.c.count, have.c.total, have.c.count)
+    )
+    window = sa.func.coalesce(want.c.window, have.c.window)
+    account = sa.func.coalesce(want.c.account_id, have.c.account_id)
+    return (
+        sa.select(window, account, want_total, want_count, have_total, have_count)
+        .select_from(want.join(have, same_pair, full=True))
+        .where(sa.or_(sa.func.abs(want_total - have_total) >= _HALF_CENT, want_count != have_count))
+        .order_by(window, account)
+    )
+
+
+def _union_grouped(want: sa.Subquery, have: sa.Subquery) -> sa.Select[Any]:
+    """SQLite: group the union of both sides. It has no hash join, so a FULL JOIN of two subqueries
+    would scan one side once per row of the other."""
+    zero = sa.literal(0)
+    both = sa.union_all(
+        sa.select(
+            want.c.window,
+            want.c.account_id,
+            want.c.total.label("want_total"),
+            want.c.count.label("want_count"),
+            zero.label("have_total"),
+            zero.label("have_count"),
+        ),
+        sa.select(have.c.window, have.c.account_id, zero, zero, have.c.total, have.c.count),
+    ).subquery("both_sides")
+    window, account = both.c.window, both.c.account_id
+    want_total, want_count, have_total, have_count = (
+        sa.func.sum(both.c[n]) for n in ("want_total", "want_count", "have_total", "have_count")
+    )
+    return (
+        sa.select(window, account, want_total, want_count, have_total, have_count)
+        .group_by(window, account)
+        .having(sa.or_(sa.func.abs(want_total - have_total) >= _HALF_CENT, want_count != have_count))
+        .order_by(window, account)
+    )
+
+
 def _money(value: object) -> Decimal:
     return Decimal(str(value or 0)).quantize(Decimal("0.01"))
 
@@ -76,10 +112,8 @@ def mismatches_with_deals(conn: sa.Connection, cadence: Cadence) -> list[Mismatc
     expected = sa.select(
         window.label("window"),
         DEALS.c.account_id.label("account_id"),
-        money_sum(conn.dialect, DEALS.c.deal_size).label("expected_total"),
-        sa.func.count().label("expected_count"),
-        sa.literal(0).label("stored_total"),
-        sa.literal(0).label("stored_count"),
+        money_sum(conn.dialect, DEALS.c.deal_size).label("total"),
+        sa.func.count().label("count"),
     ).group_by(window, DEALS.c.account_id)
     return _compare(conn, expected, _stored(cadence))
 
@@ -94,10 +128,8 @@ def mismatches_with_days(conn: sa.Connection, cadence: Cadence) -> list[Mismatch
         sa.select(
             window.label("window"),
             a.account_id.label("account_id"),
-            sa.func.sum(a.total_deal_size).label("expected_total"),
-            sa.func.sum(a.deal_count).label("expected_count"),
-            sa.literal(0).label("stored_total"),
-            sa.literal(0).label("stored_count"),
+            sa.func.sum(a.total_deal_size).label("total"),
+            sa.func.sum(a.deal_count).label("count"),
         )
         .where(a.aggregation_type == Cadence.DAILY.value)
         .group_by(window, a.account_id)
