@@ -17,6 +17,8 @@ import sqlalchemy as sa
 
 _PLANNED = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH")
 _SCAN = re.compile(r"^SCAN (?P<table>\S+)(?P<rest>.*)$")
+_LOOP = re.compile(r"^(SCAN|SEARCH) ")
+_MATERIALIZE = re.compile(r"^MATERIALIZE (?P<name>\S+)")
 _PROJECT = "crm_assets/"
 _PLUMBING = ("crm_assets/warehouse/bulk.py",)  # statements built here belong to their caller
 
@@ -53,6 +55,21 @@ class RecordedPlan:
                 continue
             if any(a.detail.startswith("CORRELATED ") for a in self.ancestors(row)):
                 found.append(f"{self.issued_by}: {row.detail} ({self.table_sizes[scan['table']]:,} rows)")
+        return found
+
+    def nested_scans(self, min_rows: int) -> list[str]:
+        """Full scans on the inner side of a join: a table of at least `min_rows` rows, or a subquery the
+        plan materializes (its size unknown here), scanned once per row of the loop before it."""
+        materialized = {m["name"] for r in self.rows if (m := _MATERIALIZE.match(r.detail))}
+        found = []
+        for row in self.rows:
+            scan = _SCAN.match(row.detail)
+            if scan is None or "USING INDEX" in scan["rest"] or "USING COVERING INDEX" in scan["rest"]:
+                continue
+            outer = [r for r in self.rows if r.parent == row.parent and r.id < row.id and _LOOP.match(r.detail)]
+            large = self.table_sizes.get(scan["table"], 0) >= min_rows or scan["table"] in materialized
+            if outer and large:
+                found.append(f"{self.issued_by}: {row.detail} inside {outer[-1].detail}")
         return found
 
 

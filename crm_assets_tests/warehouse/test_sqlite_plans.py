@@ -90,6 +90,25 @@ def test_no_statement_scans_a_large_table_per_row(recorded: PlanRecorder) -> Non
     assert problems == []
 
 
+def test_no_join_scans_its_inner_side_per_row(recorded: PlanRecorder) -> None:
+    problems = [s for p in recorded.plans for s in p.nested_scans(LARGE)]
+    assert problems == []
+
+
+def test_a_full_join_of_two_subqueries_is_found(tmp_path: Path) -> None:
+    """SQLite has no hash join: FULL JOIN of two grouped subqueries loops over one per row of the other."""
+    engine = create_warehouse_engine(f"sqlite:///{tmp_path / 'warehouse.db'}")
+    migrate(engine)
+    raw = RAW_TABLES["deals"]
+    left = sa.select(raw.c.crm_id).group_by(raw.c.crm_id).subquery("left_side")
+    right = sa.select(raw.c.crm_id).group_by(raw.c.crm_id).subquery("right_side")
+    with engine.connect() as conn, recording_plans(engine) as recorder:
+        conn.execute(sa.select(left.c.crm_id).select_from(left.join(right, left.c.crm_id == right.c.crm_id, full=True)))
+    (plan,) = recorder.plans
+    assert plan.nested_scans(LARGE), plan.rows
+    engine.dispose()
+
+
 def test_an_indexed_stage_turns_a_per_row_scan_into_a_lookup(tmp_path: Path) -> None:
     """The detector finds the quadratic plan, and `create_stage(indexed=...)` removes it."""
     engine = create_warehouse_engine(f"sqlite:///{tmp_path / 'warehouse.db'}")
