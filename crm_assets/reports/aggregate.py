@@ -1,4 +1,4 @@
-"""Computing and replacing deal aggregations: one set-based statement for a whole range of windows."""
+"""Computing and replacing deal aggregations: set-based statements for a whole range of windows at once."""
 
 from __future__ import annotations
 
@@ -19,7 +19,13 @@ from crm_assets.reports.sql import (
     window_start_of,
 )
 from crm_assets.reports.windows import Cadence
-from crm_assets.warehouse.bulk import create_stage, drop_stages, restore_after_bulk_load, suspend_for_bulk_load
+from crm_assets.warehouse.bulk import (
+    analyze_stage,
+    create_stage,
+    drop_stages,
+    restore_after_bulk_load,
+    suspend_for_bulk_load,
+)
 from crm_assets.warehouse.schema import CLEAN_TABLES, deal_aggregations
 
 DEALS = CLEAN_TABLES["deals"]
@@ -79,8 +85,10 @@ def replace_aggregations(engine: Engine, cadence: Cadence, start: date, end: dat
     """
     if start >= end:
         raise ValueError(f"empty window [{start}, {end})")
-    with engine.connect() as conn:  # its own transaction: the bulk path must lock before reading
-        stored = _count_in_range(conn, cadence, start, end)
+    # Read before the transaction: the bulk path must take its locks before it reads. A stale answer
+    # only costs speed; either path leaves the range matching `deals`.
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(sa.exists().where(_in_range(cadence, start, end)))).scalar_one()
     with engine.begin() as conn:
         # Overlapping runs (a sensor range and a schedule tick) would otherwise race on the unique key.
         pg_advisory_xact_lock(conn, _LOCK_KEY, _CADENCE_ORDER.index(cadence))
@@ -107,11 +115,6 @@ def replace_aggregations(engine: Engine, cadence: Cadence, start: date, end: dat
     )
 
 
-def _count_in_range(conn: sa.Connection, cadence: Cadence, start: date, end: date) -> int:
-    query = sa.select(sa.func.count()).select_from(deal_aggregations).where(_in_range(cadence, start, end))
-    return int(conn.execute(query).scalar_one())
-
-
 def _fill(conn: sa.Connection, cadence: Cadence, start: date, end: date) -> tuple[int, int]:
     """Delete the range and insert it whole (a first materialization); rows deleted, rows kept (none)."""
     # Before the delete: a big range locks accounts, then deal_aggregations, as a cascading delete does.
@@ -131,20 +134,28 @@ def _fill(conn: sa.Connection, cadence: Cadence, start: date, end: date) -> tupl
 def _rewrite_differences(conn: sa.Connection, cadence: Cadence, start: date, end: date) -> tuple[int, int]:
     """Delete the stored rows of the range that differ from `deals` or are gone, insert the missing and
     changed ones; rows deleted, rows kept as they were."""
+    # Accounts first, as a cascading delete from them takes its locks: an account deleted between
+    # reading deals and inserting would otherwise fail the insert's foreign key (or deadlock).
+    if is_postgres(conn.dialect):
+        conn.execute(sa.text(f"LOCK TABLE {ACCOUNTS.name} IN SHARE MODE"))
     fresh = create_stage(conn, deal_aggregations, _COLUMNS, primary_key=("account_id", "aggregation_date"))
-    conn.execute(fresh.insert().from_select(_COLUMNS, aggregation_select(conn.dialect, cadence, start, end)))
-    stored, new = deal_aggregations.c, fresh.c
-    same_key = sa.and_(new.account_id == stored.account_id, new.aggregation_date == stored.aggregation_date)
-    unchanged = sa.exists().where(
-        same_key, new.total_deal_size == stored.total_deal_size, new.deal_count == stored.deal_count
-    )
-    deleted = conn.execute(sa.delete(deal_aggregations).where(_in_range(cadence, start, end), ~unchanged)).rowcount
-    untouched = _count_in_range(conn, cadence, start, end)
-    kept = sa.exists().where(stored.aggregation_type == cadence.value, same_key)
-    missing = sa.select(*(new[c] for c in _COLUMNS)).where(~kept).order_by(new.account_id, new.aggregation_date)
-    conn.execute(deal_aggregations.insert().from_select(_COLUMNS, missing))
-    drop_stages(conn)  # SQLite keeps a temporary table as long as the pooled connection
-    return max(deleted or 0, 0), untouched
+    try:
+        conn.execute(fresh.insert().from_select(_COLUMNS, aggregation_select(conn.dialect, cadence, start, end)))
+        analyze_stage(conn, fresh)
+        stored, new = deal_aggregations.c, fresh.c
+        same_key = sa.and_(new.account_id == stored.account_id, new.aggregation_date == stored.aggregation_date)
+        unchanged = sa.exists().where(
+            same_key, new.total_deal_size == stored.total_deal_size, new.deal_count == stored.deal_count
+        )
+        in_range = _in_range(cadence, start, end)
+        deleted = conn.execute(sa.delete(deal_aggregations).where(in_range, ~unchanged)).rowcount
+        untouched = conn.execute(sa.select(sa.func.count()).select_from(deal_aggregations).where(in_range)).scalar_one()
+        kept = sa.exists().where(stored.aggregation_type == cadence.value, same_key)
+        missing = sa.select(*(new[c] for c in _COLUMNS)).where(~kept).order_by(new.account_id, new.aggregation_date)
+        conn.execute(deal_aggregations.insert().from_select(_COLUMNS, missing))
+    finally:
+        drop_stages(conn)  # SQLite keeps a temporary table as long as the pooled connection
+    return max(deleted or 0, 0), int(untouched)
 
 
 def _is_large(conn: sa.Connection, start: date, end: date) -> bool:

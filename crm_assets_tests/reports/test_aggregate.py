@@ -1,5 +1,7 @@
 """The set-based replacement of aggregation windows, on SQLite and PostgreSQL alike."""
 
+import threading
+import time
 from datetime import date, timedelta
 
 import pytest
@@ -10,9 +12,12 @@ from crm_assets.reports import aggregate
 from crm_assets.reports.aggregate import replace_aggregations
 from crm_assets.reports.windows import Cadence
 from crm_assets.warehouse.bulk import suspend_for_bulk_load as suspend
+from crm_assets.warehouse.engine import create_warehouse_engine, migrate
+from crm_assets.warehouse.schema import CLEAN_TABLES
 from crm_assets_tests.reports.helpers import add_accounts, add_deals, deal_row, delete_deal, rows, update_deal
 
 D, W, M = Cadence.DAILY, Cadence.WEEKLY, Cadence.MONTHLY
+ACCOUNTS = CLEAN_TABLES["accounts"]
 
 
 @pytest.fixture
@@ -233,3 +238,34 @@ def test_a_large_range_writes_the_same_rows_without_row_checks(
     assert bool(suspended) == expect_suspended
     if expect_suspended:
         assert any("VALIDATE CONSTRAINT" in s for s in suspended[0])
+
+
+@pytest.mark.postgres
+def test_an_account_deleted_during_a_refresh_waits_for_it(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sync deleting an account while a refresh runs (runs overlap in production) neither fails the
+    refresh's insert on the foreign key nor deadlocks: the delete waits, then cascades."""
+    engine = create_warehouse_engine(pg_url)
+    migrate(engine)
+    add_accounts(engine, [1, 2])
+    add_deals(engine, [deal_row(i, 1 + i % 2, f"2024-06-{1 + i % 20:02d}T08:00:00+00:00", "5.25") for i in range(40)])
+    replace_aggregations(engine, M, date(2024, 1, 1), date(2025, 1, 1))
+    update_deal(engine, 1, deal_size="99.00")  # account 2's June row now differs
+    deleting = threading.Thread(target=_delete_account, args=(engine, 1))
+    analyze = aggregate.analyze_stage
+
+    def delete_meanwhile(conn: sa.Connection, stage: sa.Table) -> None:
+        deleting.start()  # between reading deals and writing the rows
+        time.sleep(0.5)
+        analyze(conn, stage)
+
+    monkeypatch.setattr(aggregate, "analyze_stage", delete_meanwhile)
+    stats = replace_aggregations(engine, M, date(2024, 1, 1), date(2025, 1, 1))
+    deleting.join(timeout=30)
+    assert (stats.rows_deleted, stats.rows_inserted) == (1, 1)
+    assert rows(engine, M) == [("2024-06-01", 2, f"{19 * 5.25 + 99:.2f}", 20)]  # account 1 cascaded away after
+    engine.dispose()
+
+
+def _delete_account(engine: Engine, account_id: int) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.delete(ACCOUNTS).where(ACCOUNTS.c.account_id == account_id))
