@@ -152,7 +152,7 @@ def _print_summary(
     engine: sa.Engine, export_dir: Path, home: Path, report_runs: list[str], history_runs: list[str]
 ) -> None:
     rows, reasons, aggregations = _counts(engine)
-    print("\n== crm-assets: summary ==")
+    print("\n== crm-assets: summary ==", flush=True)
     for name, count in rows.items():
         rejected = reasons.get(name, {})
         total = sum(rejected.values())
@@ -193,4 +193,5 @@ def run_all(full_refresh: bool = False, rebuild_reports: bool = False) -> int:
         print(f"\nerror: {exc}", file=sys.stderr)
         return 1
     _print_summary(engine, export_dir, home, report_runs, history_runs)
+    engine.dispose()  # closed here: the process exits without a last garbage collection (cli.py)
     return 0

@@ -57,8 +57,9 @@ def quiet_dagster_warnings() -> None:
 
 # A command runs several runs in one process: keep one storage connection open instead of the
 # production default of a new PostgreSQL connection per stored event (a tenth of a re-run's CPU).
-# No statement timeout: a run's own writes must not be cut short. No-op on the SQLite instance.
-_STORAGE_POOL: Mapping[str, int] = {"statement_timeout": 0, "pool_recycle": 3600, "max_overflow": 4}
+# No statement timeout (it replaces any the server sets for the role): a run's own writes must not be cut
+# short. Recycled after 2 idle minutes, under the idle timeouts of cloud load balancers. No-op on SQLite.
+_STORAGE_POOL: Mapping[str, int] = {"statement_timeout": 0, "pool_recycle": 120, "max_overflow": 4}
 
 
 @contextmanager
@@ -117,9 +118,11 @@ def execute_job_run(
             asset_check_selection=checks,
         )
     )
+    # Steps see no repository definition (`context.repository_def`), unlike in a code server.
     job = InMemoryJob(location.repository.get_job(job_name))
+    subset = assets is not None or checks is not None
     plan = create_execution_plan(
-        job.get_subset(asset_selection=assets, asset_check_selection=checks) if assets or checks else job,
+        job.get_subset(asset_selection=assets, asset_check_selection=checks) if subset else job,
         run_config,
         instance_ref=instance.get_ref() if instance.is_persistent else None,
     )

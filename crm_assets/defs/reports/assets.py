@@ -1,4 +1,4 @@
-"""The three partitioned report assets: one set-based replacement per run, whatever its range.
+"""The three partitioned report assets: one run per range, set-based SQL whatever the range's length.
 
 Each partition's materialization carries that partition's own figures (rows, deals, total, its largest
 accounts), also in a range run, so Dagster's Plots tab charts `deal_count` and `total_deal_size`.
@@ -118,8 +118,8 @@ def build_report_asset(cadence: Cadence) -> dg.AssetsDefinition:
         tags=capability_tags("reports"),
         metadata={"dagster/column_schema": AGGREGATION_SCHEMA, "dagster/table_name": "deal_aggregations"},
         description=f"Per account and {_WINDOW_NAMES[cadence]} (UTC): COALESCE(SUM(deal_size), 0) and COUNT(*) "
-        "of the deals created in the window, in deal_aggregations. A backfill of any range is one run and one "
-        "set-based statement; each partition's materialization lists its own rows and totals.",
+        "of the deals created in the window, in deal_aggregations. A backfill of any range is one run of set-based "
+        "SQL that rewrites only the rows that differ; each partition's materialization lists its own rows and totals.",
     )
     def report(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource, exports: ExportDirectory
