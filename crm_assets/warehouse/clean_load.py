@@ -194,14 +194,19 @@ def _take_changed_batch(
     started = time.perf_counter()
     fill_stage(conn, candidates, coerced)  # every row is new: its old version was just deleted
     changes.write_seconds += time.perf_counter() - started
-    # The keys the batch's candidates now hold, from the frame just written: reading them back from the
-    # candidates table would scan all of it (no statistics until the loop ends) once per batch.
-    new_keys = create_stage(conn, CLEAN_TABLES[domain.name], [key])
-    fill_stage(conn, new_keys, coerced.filter(pl.col("error").is_null()).select(key).unique())
-    # Distinct already: a plain insert of the keys not yet noted, cheaper than ON CONFLICT's per-row
-    # speculative insertion.
-    noted = sa.exists().where(affected.c[key] == new_keys.c[key])
-    conn.execute(affected.insert().from_select([key], sa.select(new_keys.c[key]).where(~noted)))
+    if conn.dialect.name == "postgresql":
+        # The keys the batch's candidates now hold, from the frame just written: reading them back from the
+        # candidates table would scan all of it (no statistics until the loop ends) once per batch.
+        new_keys = create_stage(conn, CLEAN_TABLES[domain.name], [key])
+        fill_stage(conn, new_keys, coerced.filter(pl.col("error").is_null()).select(key).unique())
+        # Distinct already: a plain insert of the keys not yet noted, cheaper than ON CONFLICT's per-row
+        # speculative insertion.
+        noted = sa.exists().where(affected.c[key] == new_keys.c[key])
+        conn.execute(affected.insert().from_select([key], sa.select(new_keys.c[key]).where(~noted)))
+    else:
+        # SQLite probes the candidates' primary key per id: cheaper than staging the keys row by row.
+        in_batch = candidates.c.crm_id.in_(sa.select(ids.c.crm_id))
+        _add_keys(conn, affected, sa.select(candidates.c[key]).where(in_batch, candidates.c.error.is_(None)))
 
     _drop_rejections(conn, domain, sa.select(ids.c.crm_id))
     invalid = coerced.filter(pl.col("error").is_not_null()).select("crm_id", pl.col("error").alias("reason"))
@@ -258,11 +263,15 @@ def _decide(
     contenders = read_frame(conn, contenders_query, schema)
     winners, rejected = resolve(domain, contenders, _referenced_keys(conn, domain, contenders))
     # Contenders' old verdicts (duplicate, orphan) are replaced; coercion rejects stay until their record changes.
-    # By the contenders' ids as read, staged: a join of the domain's rejections with the candidates
-    # would probe the candidates once per rejection, every chunk.
-    contender_ids = create_stage(conn, candidates, ["crm_id"], primary_key=["crm_id"])
-    fill_stage(conn, contender_ids, contenders.select("crm_id"))
-    _drop_rejections(conn, domain, sa.select(contender_ids.c.crm_id))
+    if conn.dialect.name == "postgresql":
+        # By the contenders' ids as read, staged: a join of the domain's rejections with the candidates
+        # would probe the candidates once per rejection, every chunk (their statistics are stale in a big load).
+        staged_ids = create_stage(conn, candidates, ["crm_id"], primary_key=["crm_id"])
+        fill_stage(conn, staged_ids, contenders.select("crm_id"))
+        contender_ids = sa.select(staged_ids.c.crm_id)
+    else:  # SQLite: staging row by row costs more than the index probes
+        contender_ids = chosen(candidates, candidates.c.crm_id).where(candidates.c.error.is_(None))
+    _drop_rejections(conn, domain, contender_ids)
     add_rejections(conn, domain, rejected, run_id)
 
     current = read_frame(conn, chosen(table, *(table.c[c] for c in schema)), schema)
