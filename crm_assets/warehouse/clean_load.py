@@ -362,11 +362,14 @@ def add_rejections(conn: sa.Connection, domain: Domain, rejected: pl.DataFrame, 
     if rejected.is_empty():
         return
     problem = problems(pl.col("reason"))
-    # The ids' range bounds the payload lookup: a merge join would otherwise read raw from its first row.
-    first, last = rejected["crm_id"].min(), rejected["crm_id"].max()
     stage = create_stage(conn, rejected_records, ["crm_id", "reason", "problem"])
     fill_stage(conn, stage, rejected.select("crm_id", "reason", problem.alias("problem")))
     raw = RAW_TABLES[domain.name]
+    # On PostgreSQL the ids' range bounds the payload lookup: a merge join would otherwise read raw from
+    # its first row. SQLite looks each id up.
+    matched = raw.c.crm_id == stage.c.crm_id
+    if conn.dialect.name == "postgresql":
+        matched = sa.and_(matched, raw.c.crm_id.between(rejected["crm_id"].min(), rejected["crm_id"].max()))
     source = sa.select(
         sa.literal(domain.name),
         stage.c.crm_id,
@@ -375,7 +378,7 @@ def add_rejections(conn: sa.Connection, domain: Domain, rejected: pl.DataFrame, 
         raw.c.payload,
         sa.literal(run_id, sa.String),
         sa.literal(datetime.now(UTC), rejected_records.c.rejected_at.type),
-    ).select_from(stage.outerjoin(raw, sa.and_(raw.c.crm_id == stage.c.crm_id, raw.c.crm_id.between(first, last))))
+    ).select_from(stage.outerjoin(raw, matched))
     columns = ["domain", "crm_id", "reason", "problem", "payload", "run_id", "rejected_at"]
     conn.execute(rejected_records.insert().from_select(columns, source))
 
