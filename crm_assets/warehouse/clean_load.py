@@ -103,8 +103,10 @@ def clean_changes(
     bulk = _is_big_change(conn, domain, after, through)
     restore_table = suspend_for_bulk_load(conn, CLEAN_TABLES[domain.name]) if bulk else []
     restore_candidates = suspend_for_bulk_load(conn, CANDIDATE_TABLES[domain.name]) if bulk else []
+    # No candidates yet (a first load): the batches (disjoint ranges of crm_id) then replace nothing.
+    fresh = conn.execute(sa.select(CANDIDATE_TABLES[domain.name].c.crm_id).limit(1)).first() is None
     for batch in read_changed_batches(conn, domain, after, through, batch_size):
-        _take_changed_batch(conn, domain, batch, affected, run_id, changes)
+        _take_changed_batch(conn, domain, batch, affected, run_id, changes, fresh=fresh)
         drop_stages(conn, keep=[affected])
         changes.records_read += batch.height
         log.info(f"{domain.name}: {changes.records_read:,} changed records coerced")
@@ -172,22 +174,39 @@ def _take_changed_batch(
     affected: sa.Table,
     run_id: str | None,
     changes: TableChanges,
+    *,
+    fresh: bool = False,
 ) -> None:
-    """Replace the batch's candidates, note the keys they held and now hold, re-quarantine the unusable."""
+    """Replace the batch's candidates, note the keys they held and now hold, re-quarantine the unusable.
+
+    `fresh`: the candidates table held no row when the run began, so none of the batch's records has one.
+    """
     candidates, key = CANDIDATE_TABLES[domain.name], domain.business_key
     ids = create_stage(conn, RAW_TABLES[domain.name], ["crm_id"])
     fill_stage(conn, ids, batch.select("crm_id"))
-    # IN, not a correlated EXISTS: SQLite then probes the candidates' primary key once per staged id
-    # instead of scanning the stage once per candidate.
-    in_batch = candidates.c.crm_id.in_(sa.select(ids.c.crm_id))
-
-    _add_keys(conn, affected, sa.select(candidates.c[key]).where(in_batch, candidates.c[key].is_not(None)))
-    conn.execute(sa.delete(candidates).where(in_batch))
+    if not fresh:
+        # IN, not a correlated EXISTS: SQLite then probes the candidates' primary key once per staged id
+        # instead of scanning the stage once per candidate.
+        in_batch = candidates.c.crm_id.in_(sa.select(ids.c.crm_id))
+        _add_keys(conn, affected, sa.select(candidates.c[key]).where(in_batch, candidates.c[key].is_not(None)))
+        conn.execute(sa.delete(candidates).where(in_batch))
     coerced = coerce_records(domain, batch.filter(~pl.col("is_deleted")))
     started = time.perf_counter()
     fill_stage(conn, candidates, coerced)  # every row is new: its old version was just deleted
     changes.write_seconds += time.perf_counter() - started
-    _add_keys(conn, affected, sa.select(candidates.c[key]).where(in_batch, candidates.c.error.is_(None)))
+    if conn.dialect.name == "postgresql":
+        # The keys the batch's candidates now hold, from the frame just written: reading them back from the
+        # candidates table would scan all of it (no statistics until the loop ends) once per batch.
+        new_keys = create_stage(conn, CLEAN_TABLES[domain.name], [key])
+        fill_stage(conn, new_keys, coerced.filter(pl.col("error").is_null()).select(key).unique())
+        # Distinct already: a plain insert of the keys not yet noted, cheaper than ON CONFLICT's per-row
+        # speculative insertion.
+        noted = sa.exists().where(affected.c[key] == new_keys.c[key])
+        conn.execute(affected.insert().from_select([key], sa.select(new_keys.c[key]).where(~noted)))
+    else:
+        # SQLite probes the candidates' primary key per id: cheaper than staging the keys row by row.
+        in_batch = candidates.c.crm_id.in_(sa.select(ids.c.crm_id))
+        _add_keys(conn, affected, sa.select(candidates.c[key]).where(in_batch, candidates.c.error.is_(None)))
 
     _drop_rejections(conn, domain, sa.select(ids.c.crm_id))
     invalid = coerced.filter(pl.col("error").is_not_null()).select("crm_id", pl.col("error").alias("reason"))
@@ -228,15 +247,30 @@ def _decide(
     schema = output_schema(domain)
 
     def chosen(t: sa.Table, *columns: sa.ColumnElement[Any]) -> sa.Select[Any]:
-        """Rows of `t` whose key is affected and in [first, last]: driven by the (small) affected set."""
+        """Rows of `t` whose key is affected and in [first, last]: driven by the (small) affected set.
+
+        On PostgreSQL the range is stated on `t` too: it then reads only that range of `t`'s key index
+        instead of hashing the whole table once per chunk (quadratic in a big first load). Not on SQLite,
+        whose planner could then drive the join from `t` rather than from the affected keys.
+        """
         joined = t.join(affected, affected.c[key] == t.c[key])
-        return sa.select(*columns).select_from(joined).where(affected.c[key].between(first, last))
+        in_range = [affected.c[key].between(first, last)]
+        if conn.dialect.name == "postgresql":
+            in_range.append(t.c[key].between(first, last))
+        return sa.select(*columns).select_from(joined).where(*in_range)
 
     contenders_query = chosen(candidates, *(candidates.c[c] for c in schema)).where(candidates.c.error.is_(None))
     contenders = read_frame(conn, contenders_query, schema)
     winners, rejected = resolve(domain, contenders, _referenced_keys(conn, domain, contenders))
     # Contenders' old verdicts (duplicate, orphan) are replaced; coercion rejects stay until their record changes.
-    contender_ids = chosen(candidates, candidates.c.crm_id).where(candidates.c.error.is_(None))
+    if conn.dialect.name == "postgresql":
+        # By the contenders' ids as read, staged: a join of the domain's rejections with the candidates
+        # would probe the candidates once per rejection, every chunk (their statistics are stale in a big load).
+        staged_ids = create_stage(conn, candidates, ["crm_id"], primary_key=["crm_id"])
+        fill_stage(conn, staged_ids, contenders.select("crm_id"))
+        contender_ids = sa.select(staged_ids.c.crm_id)
+    else:  # SQLite: staging row by row costs more than the index probes
+        contender_ids = chosen(candidates, candidates.c.crm_id).where(candidates.c.error.is_(None))
     _drop_rejections(conn, domain, contender_ids)
     add_rejections(conn, domain, rejected, run_id)
 
@@ -331,6 +365,11 @@ def add_rejections(conn: sa.Connection, domain: Domain, rejected: pl.DataFrame, 
     stage = create_stage(conn, rejected_records, ["crm_id", "reason", "problem"])
     fill_stage(conn, stage, rejected.select("crm_id", "reason", problem.alias("problem")))
     raw = RAW_TABLES[domain.name]
+    # On PostgreSQL the ids' range bounds the payload lookup: a merge join would otherwise read raw from
+    # its first row. SQLite looks each id up.
+    matched = raw.c.crm_id == stage.c.crm_id
+    if conn.dialect.name == "postgresql":
+        matched = sa.and_(matched, raw.c.crm_id.between(rejected["crm_id"].min(), rejected["crm_id"].max()))
     source = sa.select(
         sa.literal(domain.name),
         stage.c.crm_id,
@@ -339,7 +378,7 @@ def add_rejections(conn: sa.Connection, domain: Domain, rejected: pl.DataFrame, 
         raw.c.payload,
         sa.literal(run_id, sa.String),
         sa.literal(datetime.now(UTC), rejected_records.c.rejected_at.type),
-    ).select_from(stage.outerjoin(raw, raw.c.crm_id == stage.c.crm_id))
+    ).select_from(stage.outerjoin(raw, matched))
     columns = ["domain", "crm_id", "reason", "problem", "payload", "run_id", "rejected_at"]
     conn.execute(rejected_records.insert().from_select(columns, source))
 
