@@ -108,9 +108,10 @@ def mapped_fields_in_crm(domain: Domain) -> dg.AssetChecksDefinition:
         description=f"every field the {domain.name} columns are read from is still in the CRM's field settings",
         pool=CRM_POOL,
     )
-    def check(crm: CrmResource) -> dg.AssetCheckResult:
+    def check(context: dg.AssetCheckExecutionContext, crm: CrmResource) -> dg.AssetCheckResult:
         try:
-            with crm.get_client() as client:
+            # The run's logger: the demo CRM note then shows once a run, not once more per check on stderr.
+            with crm.get_client(context.log) as client:
                 settings = client.field_settings(domain.entity)
         except CrmError as exc:
             raise dg.Failure(description=f"{domain.raw_asset} mapped_fields_in_crm: {exc}") from None
