@@ -184,10 +184,10 @@ def _take_changed_batch(
     candidates, key = CANDIDATE_TABLES[domain.name], domain.business_key
     ids = create_stage(conn, RAW_TABLES[domain.name], ["crm_id"])
     fill_stage(conn, ids, batch.select("crm_id"))
+    # IN, not a correlated EXISTS: SQLite then probes the candidates' primary key once per staged id
+    # instead of scanning the stage once per candidate.
+    in_batch = candidates.c.crm_id.in_(sa.select(ids.c.crm_id))
     if not fresh:
-        # IN, not a correlated EXISTS: SQLite then probes the candidates' primary key once per staged id
-        # instead of scanning the stage once per candidate.
-        in_batch = candidates.c.crm_id.in_(sa.select(ids.c.crm_id))
         _add_keys(conn, affected, sa.select(candidates.c[key]).where(in_batch, candidates.c[key].is_not(None)))
         conn.execute(sa.delete(candidates).where(in_batch))
     coerced = coerce_records(domain, batch.filter(~pl.col("is_deleted")))
@@ -203,9 +203,7 @@ def _take_changed_batch(
         # speculative insertion.
         noted = sa.exists().where(affected.c[key] == new_keys.c[key])
         conn.execute(affected.insert().from_select([key], sa.select(new_keys.c[key]).where(~noted)))
-    else:
-        # SQLite probes the candidates' primary key per id: cheaper than staging the keys row by row.
-        in_batch = candidates.c.crm_id.in_(sa.select(ids.c.crm_id))
+    else:  # SQLite probes the candidates' primary key per id: cheaper than staging the keys row by row.
         _add_keys(conn, affected, sa.select(candidates.c[key]).where(in_batch, candidates.c.error.is_(None)))
 
     _drop_rejections(conn, domain, sa.select(ids.c.crm_id))
