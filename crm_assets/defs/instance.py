@@ -7,6 +7,7 @@ the UI. They then execute in this process, in the foreground, like `dagster job 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import warnings
@@ -27,6 +28,7 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from crm_assets import settings
 from crm_assets.contracts import CODE_LOCATION_NAME
+from crm_assets.defs.local_storage import PooledSqliteEventLogStorage
 
 DEFINITIONS_MODULE = "crm_assets.definitions"
 REPOSITORY_NAME = "__repository__"  # what Dagster names the repository of a Definitions object
@@ -36,14 +38,45 @@ IN_PROCESS: Mapping[str, Any] = {"execution": {"config": {"in_process": {}}}}
 PLAIN_CONSOLE: Mapping[str, Any] = {"loggers": {"console": {}}}
 
 
+# What earlier releases wrote as a home's dagster.yaml: upgraded in place (other content is the user's).
+EARLIER_LOCAL_INSTANCE_CONFIG = "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
+
+_HOME_KEY = "    dagster_home: "
+
+
+def local_instance_config(home: Path) -> str:
+    """The dagster.yaml a home without one gets: Dagster's SQLite storage in the home, the event log's
+    connections kept open (defs/local_storage.py); no telemetry, no welcome popup in the UI."""
+    return (
+        EARLIER_LOCAL_INSTANCE_CONFIG
+        + "event_log_storage:\n"
+        + f"  module: {PooledSqliteEventLogStorage.__module__}\n"
+        + f"  class: {PooledSqliteEventLogStorage.__name__}\n"
+        + f"  config:\n{_HOME_KEY}{json.dumps(str(home))}\n"  # a JSON string is a YAML string
+    )
+
+
+def _written_by_us(text: str) -> bool:
+    """Whether a dagster.yaml is one this module wrote (for any folder: a moved home is rewritten)."""
+    if text == EARLIER_LOCAL_INSTANCE_CONFIG:
+        return True
+    *_, last_line = text.rstrip("\n").rpartition("\n")
+    _, found, written_for = last_line.partition(_HOME_KEY)
+    try:
+        return bool(found) and text == local_instance_config(Path(json.loads(written_for)))
+    except (json.JSONDecodeError, TypeError):
+        return False
+
+
 def dagster_home() -> Path:
-    """$DAGSTER_HOME, else ./.crm_assets/dagster_home (created; telemetry and the UI's welcome popup off);
-    exported for this process."""
+    """$DAGSTER_HOME, else ./.crm_assets/dagster_home: created, with `local_instance_config` unless it has
+    a dagster.yaml of its own; exported for this process."""
     home = settings.dagster_home().resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\nnux:\n  enabled: false\n")
+    wanted = local_instance_config(home)
+    if not config.exists() or (config.read_text() != wanted and _written_by_us(config.read_text())):
+        config.write_text(wanted)
     os.environ[settings.DAGSTER_HOME] = str(home)
     return home
 

@@ -1,0 +1,91 @@
+"""The local Dagster instance a home without dagster.yaml gets: its config file, and the pooled event log
+(same files as Dagster's own SQLite storage, engines kept per file, bounded, released)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+from crm_assets import settings
+from crm_assets.defs import local_storage
+from crm_assets.defs.instance import EARLIER_LOCAL_INSTANCE_CONFIG, dagster_home, local_instance_config
+from crm_assets.defs.local_storage import PooledSqliteEventLogStorage
+
+
+@dg.asset(partitions_def=dg.StaticPartitionsDefinition(["a", "b", "c"]))
+def lettered() -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"rows": 1})
+
+
+def _materialize_every_partition(instance: dg.DagsterInstance) -> None:
+    for key in ("a", "b", "c"):
+        assert dg.materialize([lettered], instance=instance, partition_key=key).success
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv(settings.DAGSTER_HOME, str(tmp_path / "home"))
+    return dagster_home()
+
+
+def test_a_new_home_gets_the_pooled_event_log(home: Path) -> None:
+    assert (home / "dagster.yaml").read_text() == local_instance_config(home)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance.event_log_storage) is PooledSqliteEventLogStorage
+        _materialize_every_partition(instance)
+        assert instance.get_materialized_partitions(lettered.key) == {"a", "b", "c"}
+
+
+def test_dagsters_own_sqlite_storage_reads_what_the_pooled_one_wrote(home: Path) -> None:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        _materialize_every_partition(instance)
+        run_ids = {run.run_id for run in instance.get_runs()}
+    (home / "dagster.yaml").write_text(EARLIER_LOCAL_INSTANCE_CONFIG)  # the same folder, Dagster's default storage
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert type(instance.event_log_storage) is SqliteEventLogStorage
+        assert {run.run_id for run in instance.get_runs()} == run_ids
+        assert instance.get_materialized_partitions(lettered.key) == {"a", "b", "c"}
+        for run_id in run_ids:
+            assert instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+
+
+def test_engines_are_kept_per_file_bounded_and_released(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local_storage, "ENGINES_KEPT", 2)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        storage = instance.event_log_storage
+        assert isinstance(storage, PooledSqliteEventLogStorage)
+        _materialize_every_partition(instance)  # three run files and the index file
+        kept = list(storage._engines.values())
+        assert len(kept) == 2
+        newest_run = instance.get_runs(limit=1)[0].run_id
+        assert storage.get_logs_for_run(newest_run)  # read back through a kept or a new engine
+        storage.wipe()  # deletes the run files: none of their engines may outlive them
+        assert set(storage._engines) <= {"index"}
+        assert instance.get_materialized_partitions(lettered.key) == set()
+        _materialize_every_partition(instance)  # usable after a wipe
+    assert not storage._engines, "disposed with the instance"
+
+
+def test_earlier_generated_configs_are_upgraded_and_a_users_own_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv(settings.DAGSTER_HOME, str(home))
+    config = home / "dagster.yaml"
+
+    config.write_text(EARLIER_LOCAL_INSTANCE_CONFIG)
+    dagster_home()
+    assert config.read_text() == local_instance_config(home)
+
+    config.write_text(local_instance_config(tmp_path / "where it was before a move"))
+    dagster_home()
+    assert config.read_text() == local_instance_config(home)
+
+    own = local_instance_config(home) + "run_monitoring:\n  enabled: true\n"
+    config.write_text(own)
+    dagster_home()
+    assert config.read_text() == own
