@@ -1,7 +1,7 @@
 """Benchmark of the reporting layer on PostgreSQL or SQLite (prints figures; not a test).
 
     .venv/bin/python crm_assets_tests/benchmarks/bench_reports.py [--deals 1000000] [--accounts 2000]
-        [--days 1096] [--sample 10] [--db postgres|sqlite] [--instance temp|postgres]
+        [--days 1096] [--sample 10] [--db postgres|sqlite] [--instance local|dagster-sqlite|postgres]
 
 On a throwaway database: N deals over the last `--days` days, then
   1. the set-based replacement alone (SQL, no Dagster),
@@ -9,7 +9,8 @@ On a throwaway database: N deals over the last `--days` days, then
   3. weekly and monthly single-run backfills of the same span,
   4. one daily partition,
   5. one run per daily partition on a sample, extrapolated to the whole range.
-The Dagster instance is a temporary local one (SQLite event log), or with `--instance postgres` the
+The Dagster instance is a temporary local one as `crm-assets` commands create it (SQLite, its event log's
+connections kept open; `--instance dagster-sqlite`: Dagster's default SQLite storage), or with `--instance postgres` the
 production instance of the repository's dagster.yaml on a throwaway PostgreSQL database; either way
 with DAGSTER_EVENT_BATCH_SIZE=100 and DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=true (as the Docker
 image sets them) unless the environment sets them.
@@ -37,6 +38,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from crm_assets.contracts import RANGE_END_TAG, RANGE_START_TAG
+from crm_assets.defs.instance import local_instance_config
 from crm_assets.defs.reports.assets import report_assets
 from crm_assets.reports.aggregate import replace_aggregations
 from crm_assets.reports.windows import Cadence, window_start
@@ -119,10 +121,13 @@ def production_instance_home(home: Path) -> Iterator[dict[str, str]]:
 
 @contextmanager
 def _dagster_instance(kind: str) -> Iterator[dg.DagsterInstance]:
-    """A throwaway Dagster instance: local SQLite storage, or the repository's dagster.yaml on PostgreSQL."""
+    """A throwaway Dagster instance: the local SQLite one `crm-assets` commands create (`local`), Dagster's
+    default SQLite storage (`dagster-sqlite`), or the repository's dagster.yaml on PostgreSQL."""
     with tempfile.TemporaryDirectory(prefix="crm_bench_dagster_") as home:
-        if kind == "temp":
-            with dg.DagsterInstance.local_temp(home) as instance:
+        if kind == "local":
+            (Path(home) / "dagster.yaml").write_text(local_instance_config(Path(home)))
+        if kind in ("local", "dagster-sqlite"):
+            with dg.DagsterInstance.from_config(home) as instance:
                 yield instance
             return
         with production_instance_home(Path(home)) as settings:
@@ -174,9 +179,10 @@ def main() -> None:
     parser.add_argument("--db", choices=("postgres", "sqlite"), default="postgres", help="the warehouse database")
     parser.add_argument(
         "--instance",
-        choices=("temp", "postgres"),
-        default="temp",
-        help="Dagster storage: a local temporary instance, or the repository's dagster.yaml on a throwaway PostgreSQL",
+        choices=("local", "dagster-sqlite", "postgres"),
+        default="local",
+        help="Dagster storage: the local instance crm-assets creates, Dagster's default SQLite storage, "
+        "or the repository's dagster.yaml on a throwaway PostgreSQL",
     )
     args = parser.parse_args()
     with _throwaway_database(args.db) as url:

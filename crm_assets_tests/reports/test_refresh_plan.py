@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import tempfile
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster_postgres import PostgresEventLogStorage
 
+from crm_assets.defs.instance import local_instance_config
+from crm_assets.defs.local_storage import PooledSqliteEventLogStorage
 from crm_assets.defs.reports.refresh import (
     IN_PROCESS_RUN_COST_IN_WINDOWS,
     MERGE_GAP,
+    event_storage_kind,
     in_process_merge_gap,
     merged_runs,
     stores_events_in_batches,
@@ -33,20 +36,26 @@ def test_contiguous_windows_share_a_run_and_gaps_join_up_to_the_merge_gap() -> N
         (date(2025, 1, 1), date(2025, 6, 1)),
         (date(2026, 9, 1), date(2026, 9, 1)),
     ]
-    assert (
-        MERGE_GAP[Cadence.DAILY]
-        > IN_PROCESS_RUN_COST_IN_WINDOWS["batched"]
-        > IN_PROCESS_RUN_COST_IN_WINDOWS["one_by_one"]
-    )
+    costs = IN_PROCESS_RUN_COST_IN_WINDOWS
+    assert MERGE_GAP[Cadence.DAILY] > costs["batched"] > costs["kept_connections"] > costs["file_per_event"]
 
 
-def test_the_local_instance_stores_events_one_by_one_so_runs_join_less() -> None:
-    with tempfile.TemporaryDirectory() as home, dg.DagsterInstance.local_temp(home) as instance:
-        gaps = in_process_merge_gap(instance)
-    assert set(gaps.values()) == {IN_PROCESS_RUN_COST_IN_WINDOWS["one_by_one"]}
-    assert IN_PROCESS_RUN_COST_IN_WINDOWS["batched"] > IN_PROCESS_RUN_COST_IN_WINDOWS["one_by_one"]
+def test_runs_join_more_the_cheaper_the_instance_stores_an_event(tmp_path: Path) -> None:
+    """The local instance crm-assets creates keeps its connections; Dagster's default opens a file per event."""
+    local, plain = tmp_path / "local", tmp_path / "plain"
+    for home in (local, plain):
+        home.mkdir()
+    (local / "dagster.yaml").write_text(local_instance_config(local))
+    gaps = {}
+    for home in (local, plain):
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            gaps[home] = set(in_process_merge_gap(instance).values())
+    assert gaps[local] == {IN_PROCESS_RUN_COST_IN_WINDOWS["kept_connections"]}
+    assert gaps[plain] == {IN_PROCESS_RUN_COST_IN_WINDOWS["file_per_event"]}
 
 
 def test_postgresql_event_storage_writes_batches_and_sqlite_does_not() -> None:
     assert stores_events_in_batches(PostgresEventLogStorage)
+    assert event_storage_kind(PostgresEventLogStorage) == "batched"
+    assert event_storage_kind(PooledSqliteEventLogStorage) == "kept_connections"
     assert not stores_events_in_batches(SqliteEventLogStorage)
