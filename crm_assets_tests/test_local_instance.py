@@ -62,6 +62,8 @@ def test_engines_are_kept_per_file_bounded_and_released(home: Path, monkeypatch:
         assert len(kept) == 2
         newest_run = instance.get_runs(limit=1)[0].run_id
         assert storage.get_logs_for_run(newest_run)  # read back through a kept or a new engine
+        with storage.index_connection() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 1  # NORMAL: synced at checkpoints
         storage.wipe()  # deletes the run files: none of their engines may outlive them
         assert set(storage._engines) <= {"index"}
         assert instance.get_materialized_partitions(lettered.key) == set()

@@ -3,8 +3,8 @@
 Dagster's SQLite event log creates an engine, opens the file and disposes of both for every event it
 stores (one file per run, plus an index file every asset event is copied to). A run writes an event per
 partition it materializes, so on the local instance connecting cost more than storing: rebuilding every
-aggregation partition took 31 s, 16 s with the engines kept (100k deals). The files and their schema are
-Dagster's own: a plain SQLite instance on the same folder reads them as before.
+aggregation partition took 31 s, 16 s with the engines kept, 14 s with commits not synced (100k deals).
+The files and their schema are Dagster's own: a plain SQLite instance on the same folder reads them.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 pool_size=1,
                 max_overflow=1,
             )
+            sa.event.listen(engine, "connect", _relaxed_sync)
         self._engines[shard] = engine
         while len(self._engines) > ENGINES_KEPT:
             self._engines.popitem(last=False)[1].dispose()
@@ -81,3 +82,10 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     def dispose(self) -> None:
         super().dispose()
         self._dispose_engines()
+
+
+def _relaxed_sync(dbapi_connection: Any, _record: Any) -> None:
+    """WAL files synced at checkpoints, not at every commit: 12% of a reports rebuild. A crash of the
+    machine (not of a process) may lose the last events, never corrupt the files; a lost materialization
+    event only makes the next `crm-assets run` recompute that partition."""
+    dbapi_connection.execute("PRAGMA synchronous=NORMAL")
