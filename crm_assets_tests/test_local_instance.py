@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
+from dagster._core.storage.event_log.sqlite import sqlite_event_log
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.sql import check_alembic_revision, get_alembic_config
 
 from crm_assets import settings
 from crm_assets.defs import local_storage
@@ -91,3 +95,27 @@ def test_earlier_generated_configs_are_upgraded_and_a_users_own_is_kept(
     config.write_text(own)
     dagster_home()
     assert config.read_text() == own
+
+
+def _schema(database: Path) -> tuple[list[tuple[str, str]], str, str]:
+    with sqlite3.connect(database) as conn:
+        ddl = conn.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall()
+        (revision,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        (journal,) = conn.execute("PRAGMA journal_mode").fetchone()
+    return ddl, revision, journal
+
+
+def test_a_new_run_file_is_created_as_dagster_creates_it(tmp_path: Path) -> None:
+    ours, dagsters = (
+        PooledSqliteEventLogStorage(str(tmp_path / "ours")),
+        SqliteEventLogStorage(str(tmp_path / "dagster")),
+    )
+    for storage in (ours, dagsters):
+        with storage.run_connection("a-run") as conn:
+            conn.execute(sa.text("SELECT 1"))
+    created = _schema(tmp_path / "ours" / "a-run.db")
+    assert created == _schema(tmp_path / "dagster" / "a-run.db")
+    assert created[2] == "wal"
+    with dagsters.run_connection("a-run") as conn:  # Dagster finds it at its newest revision
+        assert check_alembic_revision(get_alembic_config(sqlite_event_log.__file__), conn)[0] == created[1]
+    ours.dispose()
