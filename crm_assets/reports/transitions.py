@@ -3,11 +3,17 @@
 Consecutive live versions of a deal whose stages differ make a transition at the later version's
 valid_from. The time spent in `from_stage` runs from the previous transition (which entered it) to this
 one; for a deal's first transition it is unknown, because the stage was entered before the history began.
+
+Versions are only ever added (a closed version changes no more than its valid_to, which transitions do not
+read), so the table is kept up to date incrementally: the deals with versions newer than the last build
+get their transitions recomputed; the rest stay.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from statistics import median
 from typing import Any
 
@@ -15,7 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from crm_assets.reports.sql import is_postgres
-from crm_assets.warehouse.schema import deal_history, deal_stage_transitions
+from crm_assets.warehouse.bulk import analyze_stage, create_stage, drop_stages, upsert_insert
+from crm_assets.warehouse.schema import deal_history, deal_stage_transitions, derived_state
 
 _COLUMNS = ["deal_id", "from_stage", "to_stage", "changed_at", "days_in_from_stage"]
 _SECONDS_PER_DAY = 86_400.0
@@ -27,6 +34,7 @@ class TransitionStats:
     deals: int
     median_days_in_stage: dict[str, float]  # from_stage -> median days, where known
     conversions: dict[str, int]  # "from -> to" -> how many
+    deals_recomputed: int | None = None  # None: the whole table was rebuilt
 
 
 def _days_between(dialect: sa.Dialect, later: Any, earlier: Any) -> Any:
@@ -35,19 +43,19 @@ def _days_between(dialect: sa.Dialect, later: Any, earlier: Any) -> Any:
     return sa.func.julianday(later) - sa.func.julianday(earlier)
 
 
-def transitions_select(dialect: sa.Dialect) -> sa.Select[Any]:
+def transitions_select(dialect: sa.Dialect, deal_ids: sa.Select[Any] | None = None) -> sa.Select[Any]:
+    """The transitions of every deal, or of the deals `deal_ids` selects."""
     h = deal_history.c
     ordered = (h.valid_from, h.id)
-    live = (
-        sa.select(
-            h.deal_id,
-            h.deal_stage,
-            h.valid_from,
-            sa.func.lag(h.deal_stage).over(partition_by=h.deal_id, order_by=ordered).label("previous_stage"),
-        )
-        .where(h.is_deleted.is_(False), h.deal_stage.is_not(None))
-        .subquery("live_versions")
-    )
+    versions = sa.select(
+        h.deal_id,
+        h.deal_stage,
+        h.valid_from,
+        sa.func.lag(h.deal_stage).over(partition_by=h.deal_id, order_by=ordered).label("previous_stage"),
+    ).where(h.is_deleted.is_(False), h.deal_stage.is_not(None))
+    if deal_ids is not None:
+        versions = versions.where(h.deal_id.in_(deal_ids))
+    live = versions.subquery("live_versions")
     changes = (
         sa.select(
             live.c.deal_id,
@@ -68,13 +76,58 @@ def transitions_select(dialect: sa.Dialect) -> sa.Select[Any]:
     )
 
 
-def replace_transitions(engine: Engine) -> TransitionStats:
-    """Rebuild deal_stage_transitions from deal_history in one transaction."""
+def refresh_transitions(engine: Engine, rebuild: bool = False) -> TransitionStats:
+    """Bring deal_stage_transitions up to date with deal_history in one transaction: recompute the deals
+    with versions added since the last build, or everything on the first build or when asked."""
     with engine.begin() as conn:
-        conn.execute(sa.delete(deal_stage_transitions))
-        insert = deal_stage_transitions.insert().from_select(_COLUMNS, transitions_select(conn.dialect))
+        if is_postgres(conn.dialect):
+            # One refresh at a time (two would both insert a deal's transitions); and versions committed
+            # while this one reads would otherwise fall below the newest id it records.
+            conn.execute(sa.text(f"LOCK TABLE {deal_stage_transitions.name} IN SHARE ROW EXCLUSIVE MODE"))
+            conn.execute(sa.text(f"LOCK TABLE {deal_history.name} IN SHARE MODE"))
+        built_through = None if rebuild else _built_through(conn)
+        newest = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(deal_history.c.id), 0))).scalar_one())
+        recomputed: int | None = None
+        if built_through is None or newest < built_through:  # never built, or the history was reset
+            conn.execute(sa.delete(deal_stage_transitions))
+            conn.execute(deal_stage_transitions.insert().from_select(_COLUMNS, transitions_select(conn.dialect)))
+        else:
+            recomputed = _recompute_deals_since(conn, built_through) if newest > built_through else 0
+        _record_built_through(conn, newest)
+        stats = transition_stats(conn)
+    return dataclasses.replace(stats, deals_recomputed=recomputed)
+
+
+def _recompute_deals_since(conn: sa.Connection, built_through: int) -> int:
+    """Replace the transitions of the deals with versions newer than `built_through`; how many deals."""
+    h = deal_history.c
+    changed = create_stage(conn, deal_history, ["deal_id"], primary_key=["deal_id"])
+    try:
+        newer = sa.select(h.deal_id).where(h.id > built_through).distinct()
+        conn.execute(changed.insert().from_select(["deal_id"], newer))
+        count = conn.execute(sa.select(sa.func.count()).select_from(changed)).scalar_one()
+        analyze_stage(conn, changed)
+        deal_ids = sa.select(changed.c.deal_id)
+        conn.execute(sa.delete(deal_stage_transitions).where(deal_stage_transitions.c.deal_id.in_(deal_ids)))
+        insert = deal_stage_transitions.insert().from_select(_COLUMNS, transitions_select(conn.dialect, deal_ids))
         conn.execute(insert)
-        return transition_stats(conn)
+    finally:
+        drop_stages(conn)  # SQLite keeps a temporary table as long as the pooled connection
+    return int(count)
+
+
+def _built_through(conn: sa.Connection) -> int | None:
+    state = derived_state.c
+    query = sa.select(state.built_through).where(state.table_name == deal_stage_transitions.name)
+    value = conn.execute(query).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
+def _record_built_through(conn: sa.Connection, newest: int) -> None:
+    values = {"table_name": deal_stage_transitions.name, "built_through": newest, "updated_at": datetime.now(UTC)}
+    insert = upsert_insert(conn, derived_state).values(**values)
+    update = {"built_through": newest, "updated_at": values["updated_at"]}
+    conn.execute(insert.on_conflict_do_update(index_elements=["table_name"], set_=update))
 
 
 def transition_stats(conn: sa.Connection) -> TransitionStats:

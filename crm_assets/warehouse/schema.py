@@ -308,6 +308,15 @@ pipeline_daily = Table(
     comment="Open deals per stage and region as of the end of each UTC day, from deal_history",
 )
 
+derived_state = Table(
+    "derived_state",
+    metadata,
+    Column("table_name", String(64), primary_key=True, comment="a table kept up to date incrementally"),
+    Column("built_through", BigInteger, nullable=False, comment="the highest id of its source table it reflects"),
+    Column("updated_at", UtcTimestamp, nullable=False),
+    comment="How far each table derived incrementally from another (deal_stage_transitions) has caught up",
+)
+
 crm_rate_budget = Table(
     "crm_rate_budget",
     metadata,

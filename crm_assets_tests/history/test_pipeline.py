@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -12,10 +14,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from crm_assets.reports.pipeline import OPEN_STAGES, read_pipeline, replace_pipeline
-from crm_assets.reports.transitions import replace_transitions
+from crm_assets.reports.transitions import refresh_transitions
 from crm_assets.reports.windows import utc_midnight
 from crm_assets.warehouse import history
-from crm_assets.warehouse.schema import CLEAN_TABLES, deal_stage_transitions
+from crm_assets.warehouse.schema import CLEAN_TABLES, deal_history, deal_stage_transitions
 from crm_assets_tests.history.helpers import account, deal, instant, stamp, sync, versions
 
 Row = tuple[date, str, str | None, int, Decimal]
@@ -25,7 +27,9 @@ def at(monkeypatch: pytest.MonkeyPatch, moment: datetime) -> None:
     monkeypatch.setattr(history, "observation_time", lambda: moment)
 
 
-def build_history(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+def build_history(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, after_each_sync: Callable[[], None] = lambda: None
+) -> None:
     """Three syncs; changes land on several days, one exactly at midnight, one deal goes and comes back."""
     at(monkeypatch, instant(3, 0))
     sync(
@@ -39,6 +43,7 @@ def build_history(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
             deal(106, 6, 3, stamp(2), stage="Closed-Won", amount="600"),
         ],
     )
+    after_each_sync()
     at(monkeypatch, instant(10, 0))
     sync(
         engine,
@@ -50,6 +55,7 @@ def build_history(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
         ],
         deleted_deals=[deal(104, 4, 3, stamp(8), stage="Negotiation", amount="400")],
     )
+    after_each_sync()
     at(monkeypatch, instant(14, 0))
     sync(
         engine,
@@ -59,6 +65,7 @@ def build_history(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
         ],
         deleted_accounts=[account(2, 2, "Europe", stamp(11))],  # deal 5 is orphaned, observed on the 14th
     )
+    after_each_sync()
 
 
 def replay(engine: Engine, day: date) -> list[Row]:
@@ -123,7 +130,7 @@ def test_no_history_yet_means_no_rows(warehouse_engine: Engine) -> None:
 
 def test_stage_transitions_follow_the_history(warehouse_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     build_history(warehouse_engine, monkeypatch)
-    stats = replace_transitions(warehouse_engine)
+    stats = refresh_transitions(warehouse_engine)
     t = deal_stage_transitions.c
     with warehouse_engine.connect() as conn:
         rows: list[Any] = conn.execute(
@@ -147,4 +154,42 @@ def test_stage_transitions_follow_the_history(warehouse_engine: Engine, monkeypa
         "Prospecting -> Negotiation": 1,
     }
     assert stats.median_days_in_stage == {"Negotiation": 8.0}
-    assert replace_transitions(warehouse_engine) == stats  # a rebuild, not an append
+    assert refresh_transitions(warehouse_engine, rebuild=True) == stats  # a rebuild, not an append
+
+
+def _transitions(engine: Engine) -> list[Any]:
+    t = deal_stage_transitions.c
+    with engine.connect() as conn:
+        return list(
+            conn.execute(sa.select(t.deal_id, t.from_stage, t.to_stage, t.changed_at, t.days_in_from_stage)).all()
+        )
+
+
+def test_transitions_kept_up_to_date_equal_a_rebuild_after_every_sync(
+    warehouse_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recomputed: list[int | None] = []
+
+    def refresh_then_compare_with_a_rebuild() -> None:
+        kept = refresh_transitions(warehouse_engine)
+        rows = sorted(_transitions(warehouse_engine))
+        rebuilt = refresh_transitions(warehouse_engine, rebuild=True)
+        assert sorted(_transitions(warehouse_engine)) == rows
+        assert dataclasses.replace(kept, deals_recomputed=None) == rebuilt
+        recomputed.append(kept.deals_recomputed)
+        assert refresh_transitions(warehouse_engine).deals_recomputed == 0, "nothing new: nothing recomputed"
+
+    build_history(warehouse_engine, monkeypatch, after_each_sync=refresh_then_compare_with_a_rebuild)
+    # The first build is a rebuild; then the deals with new versions: 1-5 (104 deleted), then 1, 4 and 5.
+    assert recomputed == [None, 5, 3]
+
+
+def test_transitions_are_rebuilt_when_the_history_was_reset(
+    warehouse_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_history(warehouse_engine, monkeypatch)
+    assert refresh_transitions(warehouse_engine).transitions == 4
+    with warehouse_engine.begin() as conn:
+        conn.execute(sa.delete(deal_history))
+    stats = refresh_transitions(warehouse_engine)
+    assert stats.deals_recomputed is None and stats.transitions == 0 and _transitions(warehouse_engine) == []

@@ -14,7 +14,7 @@ from crm_assets.defs.reports.partitions import report_partitions
 from crm_assets.files import write_bytes_atomically
 from crm_assets.reports.pipeline import PipelineStats, replace_pipeline
 from crm_assets.reports.pipeline_chart import open_value_by_stage, render_pipeline_chart
-from crm_assets.reports.transitions import TransitionStats, replace_transitions
+from crm_assets.reports.transitions import TransitionStats, refresh_transitions
 from crm_assets.reports.windows import Cadence, utc_day
 from crm_assets.resources import ExportDirectory, WarehouseResource
 from crm_assets.warehouse.history import history_start
@@ -102,7 +102,7 @@ def deal_stage_transitions_asset(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> dg.MaterializeResult[None]:
     started = time.monotonic()
-    stats = replace_transitions(warehouse.get_engine())
+    stats = refresh_transitions(warehouse.get_engine())
     context.log.info(f"deal_stage_transitions: {stats.transitions:,} transitions of {stats.deals:,} deals")
     metadata = _transition_metadata(stats)
     metadata["duration_seconds"] = round(time.monotonic() - started, 2)
