@@ -96,15 +96,21 @@ def _slug(stage: str) -> str:
     deps=[deal_history_asset],
     kinds={"sql"},
     description="One row per stage change of a deal (from_stage, to_stage, changed_at, days_in_from_stage), "
-    "rebuilt set-based from deal_history. Metadata: median days per stage and stage-to-stage conversion counts.",
+    "derived set-based from deal_history: each run recomputes the deals with versions added since the last. "
+    "Metadata: median days per stage and stage-to-stage conversion counts.",
 )
 def deal_stage_transitions_asset(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> dg.MaterializeResult[None]:
     started = time.monotonic()
     stats = refresh_transitions(warehouse.get_engine())
-    context.log.info(f"deal_stage_transitions: {stats.transitions:,} transitions of {stats.deals:,} deals")
+    recomputed = "all" if stats.deals_recomputed is None else f"{stats.deals_recomputed:,}"
+    context.log.info(
+        f"deal_stage_transitions: {stats.transitions:,} transitions of {stats.deals:,} deals ({recomputed} recomputed)"
+    )
     metadata = _transition_metadata(stats)
+    if stats.deals_recomputed is not None:
+        metadata["deals_recomputed"] = stats.deals_recomputed
     metadata["duration_seconds"] = round(time.monotonic() - started, 2)
     return dg.MaterializeResult(metadata=metadata)
 
