@@ -1,17 +1,19 @@
 """The local Dagster instance a home without dagster.yaml gets: its config file, and the pooled event log
 (same files as Dagster's own SQLite storage, engines kept per file, bounded, released)."""
 
-from __future__ import annotations
-
 import sqlite3
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
+from dagster._core.event_api import EventLogRecord
 from dagster._core.storage.event_log.sqlite import sqlite_event_log
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._core.storage.sql import check_alembic_revision, get_alembic_config
+from dagster._serdes import deserialize_value
 
 from crm_assets import settings
 from crm_assets.defs import local_storage
@@ -119,3 +121,64 @@ def test_a_new_run_file_is_created_as_dagster_creates_it(tmp_path: Path) -> None
     with dagsters.run_connection("a-run") as conn:  # Dagster finds it at its newest revision
         assert check_alembic_revision(get_alembic_config(sqlite_event_log.__file__), conn)[0] == created[1]
     ours.dispose()
+
+
+@dg.asset(
+    partitions_def=dg.DailyPartitionsDefinition(start_date="2026-01-01", end_date="2026-03-01"),
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
+def daily(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    for key in context.partition_keys:
+        context.add_asset_metadata({"day": key}, partition_key=key)
+    return dg.MaterializeResult()
+
+
+def _one_run_over_every_day(instance: dg.DagsterInstance) -> list[Any]:
+    """One run materializing the 59 days; what the instance then knows of them."""
+    tags = {"dagster/asset_partition_range_start": "2026-01-01", "dagster/asset_partition_range_end": "2026-02-28"}
+    assert dg.materialize([daily], instance=instance, tags=tags).success
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=daily.key), limit=100).records
+    latest = instance.get_latest_materialization_event(daily.key)
+    return [
+        sorted(instance.get_materialized_partitions(daily.key)),
+        sorted((r.partition_key, r.asset_materialization.metadata["day"].value) for r in records),  # type: ignore[union-attr]
+        latest.dagster_event.partition if latest and latest.dagster_event else None,
+        instance.get_asset_records([daily.key])[0].asset_entry.last_materialization_record.partition_key,  # type: ignore[union-attr]
+        len(
+            instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=daily.key, asset_partitions=["2026-02-01"]), limit=10
+            ).records
+        ),
+    ]
+
+
+def test_a_batch_of_materializations_is_stored_as_dagster_stores_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batched write (one transaction per file) leaves what Dagster's own storage, event by event, leaves."""
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "25")
+    pooled_home, plain_home = tmp_path / "pooled", tmp_path / "plain"
+    for home in (pooled_home, plain_home):
+        home.mkdir()
+    (pooled_home / "dagster.yaml").write_text(local_instance_config(pooled_home))
+    seen = {}
+    for home in (pooled_home, plain_home):
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            seen[home] = [*_one_run_over_every_day(instance), _stored(home)]
+    assert seen[pooled_home] == seen[plain_home]
+    assert len(seen[pooled_home][0]) == 59 and seen[pooled_home][2] == "2026-02-28"
+
+
+def _stored(home: Path) -> list[Any]:
+    """What the event files hold, without ids, run ids and times: events by kind and partition, the asset's
+    row (its latest materialization's partition), the asset event tags by key."""
+    runs = home / "history" / "runs"
+    with sqlite3.connect(runs / "index.db") as index:
+        events = Counter(index.execute("SELECT dagster_event_type, partition FROM event_logs").fetchall())
+        (latest,) = index.execute("SELECT last_materialization FROM asset_keys").fetchone()
+        tags = Counter(key for (key,) in index.execute("SELECT key FROM asset_event_tags"))
+    (run_file,) = (f for f in runs.glob("*.db") if f.name != "index.db")
+    with sqlite3.connect(run_file) as run:
+        run_events = Counter(kind for (kind,) in run.execute("SELECT dagster_event_type FROM event_logs"))
+    latest_partition = deserialize_value(latest, EventLogRecord).event_log_entry.get_dagster_event().partition
+    return [events, latest_partition, tags, run_events]

@@ -14,7 +14,6 @@ from crm_assets.defs.local_storage import PooledSqliteEventLogStorage
 from crm_assets.defs.reports.refresh import (
     IN_PROCESS_RUN_COST_IN_WINDOWS,
     MERGE_GAP,
-    event_storage_kind,
     in_process_merge_gap,
     merged_runs,
     stores_events_in_batches,
@@ -36,12 +35,15 @@ def test_contiguous_windows_share_a_run_and_gaps_join_up_to_the_merge_gap() -> N
         (date(2025, 1, 1), date(2025, 6, 1)),
         (date(2026, 9, 1), date(2026, 9, 1)),
     ]
-    costs = IN_PROCESS_RUN_COST_IN_WINDOWS
-    assert MERGE_GAP[Cadence.DAILY] > costs["batched"] > costs["kept_connections"] > costs["file_per_event"]
+    assert (
+        MERGE_GAP[Cadence.DAILY]
+        > IN_PROCESS_RUN_COST_IN_WINDOWS["batched"]
+        > IN_PROCESS_RUN_COST_IN_WINDOWS["one_by_one"]
+    )
 
 
-def test_runs_join_more_the_cheaper_the_instance_stores_an_event(tmp_path: Path) -> None:
-    """The local instance crm-assets creates keeps its connections; Dagster's default opens a file per event."""
+def test_runs_join_more_where_the_instance_stores_events_in_batches(tmp_path: Path) -> None:
+    """The local instance crm-assets creates batches them; Dagster's default SQLite storage opens a file per event."""
     local, plain = tmp_path / "local", tmp_path / "plain"
     for home in (local, plain):
         home.mkdir()
@@ -50,12 +52,11 @@ def test_runs_join_more_the_cheaper_the_instance_stores_an_event(tmp_path: Path)
     for home in (local, plain):
         with dg.DagsterInstance.from_config(str(home)) as instance:
             gaps[home] = set(in_process_merge_gap(instance).values())
-    assert gaps[local] == {IN_PROCESS_RUN_COST_IN_WINDOWS["kept_connections"]}
-    assert gaps[plain] == {IN_PROCESS_RUN_COST_IN_WINDOWS["file_per_event"]}
+    assert gaps[local] == {IN_PROCESS_RUN_COST_IN_WINDOWS["batched"]}
+    assert gaps[plain] == {IN_PROCESS_RUN_COST_IN_WINDOWS["one_by_one"]}
 
 
-def test_postgresql_event_storage_writes_batches_and_sqlite_does_not() -> None:
+def test_postgresql_and_the_local_instance_write_batches_and_dagsters_sqlite_does_not() -> None:
     assert stores_events_in_batches(PostgresEventLogStorage)
-    assert event_storage_kind(PostgresEventLogStorage) == "batched"
-    assert event_storage_kind(PooledSqliteEventLogStorage) == "kept_connections"
+    assert stores_events_in_batches(PooledSqliteEventLogStorage)
     assert not stores_events_in_batches(SqliteEventLogStorage)

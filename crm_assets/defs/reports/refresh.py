@@ -18,7 +18,6 @@ import sqlalchemy as sa
 from dagster._core.storage.event_log import EventLogStorage
 
 from crm_assets.contracts import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG, TOUCHED_DATES
-from crm_assets.defs.local_storage import PooledSqliteEventLogStorage
 from crm_assets.defs.reports.assets import asset_key
 from crm_assets.defs.reports.jobs import REPORT_JOBS
 from crm_assets.defs.reports.partitions import report_partitions
@@ -33,10 +32,10 @@ DEALS_KEY = dg.AssetKey("deals")
 #   to about a year apart share a run, so a typical refresh is one run per cadence;
 MERGE_GAP = {Cadence.DAILY: 366, Cadence.WEEKLY: 53, Cadence.MONTHLY: 12}
 # - a run `crm-assets run` executes in its own process costs as much as a few dozen windows, depending on
-#   how the instance stores events (bench_reports.py, 100k deals): PostgreSQL stores them in batches (0.30 s
-#   a run, under 4 ms a window); the local instance one by one on open connections (0.17 s, 3 ms); Dagster's
-#   default SQLite storage opens a file for each event (0.21 s, 7.5 ms).
-IN_PROCESS_RUN_COST_IN_WINDOWS = {"batched": 80, "kept_connections": 50, "file_per_event": 20}
+#   how the instance stores events (bench_reports.py, 100k deals): in batches, as PostgreSQL and the local
+#   instance crm-assets creates do (0.17-0.30 s a run, 2-4 ms a window), or one by one, as Dagster's default
+#   SQLite storage does, opening its file for each (0.21 s a run, 7.5 ms a window).
+IN_PROCESS_RUN_COST_IN_WINDOWS = {"batched": 80, "one_by_one": 20}
 
 
 def stores_events_in_batches(storage: type[EventLogStorage]) -> bool:
@@ -44,17 +43,10 @@ def stores_events_in_batches(storage: type[EventLogStorage]) -> bool:
     return storage.store_event_batch is not EventLogStorage.store_event_batch
 
 
-def event_storage_kind(storage: type[EventLogStorage]) -> str:
-    """How an event log storage writes: a key of IN_PROCESS_RUN_COST_IN_WINDOWS."""
-    if stores_events_in_batches(storage):
-        return "batched"
-    return "kept_connections" if issubclass(storage, PooledSqliteEventLogStorage) else "file_per_event"
-
-
 def in_process_merge_gap(instance: dg.DagsterInstance) -> Mapping[Cadence, int]:
     """The merge gap for runs executed in this process on `instance`."""
-    cost = IN_PROCESS_RUN_COST_IN_WINDOWS[event_storage_kind(type(instance.event_log_storage))]
-    return dict.fromkeys(Cadence, cost)
+    batched = stores_events_in_batches(type(instance.event_log_storage))
+    return dict.fromkeys(Cadence, IN_PROCESS_RUN_COST_IN_WINDOWS["batched" if batched else "one_by_one"])
 
 
 @dataclass(frozen=True)
