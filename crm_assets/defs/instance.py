@@ -45,8 +45,8 @@ _HOME_KEY = "    dagster_home: "
 
 
 def local_instance_config(home: Path) -> str:
-    """The dagster.yaml a home without one gets: Dagster's SQLite storage in the home, the event log's
-    connections kept open (defs/local_storage.py); no telemetry, no welcome popup in the UI."""
+    """The dagster.yaml a home without one gets: Dagster's SQLite storage in the home, its event log
+    writing on open connections and in batches (defs/local_storage.py); no telemetry, no UI welcome popup."""
     return (
         EARLIER_LOCAL_INSTANCE_CONFIG
         + "event_log_storage:\n"
