@@ -1,7 +1,9 @@
 """The local Dagster instance a home without dagster.yaml gets: its config file, and the pooled event log
 (same files as Dagster's own SQLite storage, engines kept per file, bounded, released)."""
 
+import logging
 import sqlite3
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 from dagster._core.event_api import EventLogRecord
+from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite import sqlite_event_log
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._core.storage.sql import check_alembic_revision, get_alembic_config
@@ -68,8 +71,6 @@ def test_engines_are_kept_per_file_bounded_and_released(home: Path, monkeypatch:
         assert len(kept) == 2
         newest_run = instance.get_runs(limit=1)[0].run_id
         assert storage.get_logs_for_run(newest_run)  # read back through a kept or a new engine
-        with storage.index_connection() as conn:
-            assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 1  # NORMAL: synced at checkpoints
         storage.wipe()  # deletes the run files: none of their engines may outlive them
         assert set(storage._engines) <= {"index"}
         assert instance.get_materialized_partitions(lettered.key) == set()
@@ -182,3 +183,38 @@ def _stored(home: Path) -> list[Any]:
         run_events = Counter(kind for (kind,) in run.execute("SELECT dagster_event_type FROM event_logs"))
     latest_partition = deserialize_value(latest, EventLogRecord).event_log_entry.get_dagster_event().partition
     return [events, latest_partition, tags, run_events]
+
+
+def _message(run_id: str, text: str) -> EventLogEntry:
+    return EventLogEntry(
+        error_info=None,
+        level=logging.INFO,
+        user_message=text,
+        run_id=run_id,
+        timestamp=time.time(),
+        step_key=None,
+        job_name="a_job",
+        dagster_event=None,
+    )
+
+
+@pytest.mark.parametrize("reader_kind", [PooledSqliteEventLogStorage, SqliteEventLogStorage])
+@pytest.mark.parametrize("writer_kind", [PooledSqliteEventLogStorage, SqliteEventLogStorage])
+def test_a_watched_run_sees_each_event_as_it_is_stored(
+    tmp_path: Path, writer_kind: type[SqliteEventLogStorage], reader_kind: type[SqliteEventLogStorage]
+) -> None:
+    """The UI's live run log: Dagster's watch wakes on writes to the run's file, which a connection kept
+    open would leave in the write-ahead log until the run's end."""
+    writer, reader = writer_kind(str(tmp_path)), reader_kind(str(tmp_path))
+    writer.store_event(_message("a-run", "first"))
+    assert len(reader.get_records_for_run("a-run").records) == 1  # as the UI reads a run before watching it
+    seen: list[str] = []
+    reader.watch("a-run", None, lambda entry, _cursor: seen.append(entry.user_message))
+    for i in range(5):
+        writer.store_event(_message("a-run", f"event {i}"))
+        deadline = time.monotonic() + 5
+        while f"event {i}" not in seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert f"event {i}" in seen, f"not seen while the run goes on: {seen}"
+    writer.dispose()
+    reader.dispose()

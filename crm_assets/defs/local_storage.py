@@ -1,13 +1,17 @@
-"""The local Dagster instance's event log: Dagster's SQLite event log, its connections kept open and a
+"""The local Dagster instance's event log: Dagster's SQLite event log with its index file kept open and a
 step's partition events written in one transaction per file.
 
 Dagster's SQLite event log creates an engine, opens the file and disposes of both for every event it
 stores (one file per run, plus an index file every asset event is copied to), two commits an event. A run
 writes an event per partition it materializes, so on the local instance storing events was most of the
-work: rebuilding every aggregation partition took 31 s, 16 s with the engines kept, 14 s with commits not
-synced (100k deals); batches (DAGSTER_EVENT_BATCH_SIZE, which `crm-assets run` sets) write a step's
-partitions together, as Dagster's PostgreSQL storage does. The files and their schema are Dagster's own:
-a plain SQLite instance on the same folder reads them.
+work: rebuilding every aggregation partition took 31 s; 11 s with engines kept and batches (100k deals).
+Batches (DAGSTER_EVENT_BATCH_SIZE, which `crm-assets run` sets) write a step's partitions together, as
+Dagster's PostgreSQL storage does. The files and their schema are Dagster's own: a plain SQLite instance
+on the same folder reads them.
+
+A run's file is still opened and closed for each use, as Dagster does: the last connection to close
+copies the write-ahead log into the file, and Dagster's watch (the UI's live run log) wakes on that write.
+A connection kept open would leave the events in the log, unseen until the run ends.
 """
 
 from __future__ import annotations
@@ -27,18 +31,24 @@ from dagster._core.events import DagsterEventType
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.schema import SqlEventLogStorageMetadata
 from dagster._core.storage.event_log.sqlite import sqlite_event_log
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import SQLITE_BUSY_TIMEOUT_SECONDS, SqliteEventLogStorage
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+    INDEX_SHARD_NAME,
+    SQLITE_BUSY_TIMEOUT_SECONDS,
+    SqliteEventLogStorage,
+)
 from dagster._core.storage.sql import get_alembic_config
 from dagster._serdes import ConfigurableClassData
+from sqlalchemy.pool import NullPool
 
 # Where Dagster's default SQLite storage keeps the event log under $DAGSTER_HOME.
 EVENT_LOG_FOLDER = Path("history", "runs")
-# The index file and the few newest runs' files: a command writes one run at a time, the UI reads a few.
+# Engines kept: the index file's and the few newest runs' (a command writes one run at a time).
 ENGINES_KEPT = 8
 
 
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
-    """SQLite event log storage that keeps an engine per recently used file instead of one per event."""
+    """SQLite event log storage that keeps an engine per recently used file (the index file's connection
+    open) instead of one per event, and writes a batch of partition events at once."""
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         self._engines: OrderedDict[str, sa.Engine] = OrderedDict()  # before super(): it may connect
@@ -100,14 +110,16 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         """The shard's engine, newly used; the least recently used one is disposed beyond ENGINES_KEPT."""
         engine = self._engines.pop(shard, None)
         if engine is None:
-            # Initializing a new file inspects it on a second connection while the first is open.
+            # Initializing a new file inspects it on a second connection while the first is open. A run's
+            # file is connected to afresh each time (module docstring).
+            pooling: dict[str, Any] = (
+                {"pool_size": 1, "max_overflow": 1} if shard == INDEX_SHARD_NAME else {"poolclass": NullPool}
+            )
             engine = sa.create_engine(
                 self.conn_string_for_shard(shard),
                 connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
-                pool_size=1,
-                max_overflow=1,
+                **pooling,
             )
-            sa.event.listen(engine, "connect", _relaxed_sync)
         self._engines[shard] = engine
         while len(self._engines) > ENGINES_KEPT:
             self._engines.popitem(last=False)[1].dispose()
@@ -159,10 +171,3 @@ def _event_log_head() -> str:
     """The newest revision of Dagster's SQLite event log schema (what stamping "head" writes)."""
     script = ScriptDirectory.from_config(get_alembic_config(sqlite_event_log.__file__))
     return str(script.as_revision_number("head"))
-
-
-def _relaxed_sync(dbapi_connection: Any, _record: Any) -> None:
-    """WAL files synced at checkpoints, not at every commit: 12% of a reports rebuild. A crash of the
-    machine (not of a process) may lose the last events, never corrupt the files; a lost materialization
-    event only makes the next `crm-assets run` recompute that partition."""
-    dbapi_connection.execute("PRAGMA synchronous=NORMAL")
