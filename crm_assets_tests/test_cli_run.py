@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from crm_assets.contracts import CODE_LOCATION_NAME
-from crm_assets_tests.conftest import create_pg_database, drop_pg_database
+from crm_assets_tests.conftest import create_pg_database, drop_pg_database, instance_at
 
 CLI = Path(sys.executable).with_name("crm-assets")
 REPOSITORY_LABEL = f"__repository__@{CODE_LOCATION_NAME}"
@@ -43,7 +43,7 @@ def _cli(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Complete
 
 
 def _runs_by_job(home: Path) -> dict[str, list[dg.DagsterRun]]:
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    with instance_at(str(home)) as instance:
         listed = instance.get_runs(dg.RunsFilter(tags={".dagster/repository": REPOSITORY_LABEL}))
         everything = instance.get_runs()
     assert {r.run_id for r in listed} == {r.run_id for r in everything}, "every run lists on its job's page"
@@ -108,7 +108,7 @@ def test_the_readme_commands_in_order_share_one_instance_and_one_warehouse(tmp_p
         [sys.executable, "-c", SNAPSHOT_IDS], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
     )
     current = json.loads(loaded.stdout)
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    with instance_at(str(home)) as instance:
         for job, job_runs in runs.items():
             assert {_compared_snapshot_id(instance, r) for r in job_runs} == {current[job]}, job
 

@@ -2,6 +2,7 @@
 (same files as Dagster's own SQLite storage, engines kept per file, bounded, released)."""
 
 import logging
+import shutil
 import sqlite3
 import time
 from collections import Counter
@@ -20,8 +21,9 @@ from dagster._serdes import deserialize_value
 
 from crm_assets import settings
 from crm_assets.defs import local_storage
-from crm_assets.defs.instance import EARLIER_LOCAL_INSTANCE_CONFIG, dagster_home, local_instance_config
+from crm_assets.defs.instance import EARLIER_LOCAL_INSTANCE_CONFIG, LOCAL_INSTANCE_CONFIG, dagster_home
 from crm_assets.defs.local_storage import PooledSqliteEventLogStorage
+from crm_assets_tests.conftest import instance_at
 
 
 @dg.asset(partitions_def=dg.StaticPartitionsDefinition(["a", "b", "c"]))
@@ -41,19 +43,19 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_a_new_home_gets_the_pooled_event_log(home: Path) -> None:
-    assert (home / "dagster.yaml").read_text() == local_instance_config(home)
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    assert (home / "dagster.yaml").read_text() == LOCAL_INSTANCE_CONFIG
+    with instance_at(home) as instance:
         assert type(instance.event_log_storage) is PooledSqliteEventLogStorage
         _materialize_every_partition(instance)
         assert instance.get_materialized_partitions(lettered.key) == {"a", "b", "c"}
 
 
 def test_dagsters_own_sqlite_storage_reads_what_the_pooled_one_wrote(home: Path) -> None:
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    with instance_at(home) as instance:
         _materialize_every_partition(instance)
         run_ids = {run.run_id for run in instance.get_runs()}
     (home / "dagster.yaml").write_text(EARLIER_LOCAL_INSTANCE_CONFIG)  # the same folder, Dagster's default storage
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    with instance_at(home) as instance:
         assert type(instance.event_log_storage) is SqliteEventLogStorage
         assert {run.run_id for run in instance.get_runs()} == run_ids
         assert instance.get_materialized_partitions(lettered.key) == {"a", "b", "c"}
@@ -63,7 +65,7 @@ def test_dagsters_own_sqlite_storage_reads_what_the_pooled_one_wrote(home: Path)
 
 def test_engines_are_kept_per_file_bounded_and_released(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(local_storage, "ENGINES_KEPT", 2)
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    with instance_at(home) as instance:
         storage = instance.event_log_storage
         assert isinstance(storage, PooledSqliteEventLogStorage)
         _materialize_every_partition(instance)  # three run files and the index file
@@ -78,7 +80,7 @@ def test_engines_are_kept_per_file_bounded_and_released(home: Path, monkeypatch:
     assert not storage._engines, "disposed with the instance"
 
 
-def test_earlier_generated_configs_are_upgraded_and_a_users_own_is_kept(
+def test_an_earlier_generated_config_is_upgraded_and_a_users_own_is_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     home = tmp_path / "home"
@@ -88,16 +90,25 @@ def test_earlier_generated_configs_are_upgraded_and_a_users_own_is_kept(
 
     config.write_text(EARLIER_LOCAL_INSTANCE_CONFIG)
     dagster_home()
-    assert config.read_text() == local_instance_config(home)
+    assert config.read_text() == LOCAL_INSTANCE_CONFIG
 
-    config.write_text(local_instance_config(tmp_path / "where it was before a move"))
-    dagster_home()
-    assert config.read_text() == local_instance_config(home)
-
-    own = local_instance_config(home) + "run_monitoring:\n  enabled: true\n"
+    own = LOCAL_INSTANCE_CONFIG + "run_monitoring:\n  enabled: true\n"
     config.write_text(own)
     dagster_home()
     assert config.read_text() == own
+
+
+def test_a_copied_home_keeps_its_events_in_its_own_folder(home: Path, tmp_path: Path) -> None:
+    with instance_at(home) as instance:
+        _materialize_every_partition(instance)
+    copy = tmp_path / "a copy, with spaces and ü"
+    shutil.copytree(home, copy)
+    with instance_at(copy) as instance:  # as `dg dev` opens it: DAGSTER_HOME names the copy
+        assert dg.materialize([lettered], instance=instance, partition_key="a").success
+        assert len(instance.get_runs()) == 4
+    with instance_at(home) as instance:
+        assert len(instance.get_runs()) == 3, "the original is left as it was"
+        assert len(instance.fetch_materializations(lettered.key, limit=10).records) == 3
 
 
 def _schema(database: Path) -> tuple[list[tuple[str, str]], str, str]:
@@ -161,10 +172,10 @@ def test_a_batch_of_materializations_is_stored_as_dagster_stores_it(
     pooled_home, plain_home = tmp_path / "pooled", tmp_path / "plain"
     for home in (pooled_home, plain_home):
         home.mkdir()
-    (pooled_home / "dagster.yaml").write_text(local_instance_config(pooled_home))
+    (pooled_home / "dagster.yaml").write_text(LOCAL_INSTANCE_CONFIG)
     seen = {}
     for home in (pooled_home, plain_home):
-        with dg.DagsterInstance.from_config(str(home)) as instance:
+        with instance_at(home) as instance:
             seen[home] = [*_one_run_over_every_day(instance), _stored(home)]
     assert seen[pooled_home] == seen[plain_home]
     assert len(seen[pooled_home][0]) == 59 and seen[pooled_home][2] == "2026-02-28"

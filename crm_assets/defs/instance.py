@@ -7,7 +7,6 @@ the UI. They then execute in this process, in the foreground, like `dagster job 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import warnings
@@ -29,6 +28,7 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from crm_assets import settings
 from crm_assets.contracts import CODE_LOCATION_NAME
 from crm_assets.defs.local_storage import PooledSqliteEventLogStorage
+from crm_assets.files import write_bytes_atomically
 
 DEFINITIONS_MODULE = "crm_assets.definitions"
 REPOSITORY_NAME = "__repository__"  # what Dagster names the repository of a Definitions object
@@ -38,45 +38,34 @@ IN_PROCESS: Mapping[str, Any] = {"execution": {"config": {"in_process": {}}}}
 PLAIN_CONSOLE: Mapping[str, Any] = {"loggers": {"console": {}}}
 
 
-# What earlier releases wrote as a home's dagster.yaml: upgraded in place (other content is the user's).
+# The dagster.yaml a home without one gets: Dagster's SQLite storage in the home, its event log keeping
+# the index file open and writing batches (defs/local_storage.py); no telemetry, no UI welcome popup. The
+# event log finds the home from DAGSTER_HOME, as every Dagster process does: a copied or moved home keeps
+# its events (an absolute path would send them back to the original folder).
+LOCAL_INSTANCE_CONFIG = f"""\
+telemetry:
+  enabled: false
+nux:
+  enabled: false
+event_log_storage:
+  module: {PooledSqliteEventLogStorage.__module__}
+  class: {PooledSqliteEventLogStorage.__name__}
+  config:
+    dagster_home:
+      env: {settings.DAGSTER_HOME}
+"""
+# What earlier releases wrote there: upgraded in place. Any other content is the user's, and kept.
 EARLIER_LOCAL_INSTANCE_CONFIG = "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
-
-_HOME_KEY = "    dagster_home: "
-
-
-def local_instance_config(home: Path) -> str:
-    """The dagster.yaml a home without one gets: Dagster's SQLite storage in the home, its event log
-    writing on open connections and in batches (defs/local_storage.py); no telemetry, no UI welcome popup."""
-    return (
-        EARLIER_LOCAL_INSTANCE_CONFIG
-        + "event_log_storage:\n"
-        + f"  module: {PooledSqliteEventLogStorage.__module__}\n"
-        + f"  class: {PooledSqliteEventLogStorage.__name__}\n"
-        + f"  config:\n{_HOME_KEY}{json.dumps(str(home))}\n"  # a JSON string is a YAML string
-    )
-
-
-def _written_by_us(text: str) -> bool:
-    """Whether a dagster.yaml is one this module wrote (for any folder: a moved home is rewritten)."""
-    if text == EARLIER_LOCAL_INSTANCE_CONFIG:
-        return True
-    *_, last_line = text.rstrip("\n").rpartition("\n")
-    _, found, written_for = last_line.partition(_HOME_KEY)
-    try:
-        return bool(found) and text == local_instance_config(Path(json.loads(written_for)))
-    except (json.JSONDecodeError, TypeError):
-        return False
 
 
 def dagster_home() -> Path:
-    """$DAGSTER_HOME, else ./.crm_assets/dagster_home: created, with `local_instance_config` unless it has
-    a dagster.yaml of its own; exported for this process."""
+    """$DAGSTER_HOME, else ./.crm_assets/dagster_home: created, with LOCAL_INSTANCE_CONFIG unless it has a
+    dagster.yaml of its own; exported for this process."""
     home = settings.dagster_home().resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    wanted = local_instance_config(home)
-    if not config.exists() or (config.read_text() != wanted and _written_by_us(config.read_text())):
-        config.write_text(wanted)
+    if not config.exists() or config.read_text() == EARLIER_LOCAL_INSTANCE_CONFIG:
+        write_bytes_atomically(config, LOCAL_INSTANCE_CONFIG.encode())
     os.environ[settings.DAGSTER_HOME] = str(home)
     return home
 

@@ -38,7 +38,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from crm_assets.contracts import RANGE_END_TAG, RANGE_START_TAG
-from crm_assets.defs.instance import local_instance_config
+from crm_assets.defs.instance import LOCAL_INSTANCE_CONFIG
 from crm_assets.defs.reports.assets import report_assets
 from crm_assets.reports.aggregate import replace_aggregations
 from crm_assets.reports.windows import Cadence, window_start
@@ -46,7 +46,7 @@ from crm_assets.resources import ExportDirectory, WarehouseResource
 from crm_assets.warehouse.bulk import fill_stage
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
 from crm_assets.warehouse.schema import CLEAN_TABLES
-from crm_assets_tests.conftest import create_pg_database, drop_pg_database
+from crm_assets_tests.conftest import create_pg_database, drop_pg_database, instance_at
 
 REPOSITORY_INSTANCE = Path(__file__).resolve().parents[2] / "dagster.yaml"
 
@@ -125,9 +125,9 @@ def _dagster_instance(kind: str) -> Iterator[dg.DagsterInstance]:
     default SQLite storage (`dagster-sqlite`), or the repository's dagster.yaml on PostgreSQL."""
     with tempfile.TemporaryDirectory(prefix="crm_bench_dagster_") as home:
         if kind == "local":
-            (Path(home) / "dagster.yaml").write_text(local_instance_config(Path(home)))
+            (Path(home) / "dagster.yaml").write_text(LOCAL_INSTANCE_CONFIG)
         if kind in ("local", "dagster-sqlite"):
-            with dg.DagsterInstance.from_config(home) as instance:
+            with instance_at(home) as instance:
                 yield instance
             return
         with production_instance_home(Path(home)) as settings:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-import dagster as dg
 from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster_postgres import PostgresEventLogStorage
 
-from crm_assets.defs.instance import local_instance_config
+from crm_assets.defs.instance import LOCAL_INSTANCE_CONFIG
 from crm_assets.defs.local_storage import PooledSqliteEventLogStorage
 from crm_assets.defs.reports.refresh import (
     IN_PROCESS_RUN_COST_IN_WINDOWS,
@@ -19,6 +18,7 @@ from crm_assets.defs.reports.refresh import (
     stores_events_in_batches,
 )
 from crm_assets.reports.windows import Cadence
+from crm_assets_tests.conftest import instance_at
 
 DAYS = [date(2025, 1, 1), date(2025, 1, 2), date(2025, 1, 20), date(2025, 6, 1), date(2026, 9, 1)]
 
@@ -47,10 +47,10 @@ def test_runs_join_more_where_the_instance_stores_events_in_batches(tmp_path: Pa
     local, plain = tmp_path / "local", tmp_path / "plain"
     for home in (local, plain):
         home.mkdir()
-    (local / "dagster.yaml").write_text(local_instance_config(local))
+    (local / "dagster.yaml").write_text(LOCAL_INSTANCE_CONFIG)
     gaps = {}
     for home in (local, plain):
-        with dg.DagsterInstance.from_config(str(home)) as instance:
+        with instance_at(str(home)) as instance:
             gaps[home] = set(in_process_merge_gap(instance).values())
     assert gaps[local] == {IN_PROCESS_RUN_COST_IN_WINDOWS["batched"]}
     assert gaps[plain] == {IN_PROCESS_RUN_COST_IN_WINDOWS["one_by_one"]}

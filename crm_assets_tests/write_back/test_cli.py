@@ -18,6 +18,7 @@ from crm_assets.demo_crm import DEMO_API_KEY, DemoCrm
 from crm_assets.demo_crm.crm import error_response
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
 from crm_assets.warehouse.schema import CLEAN_TABLES, crm_update_audit
+from crm_assets_tests.conftest import instance_at
 from crm_assets_tests.write_back.conftest import rows, seed_warehouse
 from crm_assets_tests.write_back.test_update_job import first_deal
 
@@ -93,7 +94,7 @@ def test_update_runs_on_the_dagster_home_instance_and_prints_the_changes(
     (row,) = rows(engine, CLEAN_TABLES["deals"], CLEAN_TABLES["deals"].c.crm_id == crm_id)
     assert str(row["deal_size"]) == "24456.00"
     assert [a["status"] for a in rows(engine, crm_update_audit)] == ["applied"]
-    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+    with instance_at(env["DAGSTER_HOME"]) as instance:
         runs = instance.get_runs(dg.RunsFilter(job_name="update_domain_value"))
         assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS] * 2
     assert DEMO_API_KEY not in done.stdout + done.stderr
