@@ -27,7 +27,7 @@ from crm_assets_tests.conftest import instance_at
 
 
 @dg.asset(partitions_def=dg.StaticPartitionsDefinition(["a", "b", "c"]))
-def lettered() -> dg.MaterializeResult:
+def lettered() -> dg.MaterializeResult[None]:
     return dg.MaterializeResult(metadata={"rows": 1})
 
 
@@ -139,7 +139,7 @@ def test_a_new_run_file_is_created_as_dagster_creates_it(tmp_path: Path) -> None
     partitions_def=dg.DailyPartitionsDefinition(start_date="2026-01-01", end_date="2026-03-01"),
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
-def daily(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+def daily(context: dg.AssetExecutionContext) -> dg.MaterializeResult[None]:
     for key in context.partition_keys:
         context.add_asset_metadata({"day": key}, partition_key=key)
     return dg.MaterializeResult()

@@ -22,8 +22,8 @@ from crm_assets.reports.windows import Cadence
 from crm_assets.warehouse.bulk import (
     analyze_stage,
     create_stage,
-    drop_stages,
     restore_after_bulk_load,
+    stages_dropped,
     suspend_for_bulk_load,
 )
 from crm_assets.warehouse.schema import CLEAN_TABLES, deal_aggregations
@@ -138,8 +138,8 @@ def _rewrite_differences(conn: sa.Connection, cadence: Cadence, start: date, end
     # reading deals and inserting would otherwise fail the insert's foreign key (or deadlock).
     if is_postgres(conn.dialect):
         conn.execute(sa.text(f"LOCK TABLE {ACCOUNTS.name} IN SHARE MODE"))
-    fresh = create_stage(conn, deal_aggregations, _COLUMNS, primary_key=("account_id", "aggregation_date"))
-    try:
+    with stages_dropped(conn):
+        fresh = create_stage(conn, deal_aggregations, _COLUMNS, primary_key=("account_id", "aggregation_date"))
         conn.execute(fresh.insert().from_select(_COLUMNS, aggregation_select(conn.dialect, cadence, start, end)))
         analyze_stage(conn, fresh)
         stored, new = deal_aggregations.c, fresh.c
@@ -153,8 +153,6 @@ def _rewrite_differences(conn: sa.Connection, cadence: Cadence, start: date, end
         kept = sa.exists().where(stored.aggregation_type == cadence.value, same_key)
         missing = sa.select(*(new[c] for c in _COLUMNS)).where(~kept).order_by(new.account_id, new.aggregation_date)
         conn.execute(deal_aggregations.insert().from_select(_COLUMNS, missing))
-    finally:
-        drop_stages(conn)  # SQLite keeps a temporary table as long as the pooled connection
     return max(deleted or 0, 0), int(untouched)
 
 

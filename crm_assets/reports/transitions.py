@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from crm_assets.reports.sql import is_postgres
-from crm_assets.warehouse.bulk import analyze_stage, create_stage, drop_stages, upsert_insert
+from crm_assets.warehouse.bulk import analyze_stage, create_stage, stages_dropped, upsert_insert
 from crm_assets.warehouse.schema import deal_history, deal_stage_transitions, derived_state
 
 _COLUMNS = ["deal_id", "from_stage", "to_stage", "changed_at", "days_in_from_stage"]
@@ -78,7 +78,8 @@ def transitions_select(dialect: sa.Dialect, deal_ids: sa.Select[Any] | None = No
 
 def refresh_transitions(engine: Engine, rebuild: bool = False) -> TransitionStats:
     """Bring deal_stage_transitions up to date with deal_history in one transaction: recompute the deals
-    with versions added since the last build, or everything on the first build or when asked."""
+    with versions added since the last build; everything on the first build, when asked, or when the
+    history is no longer the one the last build read (emptied or rewritten)."""
     with engine.begin() as conn:
         if is_postgres(conn.dialect):
             # One refresh at a time (two would both insert a deal's transitions); and versions committed
@@ -88,7 +89,7 @@ def refresh_transitions(engine: Engine, rebuild: bool = False) -> TransitionStat
         built_through = None if rebuild else _built_through(conn)
         newest = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(deal_history.c.id), 0))).scalar_one())
         recomputed: int | None = None
-        if built_through is None or newest < built_through:  # never built, or the history was reset
+        if built_through is None:
             conn.execute(sa.delete(deal_stage_transitions))
             conn.execute(deal_stage_transitions.insert().from_select(_COLUMNS, transitions_select(conn.dialect)))
         else:
@@ -101,8 +102,8 @@ def refresh_transitions(engine: Engine, rebuild: bool = False) -> TransitionStat
 def _recompute_deals_since(conn: sa.Connection, built_through: int) -> int:
     """Replace the transitions of the deals with versions newer than `built_through`; how many deals."""
     h = deal_history.c
-    changed = create_stage(conn, deal_history, ["deal_id"], primary_key=["deal_id"])
-    try:
+    with stages_dropped(conn):
+        changed = create_stage(conn, deal_history, ["deal_id"], primary_key=["deal_id"])
         newer = sa.select(h.deal_id).where(h.id > built_through).distinct()
         conn.execute(changed.insert().from_select(["deal_id"], newer))
         count = conn.execute(sa.select(sa.func.count()).select_from(changed)).scalar_one()
@@ -111,22 +112,38 @@ def _recompute_deals_since(conn: sa.Connection, built_through: int) -> int:
         conn.execute(sa.delete(deal_stage_transitions).where(deal_stage_transitions.c.deal_id.in_(deal_ids)))
         insert = deal_stage_transitions.insert().from_select(_COLUMNS, transitions_select(conn.dialect, deal_ids))
         conn.execute(insert)
-    finally:
-        drop_stages(conn)  # SQLite keeps a temporary table as long as the pooled connection
     return int(count)
 
 
+def _version_mark(conn: sa.Connection, version_id: int) -> str:
+    """What identifies the version with that id (its deal and valid_from); "" when there is none."""
+    h = deal_history.c
+    found = conn.execute(sa.select(h.deal_id, h.valid_from).where(h.id == version_id)).first()
+    return "" if found is None else f"{found.deal_id}@{found.valid_from.isoformat()}"
+
+
 def _built_through(conn: sa.Connection) -> int | None:
+    """The newest version id the table reflects; None when it was never built or the history changed
+    under it (versions are only added: the version it recorded last is still there, unchanged)."""
     state = derived_state.c
-    query = sa.select(state.built_through).where(state.table_name == deal_stage_transitions.name)
-    value = conn.execute(query).scalar_one_or_none()
-    return None if value is None else int(value)
+    query = sa.select(state.built_through, state.built_through_mark).where(
+        state.table_name == deal_stage_transitions.name
+    )
+    recorded = conn.execute(query).first()
+    if recorded is None or _version_mark(conn, recorded.built_through) != recorded.built_through_mark:
+        return None
+    return int(recorded.built_through)
 
 
 def _record_built_through(conn: sa.Connection, newest: int) -> None:
-    values = {"table_name": deal_stage_transitions.name, "built_through": newest, "updated_at": datetime.now(UTC)}
+    values = {
+        "table_name": deal_stage_transitions.name,
+        "built_through": newest,
+        "built_through_mark": _version_mark(conn, newest),
+        "updated_at": datetime.now(UTC),
+    }
     insert = upsert_insert(conn, derived_state).values(**values)
-    update = {"built_through": newest, "updated_at": values["updated_at"]}
+    update = {k: v for k, v in values.items() if k != "table_name"}
     conn.execute(insert.on_conflict_do_update(index_elements=["table_name"], set_=update))
 
 

@@ -10,7 +10,7 @@ import contextlib
 import io
 import itertools
 import uuid
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 import polars as pl
@@ -65,6 +65,18 @@ def drop_stages(conn: sa.Connection, keep: Collection[sa.Table] = ()) -> None:
         if stage not in keep:
             stage.drop(conn, checkfirst=True)
     conn.info[_STAGES] = [s for s in stages if s in keep]
+
+
+@contextlib.contextmanager
+def stages_dropped(conn: sa.Connection) -> Iterator[None]:
+    """Drop the staging tables created inside the block when it ends, on SQLite, where a temporary table
+    lives as long as the pooled connection. PostgreSQL drops them at commit or rollback itself, and a DROP
+    in a failed transaction would only hide its error."""
+    try:
+        yield
+    finally:
+        if not _is_postgres(conn):
+            drop_stages(conn)
 
 
 def fill_stage(conn: sa.Connection, stage: sa.Table, frame: pl.DataFrame) -> None:

@@ -313,6 +313,12 @@ derived_state = Table(
     metadata,
     Column("table_name", String(64), primary_key=True, comment="a table kept up to date incrementally"),
     Column("built_through", BigInteger, nullable=False, comment="the highest id of its source table it reflects"),
+    Column(
+        "built_through_mark",
+        Text,
+        nullable=False,
+        comment="what that source row held (a rewritten source no longer matches it); empty: no row",
+    ),
     Column("updated_at", UtcTimestamp, nullable=False),
     comment="How far each table derived incrementally from another (deal_stage_transitions) has caught up",
 )

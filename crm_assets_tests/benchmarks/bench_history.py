@@ -267,12 +267,12 @@ def backfill(deals: int, days: int) -> None:
         _timed("rebuild deal_stage_transitions", lambda: refresh_transitions(engine, rebuild=True))
         print(f"    peak RSS {rss.peak / 2**20:.0f} MiB")
         changed = _new_versions(engine, share=0.01)
-        stats: list[Any] = []
+        kept: list[Any] = []
         _timed(
             f"keep it up to date after {changed:,} deals changed stage",
-            lambda: stats.append(refresh_transitions(engine)),
+            lambda: kept.append(refresh_transitions(engine)),
         )
-        print(f"    deals recomputed {stats[0].deals_recomputed:,} (target: a fraction of the rebuild)")
+        print(f"    deals recomputed {kept[0].deals_recomputed:,}")
         engine.dispose()
     rss.stop()
     print(f"  summary: SQL {sql:.1f} s, Dagster run {dagster:.1f} s", flush=True)

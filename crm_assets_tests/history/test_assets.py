@@ -80,8 +80,20 @@ def test_history_and_transitions_report_and_check(url: str, engine: Engine, inst
         "Negotiation -> Prospecting": 1,
         "Prospecting -> Negotiation": 1,
     }
+    assert "deals_recomputed" not in meta, "the first build recomputes all"
     (check,) = result.get_asset_check_evaluations()
     assert check.passed and check.metadata["mismatching_deals"].value == 0
+
+    # Again: nothing new to recompute, unless a rebuild is asked for (as from the UI's Launchpad).
+    (again,) = materialize_on(url, instance, [HISTORY_ASSETS[1]]).asset_materializations_for_node(
+        "deal_stage_transitions"
+    )
+    assert _meta(again)["deals_recomputed"] == 0 and _meta(again)["conversions"] == meta["conversions"]
+    rebuild = {"ops": {"deal_stage_transitions": {"config": {"rebuild": True}}}}
+    (rebuilt,) = materialize_on(url, instance, [HISTORY_ASSETS[1]], run_config=rebuild).asset_materializations_for_node(
+        "deal_stage_transitions"
+    )
+    assert "deals_recomputed" not in _meta(rebuilt) and _meta(rebuilt)["conversions"] == meta["conversions"]
 
     with engine.begin() as conn:
         conn.execute(sa.update(deal_history).where(deal_history.c.deal_id == 3).values(deal_size=1))

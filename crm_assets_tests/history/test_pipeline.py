@@ -187,8 +187,21 @@ def test_transitions_kept_up_to_date_equal_a_rebuild_after_every_sync(
 def test_transitions_are_rebuilt_when_the_history_was_reset(
     warehouse_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Written anew (ids restart on SQLite, go on on PostgreSQL), or emptied: a rebuild."""
     build_history(warehouse_engine, monkeypatch)
     assert refresh_transitions(warehouse_engine).transitions == 4
+    h = deal_history.c
+    with warehouse_engine.begin() as conn:
+        rows = [dict(r) for r in conn.execute(sa.select(deal_history).order_by(h.id)).mappings()]
+        conn.execute(sa.delete(deal_history))
+        # A different history: deal 2's versions only, its last one moved on to another stage.
+        rewritten = [{k: v for k, v in r.items() if k != "id"} for r in rows if r["deal_id"] == 2]
+        rewritten[-1]["deal_stage"] = "Closed-Lost"
+        conn.execute(deal_history.insert(), rewritten)
+    stats = refresh_transitions(warehouse_engine)
+    assert stats.deals_recomputed is None, "the history changed under the last build"
+    assert [(r[0], r[1], r[2]) for r in _transitions(warehouse_engine)] == [(2, "Negotiation", "Closed-Lost")]
+
     with warehouse_engine.begin() as conn:
         conn.execute(sa.delete(deal_history))
     stats = refresh_transitions(warehouse_engine)

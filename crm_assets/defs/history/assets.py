@@ -8,6 +8,7 @@ from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
+from pydantic import Field
 from sqlalchemy.engine import Engine
 
 from crm_assets.defs.reports.partitions import report_partitions
@@ -90,6 +91,12 @@ def _slug(stage: str) -> str:
     return stage.lower().replace("-", "_").replace(" ", "_")
 
 
+class TransitionsConfig(dg.Config):
+    rebuild: bool = Field(
+        default=False, description="Recompute every deal's transitions, not only those of deals with new versions."
+    )
+
+
 @dg.asset(
     name="deal_stage_transitions",
     group_name=HISTORY_GROUP,
@@ -100,10 +107,10 @@ def _slug(stage: str) -> str:
     "Metadata: median days per stage and stage-to-stage conversion counts.",
 )
 def deal_stage_transitions_asset(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext, config: TransitionsConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult[None]:
     started = time.monotonic()
-    stats = refresh_transitions(warehouse.get_engine())
+    stats = refresh_transitions(warehouse.get_engine(), rebuild=config.rebuild)
     recomputed = "all" if stats.deals_recomputed is None else f"{stats.deals_recomputed:,}"
     context.log.info(
         f"deal_stage_transitions: {stats.transitions:,} transitions of {stats.deals:,} deals ({recomputed} recomputed)"

@@ -29,6 +29,12 @@ def upgrade() -> None:
             nullable=False,
             comment="the highest id of its source table it reflects",
         ),
+        sa.Column(
+            "built_through_mark",
+            sa.Text(),
+            nullable=False,
+            comment="what that source row held (a rewritten source no longer matches it); empty: no row",
+        ),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("table_name", name=op.f("pk_derived_state")),
         comment="How far each table derived incrementally from another (deal_stage_transitions) has caught up",
