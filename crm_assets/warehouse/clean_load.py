@@ -131,9 +131,10 @@ def clean_changes(
     _restore(conn, restore_table, changes)
     written = changes.inserted + changes.updated + changes.deleted
     analyze_after_bulk_change(conn, CLEAN_TABLES[domain.name], written)
-    # The next runs look rejections and open versions up by the few keys they change: without statistics
-    # (never analyzed after a first load, autovacuum off or not yet there) PostgreSQL would read them all.
-    analyze_after_bulk_change(conn, rejected_records, changes.records_read)
+    # The next runs look open versions up by the few keys they change: without statistics (never analyzed
+    # after a first load, autovacuum off or not yet there) PostgreSQL would read them all. Not the
+    # rejections here: analyzed between the domains of a first load, they would tell the next domain's
+    # batches that it has none, and its deletes of rejections would then scan the batch once per rejection.
     if domain.name == HISTORY_DOMAIN:
         analyze_after_bulk_change(conn, deal_history, written)
     save_cleaned_through(conn, domain, through)
