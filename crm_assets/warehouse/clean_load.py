@@ -131,9 +131,10 @@ def clean_changes(
     _restore(conn, restore_table, changes)
     written = changes.inserted + changes.updated + changes.deleted
     analyze_after_bulk_change(conn, CLEAN_TABLES[domain.name], written)
-    # The next runs look rejections and open versions up by the few keys they change: without statistics
-    # (never analyzed after a first load, autovacuum off or not yet there) PostgreSQL would read them all.
-    analyze_after_bulk_change(conn, rejected_records, changes.records_read)
+    # The next runs look open versions up by the few keys they change: without statistics (never analyzed
+    # after a first load, autovacuum off or not yet there) PostgreSQL would read them all. Not the
+    # rejections here: analyzed between the domains of a first load, they would tell the next domain's
+    # batches that it has none, and its deletes of rejections would then scan the batch once per rejection.
     if domain.name == HISTORY_DOMAIN:
         analyze_after_bulk_change(conn, deal_history, written)
     save_cleaned_through(conn, domain, through)
@@ -202,10 +203,7 @@ def _take_changed_batch(
     `fresh`: the candidates table held no row when the run began, so none of the batch's records has one.
     """
     candidates, key = CANDIDATE_TABLES[domain.name], domain.business_key
-    # Keyed on PostgreSQL: a join the planner drives from another table (rejections whose statistics say
-    # there are none yet, in a first load) then probes the stage instead of scanning it once per row.
-    keyed = ["crm_id"] if conn.dialect.name == "postgresql" else []
-    ids = create_stage(conn, RAW_TABLES[domain.name], ["crm_id"], primary_key=keyed)
+    ids = create_stage(conn, RAW_TABLES[domain.name], ["crm_id"])
     fill_stage(conn, ids, batch.select("crm_id"))
     # IN, not a correlated EXISTS: SQLite then probes the candidates' primary key once per staged id
     # instead of scanning the stage once per candidate.
