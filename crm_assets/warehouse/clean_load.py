@@ -24,11 +24,13 @@ from crm_assets.domains import Domain, configured_domains
 from crm_assets.transform.clean import coerce_records, output_schema, problems, resolve, tally_kinds
 from crm_assets.warehouse.bulk import (
     analyze_after_bulk_change,
+    analyze_if_never_analyzed,
     analyze_stage,
     create_stage,
     delete_staged_keys,
     drop_stages,
     fill_stage,
+    probing_joins,
     read_frame,
     restore_after_bulk_load,
     suspend_for_bulk_load,
@@ -36,7 +38,7 @@ from crm_assets.warehouse.bulk import (
     upsert_insert,
 )
 from crm_assets.warehouse.drift import guard_changed_records
-from crm_assets.warehouse.history import earliest, record_versions
+from crm_assets.warehouse.history import HISTORY_DOMAIN, earliest, record_versions
 from crm_assets.warehouse.raw import (
     latest_change_seq,
     lock_domain,
@@ -45,7 +47,7 @@ from crm_assets.warehouse.raw import (
     read_cleaned_through,
     save_cleaned_through,
 )
-from crm_assets.warehouse.schema import CANDIDATE_TABLES, CLEAN_TABLES, RAW_TABLES, rejected_records
+from crm_assets.warehouse.schema import CANDIDATE_TABLES, CLEAN_TABLES, RAW_TABLES, deal_history, rejected_records
 
 CHANGE_BATCH = 100_000  # raw rows coerced at a time
 CONTEST_CHUNK = 100_000  # business keys decided at a time
@@ -53,6 +55,9 @@ CONTEST_CHUNK = 100_000  # business keys decided at a time
 # without per-row foreign-key checks and plain-index upkeep (PostgreSQL): rebuilding them once is cheaper.
 BULK_LOAD_MIN_ROWS = 50_000
 BULK_LOAD_GROWTH = 2
+# A run that changes at most 1/SMALL_CHANGE_SHARE of the clean table's rows joins its stages with the
+# tables by index probes (PostgreSQL): cheaper than reading the tables whole, up to a few percent of them.
+SMALL_CHANGE_SHARE = 50
 
 
 @dataclass
@@ -100,43 +105,59 @@ def clean_changes(
     guard_changed_records(conn, domain, after, through)  # schema drift: refuse before writing anything
     changes = TableChanges()
     affected = _key_set(conn, domain)
-    bulk = _is_big_change(conn, domain, after, through)
+    bulk, small = _change_size(conn, domain, after, through)
+    if small:  # the probes below need to know these tables are large (see the end of this function)
+        analyze_if_never_analyzed(conn, rejected_records)
+        analyze_if_never_analyzed(conn, deal_history)
     restore_table = suspend_for_bulk_load(conn, CLEAN_TABLES[domain.name]) if bulk else []
     restore_candidates = suspend_for_bulk_load(conn, CANDIDATE_TABLES[domain.name]) if bulk else []
     # No candidates yet (a first load): the batches (disjoint ranges of crm_id) then replace nothing.
     fresh = conn.execute(sa.select(CANDIDATE_TABLES[domain.name].c.crm_id).limit(1)).first() is None
-    for batch in read_changed_batches(conn, domain, after, through, batch_size):
-        _take_changed_batch(conn, domain, batch, affected, run_id, changes, fresh=fresh)
-        drop_stages(conn, keep=[affected])
-        changes.records_read += batch.height
-        log.info(f"{domain.name}: {changes.records_read:,} changed records coerced")
+    with probing_joins(conn, small):
+        for batch in read_changed_batches(conn, domain, after, through, batch_size):
+            _take_changed_batch(conn, domain, batch, affected, run_id, changes, fresh=fresh)
+            drop_stages(conn, keep=[affected])
+            changes.records_read += batch.height
+            log.info(f"{domain.name}: {changes.records_read:,} changed records coerced")
     _restore(conn, restore_candidates, changes)  # the contest looks candidates up by business key
     analyze_after_bulk_change(conn, CANDIDATE_TABLES[domain.name], changes.records_read)
     # Once, after the batches: while they add keys only the stage's primary key is used.
     analyze_stage(conn, affected)
-    for first, last in _key_ranges(conn, affected, chunk_size):
-        _decide(conn, domain, affected, first, last, run_id, changes, track)
-        drop_stages(conn, keep=[affected])
-        log.info(f"{domain.name}: {changes.keys_decided:,} business keys decided")
+    with probing_joins(conn, small):
+        for first, last in _key_ranges(conn, affected, chunk_size):
+            _decide(conn, domain, affected, first, last, run_id, changes, track)
+            drop_stages(conn, keep=[affected])
+            log.info(f"{domain.name}: {changes.keys_decided:,} business keys decided")
     _restore(conn, restore_table, changes)
-    analyze_after_bulk_change(conn, CLEAN_TABLES[domain.name], changes.inserted + changes.updated + changes.deleted)
+    written = changes.inserted + changes.updated + changes.deleted
+    analyze_after_bulk_change(conn, CLEAN_TABLES[domain.name], written)
+    # The next runs look open versions up by the few keys they change: without statistics (never analyzed
+    # after a first load, autovacuum off or not yet there) PostgreSQL would read them all. Not the
+    # rejections here: analyzed between the domains of a first load, they would tell the next domain's
+    # batches that it has none, and its deletes of rejections would then scan the batch once per rejection.
+    if domain.name == HISTORY_DOMAIN:
+        analyze_after_bulk_change(conn, deal_history, written)
     save_cleaned_through(conn, domain, through)
     _count(conn, domain, changes)
     drop_stages(conn)
     return changes
 
 
-def _is_big_change(conn: sa.Connection, domain: Domain, after: int, through: int) -> bool:
-    """Whether the change is large against the clean table (a first sync, a reload): then load without row checks.
+def _change_size(conn: sa.Connection, domain: Domain, after: int, through: int) -> tuple[bool, bool]:
+    """(big, small): whether the change is large or small against the clean table, on PostgreSQL.
 
-    On PostgreSQL the clean and candidates tables' foreign keys and plain indexes are then dropped while
-    rows go in and rebuilt after (one sorted build, one validating join): see `suspend_for_bulk_load`.
+    Big (a first sync, a reload): load without row checks. The clean and candidates tables' foreign keys
+    and plain indexes are then dropped while rows go in and rebuilt after (one sorted build, one
+    validating join): see `suspend_for_bulk_load`. Small (a re-sync): join by index probes, see
+    `probing_joins`. Elsewhere neither: SQLite has no hash join to avoid.
     """
     if conn.dialect.name != "postgresql":
-        return False
+        return False, False
     raw, table = RAW_TABLES[domain.name], CLEAN_TABLES[domain.name]
     changed = conn.execute(sa.select(sa.func.count()).where(raw.c.change_seq.between(after + 1, through))).scalar_one()
-    return bool(changed >= BULK_LOAD_MIN_ROWS and changed >= BULK_LOAD_GROWTH * _estimated_rows(conn, table))
+    rows = _estimated_rows(conn, table)
+    big = changed >= BULK_LOAD_MIN_ROWS and changed >= BULK_LOAD_GROWTH * rows
+    return bool(big), bool(changed * SMALL_CHANGE_SHARE <= rows)
 
 
 def _restore(conn: sa.Connection, statements: list[str], changes: TableChanges) -> None:

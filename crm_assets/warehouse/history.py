@@ -13,15 +13,13 @@ never run backwards: a new version starts no earlier than the one it closes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from crm_assets.domains import Domain
-from crm_assets.warehouse.bulk import analyze_stage, create_stage
+from crm_assets.warehouse.bulk import analyze_stage, create_stage, probing_joins
 from crm_assets.warehouse.schema import CLEAN_TABLES, HISTORY_TRACKED_COLUMNS, RAW_TABLES, deal_history
 
 HISTORY_DOMAIN = "deals"
@@ -73,29 +71,10 @@ def observation_time() -> datetime:
 
 def reconcile(conn: sa.Connection, deal_ids: sa.Select[Any]) -> datetime | None:
     """Make the open versions of `deal_ids` match `deals`; returns the earliest valid_from written."""
-    with _probing_joins(conn):
+    # Every join here has an index on its large side; left alone, the planner would rather read the whole
+    # index of open versions than probe it once per changed deal, which costs more the longer the history.
+    with probing_joins(conn):
         return _reconcile(conn, deal_ids)
-
-
-@contextmanager
-def _probing_joins(conn: sa.Connection) -> Iterator[None]:
-    """On PostgreSQL, join by index probes from the (small) key set, for the statements inside.
-
-    Every join here has an index on its large side; left alone, the planner would rather read the whole
-    index of open versions than probe it once per changed deal, which costs more the longer the history.
-    """
-    if conn.dialect.name != "postgresql":
-        yield
-        return
-    names = ("enable_hashjoin", "enable_mergejoin")
-    saved = {n: conn.execute(sa.text(f"SELECT current_setting('{n}')")).scalar_one() for n in names}
-    for name in names:
-        conn.execute(sa.text(f"SET LOCAL {name} = off"))
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            conn.execute(sa.text(f"SET LOCAL {name} = {'on' if value == 'on' else 'off'}"))
 
 
 def _reconcile(conn: sa.Connection, deal_ids: sa.Select[Any]) -> datetime | None:

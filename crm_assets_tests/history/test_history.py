@@ -56,7 +56,15 @@ def brief(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     ]
 
 
-def test_two_syncs_keep_exactly_the_expected_versions(warehouse_engine: Engine) -> None:
+@pytest.fixture(params=["planner", "index-probes"])
+def joins(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """index-probes: every clean run counts as a small change, joined by index probes only (PostgreSQL)."""
+    if request.param == "index-probes":
+        monkeypatch.setattr(clean_load, "SMALL_CHANGE_SHARE", 0)
+    return str(request.param)
+
+
+def test_two_syncs_keep_exactly_the_expected_versions(warehouse_engine: Engine, joins: str) -> None:
     before, between, after = two_syncs(warehouse_engine)
     rows = versions(warehouse_engine)
     assert brief(rows) == [
@@ -130,7 +138,7 @@ def test_a_failed_run_adds_nothing(warehouse_engine: Engine, monkeypatch: pytest
     assert [r["deal_size"] for r in versions(warehouse_engine) if r["deal_id"] == 1][-1] == Decimal("999.00")
 
 
-def test_rejected_and_orphaned_deals_close_their_versions(warehouse_engine: Engine) -> None:
+def test_rejected_and_orphaned_deals_close_their_versions(warehouse_engine: Engine, joins: str) -> None:
     two_syncs(warehouse_engine)
     started = datetime.now(UTC)
     sync(
@@ -146,7 +154,7 @@ def test_rejected_and_orphaned_deals_close_their_versions(warehouse_engine: Engi
         assert current_version_mismatches(conn) == (0, [])
 
 
-def test_a_deal_that_comes_back_opens_a_new_version(warehouse_engine: Engine) -> None:
+def test_a_deal_that_comes_back_opens_a_new_version(warehouse_engine: Engine, joins: str) -> None:
     two_syncs(warehouse_engine)
     sync(warehouse_engine, deals=[deal(104, 4, 2, stamp(14), stage="Closed-Lost", amount="400")])
     assert brief([r for r in versions(warehouse_engine) if r["deal_id"] == 4])[1:] == [

@@ -95,3 +95,54 @@ def test_a_row_breaking_the_foreign_key_fails_the_restore(pg_engine: Engine) -> 
             sa.text("SELECT convalidated FROM pg_constraint WHERE conname = 'fk_deals_account_id_accounts'")
         ).all()
     assert constraints == [(True,)]
+
+
+def _settings(conn: sa.Connection) -> tuple[str, str]:
+    return (
+        conn.execute(sa.text("SELECT current_setting('enable_hashjoin')")).scalar_one(),
+        conn.execute(sa.text("SELECT current_setting('enable_mergejoin')")).scalar_one(),
+    )
+
+
+def test_a_change_small_against_the_table_joins_by_index_probes(
+    pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A re-sync touching few keys of a large table reads by probes; a first load (no rows yet) by the planner's
+    choice; and the settings are back as they were once the run is done."""
+    monkeypatch.setattr(clean_load, "SMALL_CHANGE_SHARE", 5)
+    write(pg_engine, ACCOUNTS, [account(i, i, i) for i in range(1, 21)])
+    seen: list[tuple[str, str]] = []
+    decide = clean_load._decide
+
+    def spy(conn: sa.Connection, *args: object) -> None:
+        seen.append(_settings(conn))
+        decide(conn, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(clean_load, "_decide", spy)
+    with pg_engine.begin() as conn:
+        clean_changes(conn, ACCOUNTS, "run")
+        conn.execute(sa.text("ANALYZE accounts"))
+    write(pg_engine, ACCOUNTS, [account(1, 1, 30), account(2, 22, 31)])  # 2 changed of 20: 2 * 5 <= 20
+    with pg_engine.begin() as conn:
+        clean_changes(conn, ACCOUNTS, "run")
+        assert _settings(conn) == ("on", "on")
+    write(pg_engine, ACCOUNTS, [account(i, i, 40 + i) for i in range(1, 6)])  # 5 changed: 5 * 5 > 20
+    with pg_engine.begin() as conn:
+        clean_changes(conn, ACCOUNTS, "run")
+    assert seen == [("on", "on"), ("off", "off"), ("on", "on")]
+
+
+def test_a_small_change_gives_never_analyzed_rejections_and_history_statistics(
+    pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never analyzed, they would look empty to the planner, which would then read them whole for every probe."""
+    monkeypatch.setattr(clean_load, "SMALL_CHANGE_SHARE", 0)
+    tuples = sa.text(
+        "SELECT relname, reltuples >= 0 FROM pg_class WHERE relname IN ('rejected_records', 'deal_history')"
+    )
+    with pg_engine.connect() as conn:
+        assert sorted(conn.execute(tuples).all()) == [("deal_history", False), ("rejected_records", False)]
+    write(pg_engine, ACCOUNTS, [account(1, 1, 1)])
+    with pg_engine.begin() as conn:
+        clean_changes(conn, ACCOUNTS, "run")
+        assert sorted(conn.execute(tuples).all()) == [("deal_history", True), ("rejected_records", True)]
