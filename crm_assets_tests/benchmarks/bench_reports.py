@@ -9,8 +9,8 @@ On a throwaway database: N deals over the last `--days` days, then
   3. weekly and monthly single-run backfills of the same span,
   4. one daily partition,
   5. one run per daily partition on a sample, extrapolated to the whole range.
-The Dagster instance is a temporary local one as `crm-assets` commands create it (SQLite, its event log's
-connections kept open; `--instance dagster-sqlite`: Dagster's default SQLite storage), or with `--instance postgres` the
+The Dagster instance is a temporary local one as `crm-assets` commands create it (SQLite, its event log
+writing batches; `--instance dagster-sqlite`: Dagster's default SQLite storage), or with `--instance postgres` the
 production instance of the repository's dagster.yaml on a throwaway PostgreSQL database; either way
 with DAGSTER_EVENT_BATCH_SIZE=100 and DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=true (as the Docker
 image sets them) unless the environment sets them.
