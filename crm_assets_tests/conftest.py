@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import Engine
 
+from crm_assets.defs.instance import LOCAL_INSTANCE_CONFIG
 from crm_assets.defs.reports.partitions import report_partitions
 from crm_assets.domains import configured_domains
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
@@ -65,6 +66,16 @@ def instance_at(home: Path | str) -> Iterator[dg.DagsterInstance]:
             os.environ.pop("DAGSTER_HOME", None)
         else:
             os.environ["DAGSTER_HOME"] = saved
+
+
+def local_and_plain_homes(folder: Path) -> tuple[Path, Path]:
+    """Two new Dagster homes in `folder`: one with the dagster.yaml crm-assets writes (its local event log),
+    one without (Dagster's default SQLite storage)."""
+    local, plain = folder / "local", folder / "plain"
+    for home in (local, plain):
+        home.mkdir()
+    (local / "dagster.yaml").write_text(LOCAL_INSTANCE_CONFIG)
+    return local, plain
 
 
 def _forget_configuration() -> None:

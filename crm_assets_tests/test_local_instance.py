@@ -23,7 +23,7 @@ from crm_assets import settings
 from crm_assets.defs import local_storage
 from crm_assets.defs.instance import EARLIER_LOCAL_INSTANCE_CONFIG, LOCAL_INSTANCE_CONFIG, dagster_home
 from crm_assets.defs.local_storage import PooledSqliteEventLogStorage
-from crm_assets_tests.conftest import instance_at
+from crm_assets_tests.conftest import instance_at, local_and_plain_homes
 
 
 @dg.asset(partitions_def=dg.StaticPartitionsDefinition(["a", "b", "c"]))
@@ -169,10 +169,7 @@ def test_a_batch_of_materializations_is_stored_as_dagster_stores_it(
 ) -> None:
     """The batched write (one transaction per file) leaves what Dagster's own storage, event by event, leaves."""
     monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "25")
-    pooled_home, plain_home = tmp_path / "pooled", tmp_path / "plain"
-    for home in (pooled_home, plain_home):
-        home.mkdir()
-    (pooled_home / "dagster.yaml").write_text(LOCAL_INSTANCE_CONFIG)
+    pooled_home, plain_home = local_and_plain_homes(tmp_path)
     seen = {}
     for home in (pooled_home, plain_home):
         with instance_at(home) as instance:

@@ -22,13 +22,14 @@ _STAGES = "crm_assets.stages"
 _ANALYZE_AFTER_ROWS = 50_000
 
 
-def _is_postgres(conn: sa.Connection) -> bool:
+def is_postgres(conn: sa.Connection) -> bool:
+    """Whether the warehouse connection is PostgreSQL (else SQLite): the one test for dialect-specific paths."""
     return conn.dialect.name == "postgresql"
 
 
 def upsert_insert(conn: sa.Connection, table: sa.Table) -> Any:
     """An INSERT that supports ON CONFLICT, in the connection's dialect."""
-    return (postgresql.insert if _is_postgres(conn) else sqlite.insert)(table)
+    return (postgresql.insert if is_postgres(conn) else sqlite.insert)(table)
 
 
 def create_stage(
@@ -75,7 +76,7 @@ def stages_dropped(conn: sa.Connection) -> Iterator[None]:
     try:
         yield
     finally:
-        if not _is_postgres(conn):
+        if not is_postgres(conn):
             drop_stages(conn)
 
 
@@ -83,7 +84,7 @@ def fill_stage(conn: sa.Connection, stage: sa.Table, frame: pl.DataFrame) -> Non
     """Append a frame to a table (a stage, or a target when every row is known to be new)."""
     if frame.is_empty():
         return
-    if _is_postgres(conn):
+    if is_postgres(conn):
         _copy_csv(conn, stage, frame)
     else:
         _insert_rows(conn, stage, frame.iter_rows(named=True))
@@ -92,7 +93,7 @@ def fill_stage(conn: sa.Connection, stage: sa.Table, frame: pl.DataFrame) -> Non
 
 def analyze_stage(conn: sa.Connection, table: sa.Table) -> None:
     """Temporary tables are never auto-analyzed: without statistics PostgreSQL plans joins on them badly."""
-    if _is_postgres(conn) and "TEMPORARY" in table._prefixes:
+    if is_postgres(conn) and "TEMPORARY" in table._prefixes:
         conn.execute(sa.text(f'ANALYZE "{table.name}"'))
 
 
@@ -101,7 +102,7 @@ def analyze_after_bulk_change(conn: sa.Connection, table: sa.Table, changed_rows
 
     Autovacuum would get there too, but only after the run has planned its queries on stale numbers.
     """
-    if _is_postgres(conn) and changed_rows >= _ANALYZE_AFTER_ROWS:
+    if is_postgres(conn) and changed_rows >= _ANALYZE_AFTER_ROWS:
         conn.execute(sa.text(f'ANALYZE "{table.name}"'))
 
 
@@ -115,7 +116,7 @@ def probing_joins(conn: sa.Connection, enabled: bool = True) -> Iterator[None]:
     a warm index probe costs about as much as reading 50 rows in sequence. Only for a stage that is small
     against the tables it meets: the probes cost more than the full read past a few percent of them.
     """
-    if not enabled or not _is_postgres(conn):
+    if not enabled or not is_postgres(conn):
         yield
         return
     names = ("enable_hashjoin", "enable_mergejoin")
@@ -132,7 +133,7 @@ def probing_joins(conn: sa.Connection, enabled: bool = True) -> Iterator[None]:
 def analyze_if_never_analyzed(conn: sa.Connection, table: sa.Table) -> None:
     """Give a table statistics if it has none yet (PostgreSQL): never analyzed, it looks nearly empty to
     the planner, which then drives joins from it however large it is."""
-    if not _is_postgres(conn):
+    if not is_postgres(conn):
         return
     quoted = conn.dialect.identifier_preparer.quote(table.name)
     tuples = conn.execute(
@@ -147,7 +148,7 @@ def fill_stage_rows(
 ) -> None:
     """Append Python row tuples in `columns` order (default: the table's), e.g. raw JSON payloads."""
     names = list(columns) if columns is not None else [c.name for c in stage.columns]
-    if _is_postgres(conn):
+    if is_postgres(conn):
         with RowStream(conn, stage, names) as stream:
             stream.write(rows)
     else:
@@ -217,7 +218,7 @@ def delete_staged_keys(conn: sa.Connection, target: sa.Table, stage: sa.Table, k
 
 def read_frame(conn: sa.Connection, query: sa.Select[Any], schema: dict[str, pl.DataType]) -> pl.DataFrame:
     """Run a query into a polars frame with a fixed schema (COPY on PostgreSQL, a cursor on SQLite)."""
-    if _is_postgres(conn):
+    if is_postgres(conn):
         sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
         # COPY prints values in the session's formats: pin the ones the parsing below expects.
         conn.execute(sa.text("SET LOCAL TimeZone = 'UTC'"))
@@ -260,7 +261,7 @@ def suspend_for_bulk_load(conn: sa.Connection, table: sa.Table) -> list[str]:
     table and the tables it references until the transaction ends (readers wait): call it before the
     transaction reads any of them. On SQLite it does nothing.
     """
-    if not _is_postgres(conn):
+    if not is_postgres(conn):
         return []
     name = conn.dialect.identifier_preparer.quote(table.name)
     foreign_keys = conn.execute(

@@ -30,6 +30,7 @@ from crm_assets.warehouse.bulk import (
     delete_staged_keys,
     drop_stages,
     fill_stage,
+    is_postgres,
     probing_joins,
     read_frame,
     restore_after_bulk_load,
@@ -151,7 +152,7 @@ def _change_size(conn: sa.Connection, domain: Domain, after: int, through: int) 
     validating join): see `suspend_for_bulk_load`. Small (a re-sync): join by index probes, see
     `probing_joins`. Elsewhere neither: SQLite has no hash join to avoid.
     """
-    if conn.dialect.name != "postgresql":
+    if not is_postgres(conn):
         return False, False
     raw, table = RAW_TABLES[domain.name], CLEAN_TABLES[domain.name]
     changed = conn.execute(sa.select(sa.func.count()).where(raw.c.change_seq.between(after + 1, through))).scalar_one()
@@ -215,7 +216,7 @@ def _take_changed_batch(
     started = time.perf_counter()
     fill_stage(conn, candidates, coerced)  # every row is new: its old version was just deleted
     changes.write_seconds += time.perf_counter() - started
-    if conn.dialect.name == "postgresql":
+    if is_postgres(conn):
         # The keys the batch's candidates now hold, from the frame just written: reading them back from the
         # candidates table would scan all of it (no statistics until the loop ends) once per batch.
         new_keys = create_stage(conn, CLEAN_TABLES[domain.name], [key])
@@ -274,7 +275,7 @@ def _decide(
         """
         joined = t.join(affected, affected.c[key] == t.c[key])
         in_range = [affected.c[key].between(first, last)]
-        if conn.dialect.name == "postgresql":
+        if is_postgres(conn):
             in_range.append(t.c[key].between(first, last))
         return sa.select(*columns).select_from(joined).where(*in_range)
 
@@ -282,7 +283,7 @@ def _decide(
     contenders = read_frame(conn, contenders_query, schema)
     winners, rejected = resolve(domain, contenders, _referenced_keys(conn, domain, contenders))
     # Contenders' old verdicts (duplicate, orphan) are replaced; coercion rejects stay until their record changes.
-    if conn.dialect.name == "postgresql":
+    if is_postgres(conn):
         # By the contenders' ids as read, staged: a join of the domain's rejections with the candidates
         # would probe the candidates once per rejection, every chunk (their statistics are stale in a big load).
         staged_ids = create_stage(conn, candidates, ["crm_id"], primary_key=["crm_id"])
@@ -317,7 +318,7 @@ def _referenced_keys(conn: sa.Connection, domain: Domain, rows: pl.DataFrame) ->
         target = CLEAN_TABLES[fk.domain].c[fk.target_column]
         wanted = rows[fk.column].drop_nulls().unique().to_list()
         present: list[Any] = []
-        if conn.dialect.name == "postgresql":
+        if is_postgres(conn):
             # One array parameter, not thousands of bound values to render and send.
             values = sa.bindparam("wanted", wanted, type_=postgresql.ARRAY(target.type))
             present += conn.execute(sa.select(target).where(target == sa.any_(values))).scalars()
@@ -387,7 +388,7 @@ def add_rejections(conn: sa.Connection, domain: Domain, rejected: pl.DataFrame, 
     # On PostgreSQL the ids' range bounds the payload lookup: a merge join would otherwise read raw from
     # its first row. SQLite looks each id up.
     matched = raw.c.crm_id == stage.c.crm_id
-    if conn.dialect.name == "postgresql":
+    if is_postgres(conn):
         matched = sa.and_(matched, raw.c.crm_id.between(rejected["crm_id"].min(), rejected["crm_id"].max()))
     source = sa.select(
         sa.literal(domain.name),

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from crm_assets.domains import Domain
-from crm_assets.warehouse.bulk import analyze_stage, create_stage, probing_joins
+from crm_assets.warehouse.bulk import analyze_stage, create_stage, is_postgres, probing_joins
 from crm_assets.warehouse.schema import CLEAN_TABLES, HISTORY_TRACKED_COLUMNS, RAW_TABLES, deal_history
 
 HISTORY_DOMAIN = "deals"
@@ -141,7 +141,7 @@ def _key_bounds(conn: sa.Connection, keys: sa.Table) -> tuple[Any, Any] | None:
     versions' statistics stale in a big first load it would otherwise scan all of them once per chunk.
     SQLite's planner might drive the join from deal_history for it instead of from the keys: not there.
     """
-    if conn.dialect.name != "postgresql":
+    if not is_postgres(conn):
         return None
     first, last = conn.execute(sa.select(sa.func.min(keys.c.deal_id), sa.func.max(keys.c.deal_id))).one()
     return first, last

@@ -8,7 +8,6 @@ from pathlib import Path
 from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster_postgres import PostgresEventLogStorage
 
-from crm_assets.defs.instance import LOCAL_INSTANCE_CONFIG
 from crm_assets.defs.local_storage import PooledSqliteEventLogStorage
 from crm_assets.defs.reports.refresh import (
     IN_PROCESS_RUN_COST_IN_WINDOWS,
@@ -18,7 +17,7 @@ from crm_assets.defs.reports.refresh import (
     stores_events_in_batches,
 )
 from crm_assets.reports.windows import Cadence
-from crm_assets_tests.conftest import instance_at
+from crm_assets_tests.conftest import instance_at, local_and_plain_homes
 
 DAYS = [date(2025, 1, 1), date(2025, 1, 2), date(2025, 1, 20), date(2025, 6, 1), date(2026, 9, 1)]
 
@@ -44,10 +43,7 @@ def test_contiguous_windows_share_a_run_and_gaps_join_up_to_the_merge_gap() -> N
 
 def test_runs_join_more_where_the_instance_stores_events_in_batches(tmp_path: Path) -> None:
     """The local instance crm-assets creates batches them; Dagster's default SQLite storage opens a file per event."""
-    local, plain = tmp_path / "local", tmp_path / "plain"
-    for home in (local, plain):
-        home.mkdir()
-    (local / "dagster.yaml").write_text(LOCAL_INSTANCE_CONFIG)
+    local, plain = local_and_plain_homes(tmp_path)
     gaps = {}
     for home in (local, plain):
         with instance_at(str(home)) as instance:
