@@ -22,6 +22,7 @@ from crm_assets.freshsales.client import FreshsalesClient
 from crm_assets.freshsales.errors import CrmNotFoundError
 from crm_assets.freshsales.progress import duration_text
 from crm_assets.warehouse.clean_load import TableChanges, clean_changes
+from crm_assets.warehouse.dialect import is_postgres
 from crm_assets.warehouse.raw import RawLoadStats, RawWriter, read_cursor, save_cursor
 from crm_assets.warehouse.scan import (
     DeleteGuard,
@@ -206,7 +207,7 @@ class _Checkpoints:
         self.pages: list[list[dict[str, Any]]] = []  # buffered until the checkpoint (SQLite)
         self.count = 0  # pages since the last checkpoint
         self.last_commit = time.monotonic()
-        streaming = engine.dialect.name == "postgresql"
+        streaming = is_postgres(engine)
         self._stager = ThreadPoolExecutor(1, thread_name_prefix="scan-stage") if streaming else None
         self._pending: deque[Future[None]] = deque()
         self._arrived: deque[list[dict[str, Any]]] = deque()  # pages handed to the stager, not yet taken

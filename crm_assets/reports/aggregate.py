@@ -13,7 +13,6 @@ from sqlalchemy.engine import Engine
 from crm_assets.reports.sql import (
     created_in,
     date_in,
-    is_postgres,
     money_sum,
     pg_advisory_xact_lock,
     window_start_of,
@@ -26,6 +25,7 @@ from crm_assets.warehouse.bulk import (
     stages_dropped,
     suspend_for_bulk_load,
 )
+from crm_assets.warehouse.dialect import is_postgres
 from crm_assets.warehouse.schema import CLEAN_TABLES, deal_aggregations
 
 DEALS = CLEAN_TABLES["deals"]
@@ -136,7 +136,7 @@ def _rewrite_differences(conn: sa.Connection, cadence: Cadence, start: date, end
     changed ones; rows deleted, rows kept as they were."""
     # Accounts first, as a cascading delete from them takes its locks: an account deleted between
     # reading deals and inserting would otherwise fail the insert's foreign key (or deadlock).
-    if is_postgres(conn.dialect):
+    if is_postgres(conn):
         conn.execute(sa.text(f"LOCK TABLE {ACCOUNTS.name} IN SHARE MODE"))
     with stages_dropped(conn):
         fresh = create_stage(conn, deal_aggregations, _COLUMNS, primary_key=("account_id", "aggregation_date"))
@@ -161,7 +161,7 @@ def _is_large(conn: sa.Connection, start: date, end: date) -> bool:
 
     Judged by the span, not by reading `deals`: the bulk path must lock accounts before any other table.
     """
-    return is_postgres(conn.dialect) and (end - start).days >= BULK_INSERT_MIN_DAYS
+    return is_postgres(conn) and (end - start).days >= BULK_INSERT_MIN_DAYS
 
 
 def _cents(value: object) -> Decimal:

@@ -20,9 +20,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from crm_assets.domains.deals import DEAL_STAGES
-from crm_assets.reports.sql import date_in, is_postgres, pg_advisory_xact_lock, window_start_of
+from crm_assets.reports.sql import date_in, pg_advisory_xact_lock, window_start_of
 from crm_assets.reports.windows import Cadence, utc_midnight
 from crm_assets.warehouse.bulk import create_stage, fill_stage
+from crm_assets.warehouse.dialect import is_postgres
 from crm_assets.warehouse.history import first_history_day
 from crm_assets.warehouse.schema import CLEAN_TABLES, deal_history, pipeline_daily
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from crm_assets.reports.sql import is_postgres, money_sum, window_start_of
+from crm_assets.reports.sql import money_sum, window_start_of
 from crm_assets.reports.windows import Cadence
+from crm_assets.warehouse.dialect import is_postgres
 from crm_assets.warehouse.schema import CLEAN_TABLES, deal_aggregations
 
 DEALS = CLEAN_TABLES["deals"]
@@ -44,7 +45,7 @@ def _stored(cadence: Cadence) -> sa.Select[Any]:
 
 def _compare(conn: sa.Connection, expected: sa.Select[Any], stored: sa.Select[Any]) -> list[Mismatch]:
     """The (window, account) pairs whose figures differ, a side without the pair counting as zero."""
-    pairs = _full_join if is_postgres(conn.dialect) else _union_grouped
+    pairs = _full_join if is_postgres(conn) else _union_grouped
     query = pairs(expected.subquery("expected"), stored.subquery("stored"))
     return [
         Mismatch(

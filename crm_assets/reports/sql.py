@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from crm_assets.reports.windows import Cadence, utc_midnight
+from crm_assets.warehouse.dialect import is_postgres
 
 _PG_UNITS = {Cadence.DAILY: "day", Cadence.WEEKLY: "week", Cadence.MONTHLY: "month"}  # date_trunc('week') = Monday
 # SQLite date modifiers: back 6 days then forward to the next Monday ('weekday 1') lands on the ISO week's Monday.
@@ -16,10 +17,6 @@ _SQLITE_MODIFIERS: dict[Cadence, tuple[str, ...]] = {
     Cadence.WEEKLY: ("-6 days", "weekday 1"),
     Cadence.MONTHLY: ("start of month",),
 }
-
-
-def is_postgres(dialect: sa.Dialect) -> bool:
-    return dialect.name == "postgresql"
 
 
 def window_start_of(dialect: sa.Dialect, cadence: Cadence, column: Any, *, timestamptz: bool) -> Any:
@@ -59,5 +56,5 @@ def date_in(column: Any, start: date, end: date) -> Any:
 
 def pg_advisory_xact_lock(conn: sa.Connection, key: int, sub: int) -> None:
     """Serialise writers of the same rows until the transaction ends (PostgreSQL only)."""
-    if is_postgres(conn.dialect):
+    if is_postgres(conn):
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k, :s)"), {"k": key, "s": sub})

@@ -20,8 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from crm_assets.reports.sql import is_postgres
 from crm_assets.warehouse.bulk import analyze_stage, create_stage, stages_dropped, upsert_insert
+from crm_assets.warehouse.dialect import is_postgres
 from crm_assets.warehouse.schema import deal_history, deal_stage_transitions, derived_state
 
 _COLUMNS = ["deal_id", "from_stage", "to_stage", "changed_at", "days_in_from_stage"]
@@ -81,7 +81,7 @@ def refresh_transitions(engine: Engine, rebuild: bool = False) -> TransitionStat
     with versions added since the last build; everything on the first build, when asked, or when the
     history is no longer the one the last build read (emptied or rewritten)."""
     with engine.begin() as conn:
-        if is_postgres(conn.dialect):
+        if is_postgres(conn):
             # One refresh at a time (two would both insert a deal's transitions); and versions committed
             # while this one reads would otherwise fall below the newest id it records.
             conn.execute(sa.text(f"LOCK TABLE {deal_stage_transitions.name} IN SHARE ROW EXCLUSIVE MODE"))
@@ -164,7 +164,7 @@ def transition_stats(conn: sa.Connection) -> TransitionStats:
 def _median_days(conn: sa.Connection) -> dict[str, float]:
     t = deal_stage_transitions.c
     known = t.days_in_from_stage.is_not(None)
-    if is_postgres(conn.dialect):
+    if is_postgres(conn):
         middle = sa.func.percentile_cont(0.5).within_group(t.days_in_from_stage)
         rows = conn.execute(sa.select(t.from_stage, middle).where(known).group_by(t.from_stage)).all()
         return {stage: round(float(days), 2) for stage, days in rows}

@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Engine
 
 from crm_assets.freshsales.ratelimit import BudgetState, BudgetStore, FileBudgetStore, MemoryBudgetStore
+from crm_assets.warehouse.dialect import is_postgres
 from crm_assets.warehouse.schema import crm_rate_budget
 
 T = TypeVar("T")
@@ -73,7 +74,7 @@ def budget_file(database: str, account: str) -> Path:
 def shared_budget_store(engine: Engine, crm_base_url: str) -> BudgetStore:
     """Where the deployment of the warehouse behind `engine` keeps the budget of the CRM at `crm_base_url`."""
     account = crm_account(crm_base_url)
-    if engine.dialect.name == "postgresql":
+    if is_postgres(engine):
         return PostgresBudgetStore(engine, account)
     database = engine.url.database
     if not database or database == ":memory:":

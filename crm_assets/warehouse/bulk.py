@@ -17,14 +17,11 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from crm_assets.warehouse.dialect import is_postgres
+
 _SQLITE_CHUNK = 20_000
 _STAGES = "crm_assets.stages"
 _ANALYZE_AFTER_ROWS = 50_000
-
-
-def is_postgres(conn: sa.Connection) -> bool:
-    """Whether the warehouse connection is PostgreSQL (else SQLite): the one test for dialect-specific paths."""
-    return conn.dialect.name == "postgresql"
 
 
 def upsert_insert(conn: sa.Connection, table: sa.Table) -> Any:

@@ -30,7 +30,6 @@ from crm_assets.warehouse.bulk import (
     delete_staged_keys,
     drop_stages,
     fill_stage,
-    is_postgres,
     probing_joins,
     read_frame,
     restore_after_bulk_load,
@@ -38,6 +37,7 @@ from crm_assets.warehouse.bulk import (
     upsert_from_stage,
     upsert_insert,
 )
+from crm_assets.warehouse.dialect import is_postgres
 from crm_assets.warehouse.drift import guard_changed_records
 from crm_assets.warehouse.history import HISTORY_DOMAIN, earliest, record_versions
 from crm_assets.warehouse.raw import (

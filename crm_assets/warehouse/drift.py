@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from crm_assets.domains import Column, Domain
+from crm_assets.warehouse.dialect import is_postgres
 from crm_assets.warehouse.schema import RAW_TABLES
 
 # Below this many changed live records, a field missing from all of them may be chance (a few records
@@ -53,7 +54,7 @@ def _columns(missing: Sequence[MissingField]) -> str:
 
 def _present(conn: sa.Connection, payload: sa.Column[Any], path: tuple[str, ...]) -> sa.ColumnElement[bool]:
     """True when the JSON key exists in the payload, whatever its value (a JSON null counts as present)."""
-    if conn.dialect.name == "postgresql":
+    if is_postgres(conn):
         return sa.literal_column(f"({payload.name} #> '{{{','.join(path)}}}')").is_not(None)
     # json_type gives SQL NULL for a missing path and 'null' for a JSON null (paths are validated identifiers).
     return sa.literal_column(f"json_type({payload.name}, '$.{'.'.join(path)}')").is_not(None)

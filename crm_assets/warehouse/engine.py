@@ -14,6 +14,7 @@ from alembic.config import Config
 from sqlalchemy.engine import URL, Engine, make_url
 
 from crm_assets import settings
+from crm_assets.warehouse.dialect import is_postgres
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # Any constant works; it only has to be the same in every process that migrates this database.
@@ -143,18 +144,18 @@ def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
 @contextmanager
 def _migration_lock(engine: Engine) -> Iterator[sa.Connection]:
     """One migrator at a time: parallel steps creating tables on a fresh database race."""
-    if engine.dialect.name == "sqlite":
+    if not is_postgres(engine):
         with _sqlite_file_lock(engine), engine.connect() as conn:
             yield conn
         return
     with engine.connect() as conn:
-        if engine.dialect.name == "postgresql":
+        if is_postgres(engine):
             conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
             conn.commit()
         try:
             yield conn
         finally:
-            if engine.dialect.name == "postgresql":
+            if is_postgres(engine):
                 conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY})
                 conn.commit()
 

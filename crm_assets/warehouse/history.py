@@ -19,7 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from crm_assets.domains import Domain
-from crm_assets.warehouse.bulk import analyze_stage, create_stage, is_postgres, probing_joins
+from crm_assets.warehouse.bulk import analyze_stage, create_stage, probing_joins
+from crm_assets.warehouse.dialect import is_postgres
 from crm_assets.warehouse.schema import CLEAN_TABLES, HISTORY_TRACKED_COLUMNS, RAW_TABLES, deal_history
 
 HISTORY_DOMAIN = "deals"
@@ -204,9 +205,10 @@ def current_version_mismatches(conn: sa.Connection, limit: int = 20) -> tuple[in
     rows = sa.select(d.deal_id, d.crm_id, *(d[c] for c in HISTORY_TRACKED_COLUMNS))
     # Each side's rows missing from the other (SQLite takes no parenthesised compound inside a compound).
     only_current, only_deals = sa.except_(current, rows).subquery(), sa.except_(rows, current).subquery()
+    # UNION keeps each deal_id once; the window count is taken before LIMIT: one pass over both tables.
     differing = sa.union(sa.select(only_current.c.deal_id), sa.select(only_deals.c.deal_id)).subquery()
-    count = conn.execute(sa.select(sa.func.count(sa.distinct(differing.c.deal_id)))).scalar_one()
-    sample = conn.execute(
-        sa.select(differing.c.deal_id).distinct().order_by(differing.c.deal_id).limit(limit)
-    ).scalars()
-    return int(count), [int(k) for k in sample]
+    first = conn.execute(
+        sa.select(differing.c.deal_id, sa.func.count().over()).order_by(differing.c.deal_id).limit(max(limit, 1))
+    ).all()
+    count = int(first[0][1]) if first else 0
+    return count, [int(deal_id) for deal_id, _ in first[:limit]]

@@ -24,6 +24,7 @@ from crm_assets.warehouse.bulk import (
     read_frame,
     upsert_insert,
 )
+from crm_assets.warehouse.dialect import is_postgres
 from crm_assets.warehouse.schema import RAW_TABLES, raw_scan_records, rejected_records, sync_state
 
 RAW_STAGE_COLUMNS = ("crm_id", "payload", "updated_at", "is_deleted", "synced_at", "run_id")
@@ -241,7 +242,7 @@ class RawWriter:
 
     @property
     def _is_postgres(self) -> bool:
-        return self.conn.dialect.name == "postgresql"
+        return is_postgres(self.conn)
 
     # -- before the merge --------------------------------------------------------------------------
 
@@ -482,7 +483,7 @@ def save_cursor(conn: sa.Connection, domain: Domain, cursor: datetime | None, *,
 
 def json_field_as_text(conn: sa.Connection, payload: sa.Column[Any], path: tuple[str, ...]) -> sa.ColumnElement[Any]:
     """A JSON field of the payload as text, the same on both dialects (paths are validated identifiers)."""
-    if conn.dialect.name == "postgresql":
+    if is_postgres(conn):
         return sa.literal_column(f"{payload.name} #>> '{{{','.join(path)}}}'")
     # json_extract gives JSON true/false as 1/0: spell them as PostgreSQL does.
     where = f"{payload.name}, '$.{'.'.join(path)}'"
@@ -514,7 +515,7 @@ def lock_domain(conn: sa.Connection, domain: Domain) -> None:
     Whoever needs several domains locks them in load order (referenced domains first), so no two wait
     on each other.
     """
-    if conn.dialect.name == "postgresql":
+    if is_postgres(conn):
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"crm_assets.{domain.name}"))))
 
 
