@@ -5,8 +5,10 @@ throwaway PostgreSQL database, as in production.
 
 The first run syncs everything and materializes every aggregation partition; a re-run after 1% of the
 records changed (renamed, as the sync benchmark changes them) syncs the changes and refreshes only the
-aggregation partitions whose rows differ from `deals`. With --resize, a further re-run after deal amounts
-changed on that share of deals shows the cost of refreshing their partitions. Not a test: it prints figures.
+aggregation partitions whose rows differ from `deals`. A third run after the same records are renamed
+again has sync and history work but no partition to refresh: the floor of any re-run. With --resize, a
+further re-run after deal amounts changed on that share of deals shows the cost of refreshing their
+partitions. Not a test: it prints figures.
 
     python crm_assets_tests/benchmarks/bench_cli_rerun.py --deals 100000 [--instance postgres]
 """
@@ -144,6 +146,16 @@ def main() -> None:
             flush=True,
         )
         print(f"    where the re-run's time went: {rerun.breakdown()}", flush=True)
+        # The same records renamed again: the sync and history have work, no aggregation partition changes.
+        for entity in ("deals", "sales_accounts", "contacts"):
+            touch(base, entity, args.fraction)
+        floor = crm_run(workdir, env, "re-run with nothing to refresh")
+        print(
+            f"  re-run, same records renamed again {floor.elapsed:7.1f} s  = {floor.elapsed / first.elapsed:.1%} "
+            f"of the first run (the floor: sync and history; {floor.runs})",
+            flush=True,
+        )
+        print(f"    where its time went: {floor.breakdown()}", flush=True)
         if args.resize:
             changed = resize_deals(base, args.fraction)
             resized = crm_run(workdir, env, "re-run after resizing")

@@ -22,6 +22,7 @@ SMALL_RUNS = [
     ("bench_sync.py", ["--deals", "2000", "--db", "sqlite"], "re-sync after 1% changed"),
     ("bench_reports.py", ["--deals", "2000", "--accounts", "50", "--days", "70", "--sample", "1"], "summary"),
     ("bench_history.py", ["--deals", "2000", "--days", "20", "--rounds", "1"], "pipeline_daily backfill"),
+    ("bench_cli_rerun.py", ["--deals", "2000"], "same records renamed again"),
 ]
 
 
