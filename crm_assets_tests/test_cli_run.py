@@ -19,6 +19,9 @@ import pytest
 import sqlalchemy as sa
 
 from crm_assets.contracts import CODE_LOCATION_NAME
+from crm_assets.defs.reports.partitions import build_partitions
+from crm_assets.reports.reconcile import mismatches_with_deals
+from crm_assets.reports.windows import Cadence
 from crm_assets_tests.conftest import create_pg_database, drop_pg_database, instance_at
 
 CLI = Path(sys.executable).with_name("crm-assets")
@@ -189,3 +192,25 @@ def test_an_unreachable_warehouse_fails_before_any_run_naming_it(tmp_path: Path)
         "error: cannot connect to the warehouse database postgresql+psycopg://crm:***@127.0.0.1:1/crm"
     )
     assert "s3cret" not in result.stdout + result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.postgres
+def test_pointing_one_instance_at_a_new_warehouse_fills_that_warehouse_completely(tmp_path: Path) -> None:
+    """`make run` on SQLite, then the README's production recipe (DATABASE_URL) with the same Dagster home: the
+    instance remembers the partitions it computed in the first warehouse, and the second must still get every
+    aggregation, not only the partitions the instance has not seen."""
+    url = create_pg_database("crm_assets_switch")
+    try:
+        env = _env(tmp_path, DAGSTER_HOME=str(tmp_path / "home"), CRM_REPORTS_START_DATE="2026-01-01")
+        _cli(tmp_path, env, "run")
+        _cli(tmp_path, env | {"DATABASE_URL": url}, "run")
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            for cadence in Cadence:
+                partitions = set(build_partitions("2026-01-01")[cadence].get_partition_keys())  # open one excluded
+                reported = [m for m in mismatches_with_deals(conn, cadence) if m.window.isoformat() in partitions]
+                assert reported == [], (cadence, sorted({m.window for m in reported}), len(reported))
+        assert _count(engine, "deal_aggregations") > 0
+        engine.dispose()
+    finally:
+        drop_pg_database(url)
