@@ -78,8 +78,11 @@ def normalize_url(url: str | URL) -> URL:
 
 
 def safe_url(url: str | URL) -> str:
-    """The URL for messages and metadata: never with its password."""
-    return make_url(url).render_as_string(hide_password=True)
+    """The URL for messages and metadata: never with its password, neither in the user part nor as a
+    connection parameter (libpq also reads `?password=` and `?sslpassword=`)."""
+    parsed = make_url(url)
+    hidden = {k: "***" for k in parsed.query if "password" in k.lower()}
+    return parsed.update_query_dict(hidden).render_as_string(hide_password=True)
 
 
 def create_warehouse_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:

@@ -160,14 +160,24 @@ def test_parallel_first_migrations_do_not_race(pg_url: str) -> None:
     assert set(CLEAN_TABLES) <= set(sa.inspect(create_warehouse_engine(pg_url)).get_table_names())
 
 
-def test_unreachable_database_names_the_url_without_password() -> None:
-    from crm_assets.warehouse.engine import WarehouseConnectionError, check_connection
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://crm:s3cret-pw@127.0.0.1:1/nowhere",
+        # libpq takes the password (and a client key's) as connection parameters too
+        "postgresql+psycopg://crm@127.0.0.1:1/nowhere?password=s3cret-pw&sslmode=prefer",
+        "postgresql+psycopg://crm@127.0.0.1:1/nowhere?sslpassword=s3cret-pw",
+    ],
+)
+def test_unreachable_database_names_the_url_without_password(url: str) -> None:
+    from crm_assets.warehouse.engine import WarehouseConnectionError, check_connection, safe_url
 
-    engine = create_warehouse_engine("postgresql+psycopg://crm:s3cret-pw@127.0.0.1:1/nowhere")
+    engine = create_warehouse_engine(url)
     with pytest.raises(WarehouseConnectionError) as caught:
         check_connection(engine)
     assert "127.0.0.1:1/nowhere" in str(caught.value)
-    assert "s3cret-pw" not in str(caught.value)
+    assert "s3cret-pw" not in str(caught.value) and "s3cret-pw" not in safe_url(url)
+    assert "sslmode=prefer" in safe_url(url) or "sslmode" not in url
 
 
 def test_read_frame_types_match_on_both_dialects(warehouse_engine: Engine) -> None:
