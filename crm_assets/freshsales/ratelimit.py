@@ -27,7 +27,7 @@ from typing import Protocol, TypeVar
 
 import orjson
 
-from crm_assets.freshsales.retry import reset_hint
+from crm_assets.freshsales.retry import MAX_HINT_SECONDS, reset_hint
 
 # Waits shorter than this are routine pacing once a budget is saturated: logged at debug only.
 _LOG_WAITS_FROM_SECONDS = 1.0
@@ -180,6 +180,7 @@ class RateLimiter:
         """(slot, why it is later than now, now). Reads the clock only once the state is locked, so that
         a wait for another process's lock never backdates this grant."""
         now = self._clock()
+        _forget_the_far_future(state, now + MAX_HINT_SECONDS + max(b.window_seconds for b in self.budgets))
         grants = state.grants
         slot, reason = now, ""
         for budget in self.budgets:
@@ -260,3 +261,12 @@ def _whole_number(value: str | None) -> int | None:
         return int(value.strip())
     except ValueError:
         return None
+
+
+def _forget_the_far_future(state: BudgetState, horizon: float) -> None:
+    """Drop what no budget can put beyond `horizon`: a shared state written by a release that took any
+    server hint at its word, or before the clock was set back, would otherwise hold every sync for years."""
+    if state.server_reset_at is not None and state.server_reset_at > horizon:
+        state.server_remaining = state.server_reset_at = None
+    if state.grants and state.grants[-1] > horizon:
+        state.grants[:] = [t for t in state.grants if t <= horizon]

@@ -10,7 +10,8 @@ import httpx
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504, 507, 509, 520, 521, 522, 523, 524})
 # x-ratelimit-reset values above this are Unix epochs, below it a number of seconds.
 EPOCH_THRESHOLD = 1e9
-# Longest server hint honoured: the hourly budget resets within the hour.
+# Longest server hint honoured: the hourly budget resets within the hour. A longer one (a wrong unit, a
+# broken proxy) would otherwise stall every sync that shares the budget for as long as it says.
 MAX_HINT_SECONDS = 3600.0
 
 # Transport errors that a retry cannot fix: a malformed URL or a request this client built wrongly.
@@ -40,13 +41,17 @@ def _number(value: str | None) -> float | None:
         return None
 
 
+def _honoured(seconds: float) -> float | None:
+    """A hint's wait, at most MAX_HINT_SECONDS; None when it is negative or not a number."""
+    return min(seconds, MAX_HINT_SECONDS) if seconds >= 0 else None
+
+
 def reset_hint(value: str | None, now_epoch: float) -> float | None:
     """Seconds until x-ratelimit-reset, read as an epoch when it is that large, else as seconds."""
     number = _number(value)
     if number is None:
         return None
-    seconds = number - now_epoch if number > EPOCH_THRESHOLD else number
-    return seconds if seconds >= 0 else None
+    return _honoured(number - now_epoch if number > EPOCH_THRESHOLD else number)
 
 
 def retry_after_hint(value: str | None, now_epoch: float) -> float | None:
@@ -55,13 +60,12 @@ def retry_after_hint(value: str | None, now_epoch: float) -> float | None:
         return None
     number = _number(value)
     if number is not None:
-        return number if number >= 0 else None
+        return _honoured(number)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    seconds = when.timestamp() - now_epoch
-    return seconds if seconds >= 0 else None
+    return _honoured(when.timestamp() - now_epoch)
 
 
 def server_hint(headers: httpx.Headers, now_epoch: float) -> tuple[float, str] | None:
@@ -69,5 +73,5 @@ def server_hint(headers: httpx.Headers, now_epoch: float) -> tuple[float, str] |
     for header, parse in (("x-ratelimit-reset", reset_hint), ("retry-after", retry_after_hint)):
         seconds = parse(headers.get(header), now_epoch)
         if seconds is not None:
-            return min(seconds, MAX_HINT_SECONDS), header
+            return seconds, header
     return None

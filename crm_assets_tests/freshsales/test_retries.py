@@ -11,7 +11,7 @@ import pytest
 
 from crm_assets.freshsales.client import FreshsalesClient
 from crm_assets.freshsales.errors import CrmRateLimitError, CrmUnavailableError, CrmUnreachableError
-from crm_assets.freshsales.retry import backoff_delay, reset_hint, retry_after_hint
+from crm_assets.freshsales.retry import MAX_HINT_SECONDS, backoff_delay, reset_hint, retry_after_hint
 from crm_assets_tests.freshsales.conftest import FakeSleep
 from crm_assets_tests.freshsales.fakes import API_KEY, FakeCrm, make_records, raise_, status
 
@@ -167,3 +167,6 @@ def test_hint_parsing() -> None:
     assert reset_hint("soon", NOW) is None
     assert retry_after_hint("Wed, 01 May 2024 12:01:00 GMT", NOW) == 60
     assert retry_after_hint("-1", NOW) is None
+    assert reset_hint("86400", NOW) == reset_hint(str((NOW + 10**7) * 1000), NOW) == MAX_HINT_SECONDS  # capped
+    assert retry_after_hint("86400", NOW) == MAX_HINT_SECONDS
+    assert reset_hint("nan", NOW) is None

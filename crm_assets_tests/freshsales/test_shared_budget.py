@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from crm_assets.demo_crm import DEMO_API_KEY, DemoConfig, DemoCrm
 from crm_assets.demo_crm.server import serve_demo_crm
 from crm_assets.freshsales.ratelimit import BudgetState, FileBudgetStore, MemoryBudgetStore, RateLimiter
+from crm_assets.freshsales.retry import MAX_HINT_SECONDS
 from crm_assets.resources import CrmResource
 from crm_assets.warehouse.budget import PostgresBudgetStore, crm_account, shared_budget_store
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
@@ -112,6 +113,24 @@ def test_the_crms_remaining_zero_holds_every_caller_until_its_reset(status: int)
     assert slots(limiters, 3) == [20.0, 20.0, 20.0]
     clock.now += 21
     assert slots(limiters, 1) == [0.0]  # the CRM's window has reset
+
+
+@pytest.mark.parametrize("reset", ["500000000", "1790000000000", "inf"])  # seconds, epoch milliseconds, nonsense
+def test_a_reset_hint_beyond_the_hour_holds_callers_an_hour_at_most(reset: str) -> None:
+    clock = Clock()
+    limiters = [RateLimiter(400, 0, clock=clock, sleep=lambda s: None)]
+    limiters[0].observe(429, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": reset})
+    assert slots(limiters, 1) == [MAX_HINT_SECONDS]
+
+
+def test_a_far_future_budget_state_left_by_an_earlier_release_is_forgotten(tmp_path: Path) -> None:
+    """A shared state that says to wait for years (written before hints were capped) holds nobody."""
+    clock = Clock()
+    path = tmp_path / "budget.json"
+    years = clock.now + 5e8
+    path.write_bytes(BudgetState(grants=[years], server_remaining=0, server_reset_at=years).to_json())
+    limiter = RateLimiter(400, 1000, clock=clock, sleep=lambda s: None, store=FileBudgetStore(path))
+    assert slots([limiter], 2) == [0.0, 0.0]
 
 
 def test_the_crms_remaining_count_is_spent_before_waiting_for_its_reset() -> None:
