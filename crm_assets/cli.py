@@ -7,6 +7,8 @@ import gc
 import sys
 from collections.abc import Sequence
 
+from crm_assets.settings import SettingsError
+
 
 def _domain_names() -> list[str]:
     from crm_assets.domains import DOMAIN_NAMES
@@ -63,25 +65,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from crm_assets.defs.instance import dagster_home, quiet_dagster_warnings
 
     quiet_dagster_warnings()
-    if args.command in ("run", "update"):
-        dagster_home()  # one instance, and the SQLite warehouse in it, for every command
-    if args.command == "run":
-        from crm_assets.run_all import run_all
-
-        return _exiting(run_all(full_refresh=args.full_refresh, rebuild_reports=args.rebuild_reports))
-    if args.command == "update":
-        from crm_assets.defs.write_back.launch import launch_update
-
-        return _exiting(
-            launch_update(
-                domain=args.domain,
-                key=args.key,
-                value=args.value,
-                key_to_update=args.key_to_update,
-                update_value=args.update_value,
-                dry_run=args.dry_run,
-            )
-        )
     if args.command == "demo-crm":
         from crm_assets.demo_crm.server import serve_forever
 
@@ -92,6 +75,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             contacts=args.contacts,
             deals=args.deals,
             seed=args.seed,
+        )
+    dagster_home()  # one instance, and the SQLite warehouse in it, for every command
+    try:
+        return _exiting(_run_command(args))
+    except SettingsError as exc:  # nothing ran: the variable to fix, in one line
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """`run` or `update`: Dagster runs on the one instance."""
+    if args.command == "run":
+        from crm_assets.run_all import run_all
+
+        return run_all(full_refresh=args.full_refresh, rebuild_reports=args.rebuild_reports)
+    if args.command == "update":
+        from crm_assets.defs.write_back.launch import launch_update
+
+        return launch_update(
+            domain=args.domain,
+            key=args.key,
+            value=args.value,
+            key_to_update=args.key_to_update,
+            update_value=args.update_value,
+            dry_run=args.dry_run,
         )
     raise AssertionError(f"unhandled command {args.command}")
 

@@ -31,6 +31,10 @@ RATE_LIMIT_RULE: Final = (
 )
 
 
+class SettingsError(ValueError):
+    """An environment variable's value is unusable: the message names the variable, the value and the rule."""
+
+
 def _read(name: str) -> str | None:
     return os.environ.get(name) or None
 
@@ -61,7 +65,7 @@ def rate_limit(name: str, default: int) -> int:
     except ValueError:
         value = -1
     if value < 0:
-        raise ValueError(f"{name} is {raw!r}: {RATE_LIMIT_RULE}")
+        raise SettingsError(f"{name} is {raw!r}: {RATE_LIMIT_RULE}")
     return value
 
 
@@ -81,4 +85,4 @@ def reports_start_date() -> str:
     try:
         return date.fromisoformat(raw).isoformat()
     except ValueError:
-        raise ValueError(f"{CRM_REPORTS_START_DATE} must be a date like 2023-01-01, got {raw!r}") from None
+        raise SettingsError(f"{CRM_REPORTS_START_DATE} must be a date like 2023-01-01, got {raw!r}") from None

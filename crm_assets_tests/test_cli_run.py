@@ -194,6 +194,31 @@ def test_an_unreachable_warehouse_fails_before_any_run_naming_it(tmp_path: Path)
     assert "s3cret" not in result.stdout + result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("command", "variable", "value", "says"),
+    [
+        ("run", "CRM_RATE_LIMIT_PER_MINUTE", "-5", "CRM_RATE_LIMIT_PER_MINUTE is '-5': it must be a whole number"),
+        ("run", "CRM_REPORTS_START_DATE", "2026-02-30", "CRM_REPORTS_START_DATE must be a date like 2023-01-01"),
+        ("update", "CRM_FIELD_MAP", "/nowhere/map.json", "CRM_FIELD_MAP: cannot read /nowhere/map.json as JSON"),
+        ("update", "CRM_FIELD_MAP", "{map}", "names unknown columns: ['deal_price']"),
+    ],
+)
+def test_an_unusable_setting_ends_the_command_with_one_line_naming_it(
+    tmp_path: Path, command: str, variable: str, value: str, says: str
+) -> None:
+    field_map = tmp_path / "map.json"
+    field_map.write_text(json.dumps({"deals": {"deal_price": "amount"}}))
+    env = _env(tmp_path, DAGSTER_HOME=str(tmp_path / "home"), **{variable: value.format(map=field_map)})
+    update = ("--domain", "deals", "--key", "deal_id", "--value", "1", "--key-to-update", "deal_size")
+    args = (command, *update, "--update-value", "5", "--dry-run") if command == "update" else (command,)
+    result = subprocess.run([CLI, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert _last_line(result.stderr).startswith("error: ") and says in _last_line(result.stderr)
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) <= 2, result.stderr
+    with instance_at(str(tmp_path / "home")) as instance:
+        assert instance.get_runs() == [], "no run was started"
+
+
 @pytest.mark.postgres
 def test_pointing_one_instance_at_a_new_warehouse_fills_that_warehouse_completely(tmp_path: Path) -> None:
     """`make run` on SQLite, then the README's production recipe (DATABASE_URL) with the same Dagster home: the

@@ -19,6 +19,7 @@ from typing import Any
 import dagster as dg
 from dagster._core.definitions.job_base import InMemoryJob
 from dagster._core.definitions.selector import JobSubsetSelector
+from dagster._core.errors import DagsterUserCodeLoadError
 from dagster._core.execution.api import create_execution_plan, execute_run
 from dagster._core.remote_origin import InProcessCodeLocationOrigin
 from dagster._core.remote_representation.code_location import InProcessCodeLocation
@@ -29,6 +30,7 @@ from crm_assets import settings
 from crm_assets.contracts import CODE_LOCATION_NAME
 from crm_assets.defs.local_storage import PooledSqliteEventLogStorage
 from crm_assets.files import write_bytes_atomically
+from crm_assets.settings import SettingsError
 
 DEFINITIONS_MODULE = "crm_assets.definitions"
 REPOSITORY_NAME = "__repository__"  # what Dagster names the repository of a Definitions object
@@ -110,10 +112,27 @@ def code_location(instance: dg.DagsterInstance) -> Iterator[LoadedCodeLocation]:
         ),
         location_name=CODE_LOCATION_NAME,
     )
-    with InProcessCodeLocation(origin, instance) as location:
+    try:
+        location = InProcessCodeLocation(origin, instance)
+    except DagsterUserCodeLoadError as exc:
+        if (unusable := _settings_error(exc)) is not None:
+            raise unusable from None
+        raise
+    with location:
         # The job name plays no part in loading the repository.
         repository = location.get_reconstructable_job(REPOSITORY_NAME, "").get_repository_definition()
+        if repository is None:
+            raise RuntimeError(f"{DEFINITIONS_MODULE} defines no repository")
         yield LoadedCodeLocation(location, repository)
+
+
+def _settings_error(exc: BaseException) -> SettingsError | None:
+    """The unusable environment variable that failed loading the definitions, if that is what failed: its
+    message names the variable and the rule, and Dagster's wrapping would bury it in a traceback."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, SettingsError):
+        cause = cause.__cause__
+    return cause
 
 
 def execute_job_run(

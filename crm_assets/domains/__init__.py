@@ -16,6 +16,7 @@ from crm_assets.domains.accounts import ACCOUNTS
 from crm_assets.domains.base import Column, ColumnType, Domain, ForeignKey
 from crm_assets.domains.contacts import CONTACTS
 from crm_assets.domains.deals import DEALS
+from crm_assets.settings import SettingsError
 
 DEFAULT_DOMAINS: tuple[Domain, ...] = (ACCOUNTS, CONTACTS, DEALS)
 # Fixed by the declarations, whatever the field map: for choices and dependencies built at import.
@@ -27,14 +28,14 @@ def load_field_map(path: str | os.PathLike[str]) -> dict[str, dict[str, str]]:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise ValueError(f"CRM_FIELD_MAP: cannot read {path} as JSON: {exc}") from None
+        raise SettingsError(f"CRM_FIELD_MAP: cannot read {path} as JSON: {exc}") from None
     known = set(DOMAIN_NAMES)
     if not isinstance(data, dict) or not all(
         isinstance(m, dict) and all(isinstance(v, str) for v in m.values()) for m in data.values()
     ):
-        raise ValueError(f'CRM_FIELD_MAP: {path} must look like {{"deals": {{"deal_size": "amount"}}}}')
+        raise SettingsError(f'CRM_FIELD_MAP: {path} must look like {{"deals": {{"deal_size": "amount"}}}}')
     if unknown := set(data) - known:
-        raise ValueError(f"CRM_FIELD_MAP: {path} names unknown domains {sorted(unknown)}; known: {sorted(known)}")
+        raise SettingsError(f"CRM_FIELD_MAP: {path} names unknown domains {sorted(unknown)}; known: {sorted(known)}")
     return data
 
 
@@ -50,7 +51,14 @@ def configured_domains() -> tuple[Domain, ...]:
     Tests that change the variable call `configured_domains.cache_clear()`.
     """
     path = settings.field_map_path()
-    return apply_field_map(load_field_map(path) if path else {})
+    if not path:
+        return apply_field_map({})
+    try:
+        return apply_field_map(load_field_map(path))
+    except SettingsError:
+        raise
+    except ValueError as exc:  # a column the map names, or a field path it gives, the declarations refuse
+        raise SettingsError(f"CRM_FIELD_MAP: {path}: {exc}") from None
 
 
 def get_domain(name: str) -> Domain:

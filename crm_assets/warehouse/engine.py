@@ -14,6 +14,7 @@ from alembic.config import Config
 from sqlalchemy.engine import URL, Engine, make_url
 
 from crm_assets import settings
+from crm_assets.settings import SettingsError
 from crm_assets.warehouse.dialect import is_postgres
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -35,7 +36,7 @@ def default_database_url() -> str:
     return f"sqlite:///{(settings.dagster_home() / 'warehouse.db').resolve()}"
 
 
-class WarehouseConfigError(ValueError):
+class WarehouseConfigError(SettingsError):
     """The warehouse URL is malformed or names a database crm-assets does not support; retrying cannot help."""
 
 
