@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -20,6 +22,9 @@ import sqlalchemy as sa
 
 from crm_assets.contracts import CODE_LOCATION_NAME
 from crm_assets.defs.reports.partitions import build_partitions
+from crm_assets.demo_crm import DEMO_API_KEY, DemoConfig, DemoCrm
+from crm_assets.demo_crm.config import Faults
+from crm_assets.demo_crm.server import serve_demo_crm
 from crm_assets.reports.reconcile import mismatches_with_deals
 from crm_assets.reports.windows import Cadence
 from crm_assets_tests.conftest import create_pg_database, drop_pg_database, instance_at
@@ -217,6 +222,46 @@ def test_an_unusable_setting_ends_the_command_with_one_line_naming_it(
     assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) <= 2, result.stderr
     with instance_at(str(tmp_path / "home")) as instance:
         assert instance.get_runs() == [], "no run was started"
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_run_stops_at_once_cancels_its_run_and_the_next_one_finishes(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    """Dagster executing in the command's main thread held Ctrl-C back (or retried the step 30 s later) and
+    the run went on; a supervisor's SIGTERM likewise."""
+    demo = DemoCrm(DemoConfig(accounts=20, contacts=60, deals=200, seed=5, api_key=DEMO_API_KEY))
+    with serve_demo_crm(demo) as url:
+        env = _env(
+            tmp_path,
+            DAGSTER_HOME=str(tmp_path / "home"),
+            CRM_BASE_URL=url,
+            CRM_API_KEY=DEMO_API_KEY,
+            CRM_RATE_LIMIT_PER_MINUTE="0",
+            CRM_RATE_LIMIT_PER_HOUR="0",
+            CRM_REPORTS_START_DATE="2026-06-01",
+        )
+        demo.faults = Faults(slow_seconds=20)  # the CRM hangs: the sync waits on its first answer
+        command = subprocess.Popen(
+            [CLI, "run"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert command.stdout is not None
+        for line in command.stdout:  # until the sync reads the CRM
+            if "raw_accounts" in line:
+                break
+        time.sleep(0.5)
+        command.send_signal(stop)
+        started = time.monotonic()
+        rest = command.communicate(timeout=60)[0]
+        assert command.returncode == 130, rest
+        assert time.monotonic() - started < 10, "the command stops at once, not when the CRM answers"
+        assert _last_line(rest).startswith("interrupted: run ") and "Traceback" not in rest, rest
+        with instance_at(str(tmp_path / "home")) as instance:
+            assert [(r.job_name, r.status) for r in instance.get_runs()] == [("crm_sync", dg.DagsterRunStatus.CANCELED)]
+
+        demo.faults = Faults()
+        again = _cli(tmp_path, env, "run")
+    assert "aggregation runs: 3" in again.stdout
 
 
 @pytest.mark.postgres

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -187,4 +188,38 @@ def execute_job_run(
         asset_check_selection=checks,
         asset_graph=location.remote.get_repository(REPOSITORY_NAME).asset_graph,
     )
-    return execute_run(job, run, instance, raise_on_error=False)
+    return _execute_until_interrupted(job, run, instance)
+
+
+class CommandInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during a run this command executes: the run is marked canceled."""
+
+
+def _execute_until_interrupted(
+    job: InMemoryJob, run: dg.DagsterRun, instance: dg.DagsterInstance
+) -> dg.JobExecutionResult:
+    """Execute the run in a worker thread, so that Ctrl-C and SIGTERM reach this command: executed in the main
+    thread, Dagster holds interrupts back between steps and turns one during a step with a retry policy into
+    a retry, and the run goes on. Loads are transactional and scans resume from their last checkpoint, so the
+    command can stop at once (`CommandInterrupted`; the caller exits without waiting for the worker)."""
+    outcome: dict[str, dg.JobExecutionResult | BaseException] = {}
+
+    def execute() -> None:
+        try:
+            outcome["result"] = execute_run(job, run, instance, raise_on_error=False)
+        except BaseException as exc:  # handed to the main thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=execute, name=f"run-{run.run_id[:8]}", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(timeout=0.5)  # a timed join lets the signal's KeyboardInterrupt through
+    except KeyboardInterrupt:
+        instance.report_run_canceled(run, message="Interrupted (Ctrl-C or SIGTERM) by the command that ran it")
+        raise CommandInterrupted(f"interrupted: run {run.run_id} of {run.job_name} canceled") from None
+    if isinstance(error := outcome.get("error"), BaseException):
+        raise error
+    result = outcome["result"]
+    assert isinstance(result, dg.JobExecutionResult)
+    return result
