@@ -113,6 +113,8 @@ def clean_changes(
     restore_table = suspend_for_bulk_load(conn, CLEAN_TABLES[domain.name]) if bulk else []
     restore_candidates = suspend_for_bulk_load(conn, CANDIDATE_TABLES[domain.name]) if bulk else []
     restore_history = _suspend_history(conn, domain, changed) if bulk else []
+    # No version of any deal yet (a first load): the history hook then only adds first versions.
+    unversioned = conn.execute(sa.select(deal_history.c.id).limit(1)).first() is None
     # No candidates yet (a first load): the batches (disjoint ranges of crm_id) then replace nothing.
     fresh = conn.execute(sa.select(CANDIDATE_TABLES[domain.name].c.crm_id).limit(1)).first() is None
     with probing_joins(conn, small):
@@ -129,7 +131,7 @@ def clean_changes(
     analyze_stage(conn, affected)
     with probing_joins(conn, small):
         for first, last in _key_ranges(conn, affected, chunk_size):
-            _decide(conn, domain, affected, first, last, run_id, changes, track, fresh=fresh)
+            _decide(conn, domain, affected, first, last, run_id, changes, track, fresh=fresh, unversioned=unversioned)
             drop_stages(conn, keep=[affected])
             log.info(f"{domain.name}: {changes.keys_decided:,} business keys decided")
     _restore(conn, restore_table, changes)
@@ -298,10 +300,12 @@ def _decide(
     track: Sequence[str],
     *,
     fresh: bool = False,
+    unversioned: bool = False,
 ) -> None:
     """Rerun the contest for the affected keys in [first, last] and write the difference.
 
     `fresh`: the run began with no candidates, so no contender has an old verdict to replace.
+    `unversioned`: the run began with an empty deal_history (see `record_versions`).
     """
     key = domain.business_key
     candidates, table = CANDIDATE_TABLES[domain.name], CLEAN_TABLES[domain.name]
@@ -333,7 +337,8 @@ def _decide(
     _write(conn, domain, inserts, updates, deleted)
     changes.write_seconds += time.perf_counter() - started
     _mark_dependents(conn, domain, pl.concat([inserts.select(key), deleted.select(key)]))
-    changes.history_from = earliest(changes.history_from, record_versions(conn, domain, affected, first, last))
+    written_from = record_versions(conn, domain, affected, first, last, unversioned=unversioned)
+    changes.history_from = earliest(changes.history_from, written_from)
 
     changes.keys_decided += contenders[key].n_unique() if not contenders.is_empty() else 0
     changes.inserted += inserts.height
