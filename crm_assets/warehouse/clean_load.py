@@ -106,12 +106,15 @@ def clean_changes(
     guard_changed_records(conn, domain, after, through)  # schema drift: refuse before writing anything
     changes = TableChanges()
     affected = _key_set(conn, domain)
-    bulk, small = _change_size(conn, domain, after, through)
+    changed, bulk, small = _change_size(conn, domain, after, through)
     if small:  # the probes below need to know these tables are large (see the end of this function)
         analyze_if_never_analyzed(conn, rejected_records)
         analyze_if_never_analyzed(conn, deal_history)
     restore_table = suspend_for_bulk_load(conn, CLEAN_TABLES[domain.name]) if bulk else []
     restore_candidates = suspend_for_bulk_load(conn, CANDIDATE_TABLES[domain.name]) if bulk else []
+    restore_history = _suspend_history(conn, domain, changed) if bulk else []
+    # No version of any deal yet (a first load): the history hook then only adds first versions.
+    unversioned = conn.execute(sa.select(deal_history.c.id).limit(1)).first() is None
     # No candidates yet (a first load): the batches (disjoint ranges of crm_id) then replace nothing.
     fresh = conn.execute(sa.select(CANDIDATE_TABLES[domain.name].c.crm_id).limit(1)).first() is None
     with probing_joins(conn, small):
@@ -121,15 +124,18 @@ def clean_changes(
             changes.records_read += batch.height
             log.info(f"{domain.name}: {changes.records_read:,} changed records coerced")
     _restore(conn, restore_candidates, changes)  # the contest looks candidates up by business key
+    if fresh:
+        _add_fresh_keys(conn, domain, affected)
     analyze_after_bulk_change(conn, CANDIDATE_TABLES[domain.name], changes.records_read)
     # Once, after the batches: while they add keys only the stage's primary key is used.
     analyze_stage(conn, affected)
     with probing_joins(conn, small):
         for first, last in _key_ranges(conn, affected, chunk_size):
-            _decide(conn, domain, affected, first, last, run_id, changes, track)
+            _decide(conn, domain, affected, first, last, run_id, changes, track, fresh=fresh, unversioned=unversioned)
             drop_stages(conn, keep=[affected])
             log.info(f"{domain.name}: {changes.keys_decided:,} business keys decided")
     _restore(conn, restore_table, changes)
+    restore_after_bulk_load(conn, restore_history)  # part of keeping the history, not of the load
     written = changes.inserted + changes.updated + changes.deleted
     analyze_after_bulk_change(conn, CLEAN_TABLES[domain.name], written)
     # The next runs look open versions up by the few keys they change: without statistics (never analyzed
@@ -144,8 +150,8 @@ def clean_changes(
     return changes
 
 
-def _change_size(conn: sa.Connection, domain: Domain, after: int, through: int) -> tuple[bool, bool]:
-    """(big, small): whether the change is large or small against the clean table, on PostgreSQL.
+def _change_size(conn: sa.Connection, domain: Domain, after: int, through: int) -> tuple[int, bool, bool]:
+    """(changed records, big, small): whether the change is large or small against the clean table, on PostgreSQL.
 
     Big (a first sync, a reload): load without row checks. The clean and candidates tables' foreign keys
     and plain indexes are then dropped while rows go in and rebuilt after (one sorted build, one
@@ -153,12 +159,24 @@ def _change_size(conn: sa.Connection, domain: Domain, after: int, through: int) 
     `probing_joins`. Elsewhere neither: SQLite has no hash join to avoid.
     """
     if not is_postgres(conn):
-        return False, False
+        return 0, False, False
     raw, table = RAW_TABLES[domain.name], CLEAN_TABLES[domain.name]
     changed = conn.execute(sa.select(sa.func.count()).where(raw.c.change_seq.between(after + 1, through))).scalar_one()
     rows = _estimated_rows(conn, table)
     big = changed >= BULK_LOAD_MIN_ROWS and changed >= BULK_LOAD_GROWTH * rows
-    return bool(big), bool(changed * SMALL_CHANGE_SHARE <= rows)
+    return int(changed), bool(big), bool(changed * SMALL_CHANGE_SHARE <= rows)
+
+
+def _suspend_history(conn: sa.Connection, domain: Domain, changed: int) -> list[str]:
+    """Drop deal_history's plain indexes for a big load of deals (`changed` records) when the history is
+    small against it, as in a first load.
+
+    Every deal then gets a version: one index build after costs less than growing the indexes row by row.
+    The open-version lookups of the run use the unique index, which stays.
+    """
+    if domain.name != HISTORY_DOMAIN or _estimated_rows(conn, deal_history) * BULK_LOAD_GROWTH > changed:
+        return []
+    return suspend_for_bulk_load(conn, deal_history)
 
 
 def _restore(conn: sa.Connection, statements: list[str], changes: TableChanges) -> None:
@@ -189,6 +207,16 @@ def _add_keys(conn: sa.Connection, affected: sa.Table, keys: sa.Select[Any]) -> 
     conn.execute(insert.from_select([column], keys.where(sa.true())).on_conflict_do_nothing())
 
 
+def _add_fresh_keys(conn: sa.Connection, domain: Domain, affected: sa.Table) -> None:
+    """After a fresh run's batches, every candidate is new: its usable keys are the keys to decide.
+
+    One sorted insert of the distinct keys costs far less than staging and merging each batch's keys.
+    """
+    candidates, key = CANDIDATE_TABLES[domain.name], domain.business_key
+    usable = sa.select(candidates.c[key]).where(candidates.c.error.is_(None)).distinct().order_by(candidates.c[key])
+    conn.execute(affected.insert().from_select([key], usable))
+
+
 def _take_changed_batch(
     conn: sa.Connection,
     domain: Domain,
@@ -201,7 +229,8 @@ def _take_changed_batch(
 ) -> None:
     """Replace the batch's candidates, note the keys they held and now hold, re-quarantine the unusable.
 
-    `fresh`: the candidates table held no row when the run began, so none of the batch's records has one.
+    `fresh`: the candidates table held no row when the run began, so none of the batch's records has one,
+    and the caller notes the keys once after the batches (`_add_fresh_keys`).
     """
     candidates, key = CANDIDATE_TABLES[domain.name], domain.business_key
     ids = create_stage(conn, RAW_TABLES[domain.name], ["crm_id"])
@@ -216,9 +245,21 @@ def _take_changed_batch(
     started = time.perf_counter()
     fill_stage(conn, candidates, coerced)  # every row is new: its old version was just deleted
     changes.write_seconds += time.perf_counter() - started
+    if not fresh:
+        _note_new_keys(conn, domain, affected, coerced, in_batch)
+    _drop_rejections(conn, domain, sa.select(ids.c.crm_id))
+    invalid = coerced.filter(pl.col("error").is_not_null()).select("crm_id", pl.col("error").alias("reason"))
+    add_rejections(conn, domain, invalid, run_id)
+
+
+def _note_new_keys(
+    conn: sa.Connection, domain: Domain, affected: sa.Table, coerced: pl.DataFrame, in_batch: sa.ColumnElement[bool]
+) -> None:
+    """Add the usable keys the batch's candidates (`coerced`, just written) now hold to `affected`."""
+    key = domain.business_key
     if is_postgres(conn):
-        # The keys the batch's candidates now hold, from the frame just written: reading them back from the
-        # candidates table would scan all of it (no statistics until the loop ends) once per batch.
+        # From the frame just written: reading them back from the candidates table would scan all of it
+        # (no statistics until the loop ends) once per batch.
         new_keys = create_stage(conn, CLEAN_TABLES[domain.name], [key])
         fill_stage(conn, new_keys, coerced.filter(pl.col("error").is_null()).select(key).unique())
         # Distinct already: a plain insert of the keys not yet noted, cheaper than ON CONFLICT's per-row
@@ -226,11 +267,8 @@ def _take_changed_batch(
         noted = sa.exists().where(affected.c[key] == new_keys.c[key])
         conn.execute(affected.insert().from_select([key], sa.select(new_keys.c[key]).where(~noted)))
     else:  # SQLite probes the candidates' primary key per id: cheaper than staging the keys row by row.
+        candidates = CANDIDATE_TABLES[domain.name]
         _add_keys(conn, affected, sa.select(candidates.c[key]).where(in_batch, candidates.c.error.is_(None)))
-
-    _drop_rejections(conn, domain, sa.select(ids.c.crm_id))
-    invalid = coerced.filter(pl.col("error").is_not_null()).select("crm_id", pl.col("error").alias("reason"))
-    add_rejections(conn, domain, invalid, run_id)
 
 
 def _key_ranges(conn: sa.Connection, affected: sa.Table, chunk_size: int) -> Iterator[tuple[Any, Any]]:
@@ -260,8 +298,15 @@ def _decide(
     run_id: str | None,
     changes: TableChanges,
     track: Sequence[str],
+    *,
+    fresh: bool = False,
+    unversioned: bool = False,
 ) -> None:
-    """Rerun the contest for the affected keys in [first, last] and write the difference."""
+    """Rerun the contest for the affected keys in [first, last] and write the difference.
+
+    `fresh`: the run began with no candidates, so no contender has an old verdict to replace.
+    `unversioned`: the run began with an empty deal_history (see `record_versions`).
+    """
     key = domain.business_key
     candidates, table = CANDIDATE_TABLES[domain.name], CLEAN_TABLES[domain.name]
     schema = output_schema(domain)
@@ -282,16 +327,8 @@ def _decide(
     contenders_query = chosen(candidates, *(candidates.c[c] for c in schema)).where(candidates.c.error.is_(None))
     contenders = read_frame(conn, contenders_query, schema)
     winners, rejected = resolve(domain, contenders, _referenced_keys(conn, domain, contenders))
-    # Contenders' old verdicts (duplicate, orphan) are replaced; coercion rejects stay until their record changes.
-    if is_postgres(conn):
-        # By the contenders' ids as read, staged: a join of the domain's rejections with the candidates
-        # would probe the candidates once per rejection, every chunk (their statistics are stale in a big load).
-        staged_ids = create_stage(conn, candidates, ["crm_id"], primary_key=["crm_id"])
-        fill_stage(conn, staged_ids, contenders.select("crm_id"))
-        contender_ids = sa.select(staged_ids.c.crm_id)
-    else:  # SQLite: staging row by row costs more than the index probes
-        contender_ids = chosen(candidates, candidates.c.crm_id).where(candidates.c.error.is_(None))
-    _drop_rejections(conn, domain, contender_ids)
+    if not fresh:
+        _drop_verdicts(conn, domain, contenders, chosen(candidates, candidates.c.crm_id))
     add_rejections(conn, domain, rejected, run_id)
 
     current = read_frame(conn, chosen(table, *(table.c[c] for c in schema)), schema)
@@ -300,7 +337,8 @@ def _decide(
     _write(conn, domain, inserts, updates, deleted)
     changes.write_seconds += time.perf_counter() - started
     _mark_dependents(conn, domain, pl.concat([inserts.select(key), deleted.select(key)]))
-    changes.history_from = earliest(changes.history_from, record_versions(conn, domain, affected, first, last))
+    written_from = record_versions(conn, domain, affected, first, last, unversioned=unversioned)
+    changes.history_from = earliest(changes.history_from, written_from)
 
     changes.keys_decided += contenders[key].n_unique() if not contenders.is_empty() else 0
     changes.inserted += inserts.height
@@ -309,6 +347,23 @@ def _decide(
     if track:
         changes.before.append(pl.concat([previous.select(track), deleted.select(track)]))
         changes.after.append(pl.concat([inserts.select(track), updates.select(track)]))
+
+
+def _drop_verdicts(conn: sa.Connection, domain: Domain, contenders: pl.DataFrame, chosen_ids: sa.Select[Any]) -> None:
+    """Drop the contenders' old verdicts (duplicate, orphan); coercion rejects stay until their record changes.
+
+    `chosen_ids`: the ids of the chunk's candidates, for SQLite.
+    """
+    candidates = CANDIDATE_TABLES[domain.name]
+    if is_postgres(conn):
+        # By the contenders' ids as read, staged: a join of the domain's rejections with the candidates
+        # would probe the candidates once per rejection, every chunk (their statistics are stale in a big load).
+        staged_ids = create_stage(conn, candidates, ["crm_id"], primary_key=["crm_id"])
+        fill_stage(conn, staged_ids, contenders.select("crm_id"))
+        contender_ids = sa.select(staged_ids.c.crm_id)
+    else:  # SQLite: staging row by row costs more than the index probes
+        contender_ids = chosen_ids.where(candidates.c.error.is_(None))
+    _drop_rejections(conn, domain, contender_ids)
 
 
 def _referenced_keys(conn: sa.Connection, domain: Domain, rows: pl.DataFrame) -> dict[str, pl.Series]:

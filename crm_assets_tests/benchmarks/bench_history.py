@@ -57,12 +57,12 @@ class HookTimer:
         self.enabled = True
         self.seconds = 0.0
 
-    def __call__(self, *args: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not self.enabled:
             return None
         started = time.perf_counter()
         try:
-            return self.original(*args)
+            return self.original(*args, **kwargs)
         finally:
             self.seconds += time.perf_counter() - started
 

@@ -21,10 +21,10 @@ pytestmark = pytest.mark.postgres
 CATALOG = sa.text(
     "SELECT c.relname, i.relname, pg_get_indexdef(i.oid) FROM pg_index x "
     "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class c ON c.oid = x.indrelid "
-    "WHERE c.relname IN ('accounts', 'deals', 'accounts_candidates', 'deals_candidates') "
+    "WHERE c.relname IN ('accounts', 'deals', 'accounts_candidates', 'deals_candidates', 'deal_history') "
     "UNION ALL SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) || ' ' || convalidated "
     "FROM pg_constraint WHERE conrelid::regclass::text IN ('accounts', 'deals', 'accounts_candidates', "
-    "'deals_candidates') ORDER BY 1, 2, 3"
+    "'deals_candidates', 'deal_history') ORDER BY 1, 2, 3"
 )
 
 
@@ -63,6 +63,10 @@ def test_a_big_clean_run_restores_every_index_and_validated_foreign_key(
     assert "ix_deals_candidates_account_id" in statements and "ix_deals_created_at" in statements
     assert "ix_deals_candidates_deal_id" in statements
     assert "uq_deals_deal_id" not in statements, "unique keys stay: the contest and the history look rows up by them"
+    # A first load versions every deal: the history's plain indexes are built once after, the open-version
+    # key (unique) stays.
+    assert "ix_deal_history_deal_id_valid_from" in statements and "ix_deal_history_open_account_id" in statements
+    assert "uq_deal_history_open_deal_id" not in statements
 
 
 def test_a_small_change_keeps_the_row_checks(pg_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -114,9 +118,9 @@ def test_a_change_small_against_the_table_joins_by_index_probes(
     seen: list[tuple[str, str]] = []
     decide = clean_load._decide
 
-    def spy(conn: sa.Connection, *args: object) -> None:
+    def spy(conn: sa.Connection, *args: object, **kwargs: object) -> None:
         seen.append(_settings(conn))
-        decide(conn, *args)  # type: ignore[arg-type]
+        decide(conn, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(clean_load, "_decide", spy)
     with pg_engine.begin() as conn:

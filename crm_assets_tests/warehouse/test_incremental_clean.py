@@ -14,8 +14,9 @@ from crm_assets.domains import ACCOUNTS, DEALS, Domain
 from crm_assets.transform.clean import clean
 from crm_assets.warehouse import clean_load
 from crm_assets.warehouse.clean_load import clean_changes, read_clean_rows
+from crm_assets.warehouse.history import current_version_mismatches, reconcile
 from crm_assets.warehouse.raw import RawWriter, read_live_fields
-from crm_assets.warehouse.schema import rejected_records
+from crm_assets.warehouse.schema import CLEAN_TABLES, deal_history, rejected_records
 
 STAGES = ["Prospecting", "negotiation ", "Closed-Won", "Closed-Lost", "Mars"]
 
@@ -123,6 +124,21 @@ def test_incremental_runs_agree_with_a_full_recompute(
             assert state(warehouse_engine, domain) == reference(warehouse_engine, domain), (
                 f"round {round_} {domain.name}"
             )
+
+
+def test_a_first_load_gives_every_deal_the_version_reconciling_would(warehouse_engine: Engine) -> None:
+    """A first load writes first versions straight into the history: reconciling afterwards finds nothing to add."""
+    write(warehouse_engine, ACCOUNTS, [account(i, i, i) for i in range(1, 6)])
+    deals = [deal(100 + i, i % 9, i % 7, i, STAGES[i % 4], i % 28 + 1) for i in range(1, 30)]  # duplicates, orphans
+    write(warehouse_engine, DEALS, deals)
+    clean_all(warehouse_engine)
+    versions = sa.select(sa.func.count()).select_from(deal_history)
+    with warehouse_engine.begin() as conn:
+        written = conn.execute(versions).scalar_one()
+        assert written == conn.execute(sa.select(sa.func.count()).select_from(CLEAN_TABLES["deals"])).scalar_one() > 0
+        assert reconcile(conn, sa.select(CLEAN_TABLES["deals"].c.deal_id)) is None
+        assert current_version_mismatches(conn) == (0, [])
+        assert conn.execute(versions).scalar_one() == written
 
 
 def test_a_second_clean_run_reads_nothing(warehouse_engine: Engine) -> None:
