@@ -28,6 +28,9 @@ PARTITION_TAG: Final = "dagster/partition"
 # Tags crm-assets puts on the runs it launches.
 LAUNCHED_BY_TAG: Final = "crm_assets/launched_by"
 DRY_RUN_TAG: Final = "crm_assets/dry_run"
+# On a run a command executes itself: "<host>:<pid>" of that command, so that a later command can tell a
+# run whose command was killed (it would otherwise show as started forever) from one still going.
+COMMAND_PROCESS_TAG: Final = "crm_assets/command_process"
 
 # Metadata key on a `deals` materialization from a clean run: the UTC date (YYYY-MM-DD) of the earliest
 # deal_history version it wrote. The open pipeline at the end of that day and of every later day may

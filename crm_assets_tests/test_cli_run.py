@@ -224,6 +224,35 @@ def test_an_unusable_setting_ends_the_command_with_one_line_naming_it(
         assert instance.get_runs() == [], "no run was started"
 
 
+def _slow_crm_env(tmp_path: Path, url: str) -> dict[str, str]:
+    return _env(
+        tmp_path,
+        DAGSTER_HOME=str(tmp_path / "home"),
+        CRM_BASE_URL=url,
+        CRM_API_KEY=DEMO_API_KEY,
+        CRM_RATE_LIMIT_PER_MINUTE="0",
+        CRM_RATE_LIMIT_PER_HOUR="0",
+        CRM_REPORTS_START_DATE="2026-06-01",
+    )
+
+
+def _run_until_it_reads_the_crm(tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    command = subprocess.Popen(
+        [CLI, "run"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert command.stdout is not None
+    for line in command.stdout:
+        if "raw_accounts" in line:
+            break
+    time.sleep(0.5)
+    return command
+
+
+def _run_statuses(home: Path) -> list[tuple[str, dg.DagsterRunStatus]]:
+    with instance_at(str(home)) as instance:
+        return [(r.job_name, r.status) for r in reversed(instance.get_runs())]
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupted_run_stops_at_once_cancels_its_run_and_the_next_one_finishes(
     tmp_path: Path, stop: signal.Signals
@@ -232,36 +261,39 @@ def test_an_interrupted_run_stops_at_once_cancels_its_run_and_the_next_one_finis
     the run went on; a supervisor's SIGTERM likewise."""
     demo = DemoCrm(DemoConfig(accounts=20, contacts=60, deals=200, seed=5, api_key=DEMO_API_KEY))
     with serve_demo_crm(demo) as url:
-        env = _env(
-            tmp_path,
-            DAGSTER_HOME=str(tmp_path / "home"),
-            CRM_BASE_URL=url,
-            CRM_API_KEY=DEMO_API_KEY,
-            CRM_RATE_LIMIT_PER_MINUTE="0",
-            CRM_RATE_LIMIT_PER_HOUR="0",
-            CRM_REPORTS_START_DATE="2026-06-01",
-        )
+        env = _slow_crm_env(tmp_path, url)
         demo.faults = Faults(slow_seconds=20)  # the CRM hangs: the sync waits on its first answer
-        command = subprocess.Popen(
-            [CLI, "run"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        assert command.stdout is not None
-        for line in command.stdout:  # until the sync reads the CRM
-            if "raw_accounts" in line:
-                break
-        time.sleep(0.5)
+        command = _run_until_it_reads_the_crm(tmp_path, env)
         command.send_signal(stop)
         started = time.monotonic()
         rest = command.communicate(timeout=60)[0]
         assert command.returncode == 130, rest
         assert time.monotonic() - started < 10, "the command stops at once, not when the CRM answers"
         assert _last_line(rest).startswith("interrupted: run ") and "Traceback" not in rest, rest
-        with instance_at(str(tmp_path / "home")) as instance:
-            assert [(r.job_name, r.status) for r in instance.get_runs()] == [("crm_sync", dg.DagsterRunStatus.CANCELED)]
+        assert _run_statuses(tmp_path / "home") == [("crm_sync", dg.DagsterRunStatus.CANCELED)]
 
         demo.faults = Faults()
         again = _cli(tmp_path, env, "run")
     assert "aggregation runs: 3" in again.stdout
+
+
+def test_a_run_whose_command_was_killed_is_marked_failed_by_the_next_command(tmp_path: Path) -> None:
+    """SIGKILL leaves no chance to say anything: the next command on the machine finds the run still
+    "started" with its command gone, and says so, instead of the run showing as in progress forever."""
+    demo = DemoCrm(DemoConfig(accounts=20, contacts=60, deals=200, seed=5, api_key=DEMO_API_KEY))
+    with serve_demo_crm(demo) as url:
+        env = _slow_crm_env(tmp_path, url)
+        demo.faults = Faults(slow_seconds=20)
+        command = _run_until_it_reads_the_crm(tmp_path, env)
+        command.kill()
+        command.communicate(timeout=60)
+        assert _run_statuses(tmp_path / "home") == [("crm_sync", dg.DagsterRunStatus.STARTED)]
+
+        demo.faults = Faults()
+        _cli(tmp_path, env, "run")
+    statuses = _run_statuses(tmp_path / "home")
+    assert statuses[0] == ("crm_sync", dg.DagsterRunStatus.FAILURE)
+    assert ("crm_sync", dg.DagsterRunStatus.SUCCESS) in statuses[1:]
 
 
 @pytest.mark.postgres

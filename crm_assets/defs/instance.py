@@ -8,6 +8,7 @@ the UI. They then execute in this process, in the foreground, like `dagster job 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import threading
 import warnings
@@ -28,7 +29,7 @@ from dagster._core.snap.execution_plan_snapshot import snapshot_from_execution_p
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from crm_assets import settings
-from crm_assets.contracts import CODE_LOCATION_NAME
+from crm_assets.contracts import CODE_LOCATION_NAME, COMMAND_PROCESS_TAG
 from crm_assets.defs.local_storage import PooledSqliteEventLogStorage
 from crm_assets.files import write_bytes_atomically
 from crm_assets.settings import SettingsError
@@ -92,7 +93,39 @@ def command_instance() -> Iterator[dg.DagsterInstance]:
     """The Dagster instance of $DAGSTER_HOME for one command, its storage connections pooled."""
     with dg.DagsterInstance.get() as instance:
         instance.optimize_for_webserver(**_STORAGE_POOL)
+        fail_runs_of_ended_commands(instance)
         yield instance
+
+
+_IN_PROGRESS = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+
+
+def _this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def fail_runs_of_ended_commands(instance: dg.DagsterInstance) -> list[str]:
+    """Mark failed the runs that a command on this machine executed and that are still in progress though
+    the command is gone (killed, or the machine restarted); the ids of the runs marked."""
+    host = socket.gethostname()
+    marked = []
+    for run in instance.get_runs(dg.RunsFilter(statuses=_IN_PROGRESS)):
+        owner, _, pid = run.tags.get(COMMAND_PROCESS_TAG, "").rpartition(":")
+        if owner == host and pid.isdigit() and not _is_running(int(pid)):
+            message = f"The command that executed this run (process {pid}) ended before the run did, e.g. killed"
+            instance.report_run_failed(run, message=message)
+            marked.append(run.run_id)
+    return marked
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 @dataclass(frozen=True)
@@ -178,7 +211,7 @@ def execute_job_run(
         status=None,
         root_run_id=None,
         parent_run_id=None,
-        tags={**remote_job.tags, **(tags or {})},
+        tags={**remote_job.tags, **(tags or {}), COMMAND_PROCESS_TAG: _this_process()},
         job_snapshot=remote_job.job_snapshot,
         execution_plan_snapshot=snapshot_from_execution_plan(plan, remote_job.identifying_job_snapshot_id),
         parent_job_snapshot=remote_job.parent_job_snapshot,
