@@ -2,13 +2,15 @@
 
 The history is reconciled against `deals` for the keys a clean run (or a write-back) just decided, in
 SQL and in the caller's transaction: a deal whose row differs from its open version gets a new version
-(valid from the CRM's updated_at of the row), a deal that left `deals` (deleted, rejected, orphaned)
+(valid from the CRM's updated_at of the row, see below), a deal that left `deals` (deleted, rejected, orphaned)
 gets a version marked `is_deleted`. Re-running on unchanged input finds nothing to add; a failed run
 rolls back with the clean change.
 
-A version closes at the CRM's timestamp of the change when the record itself changed, else at the time
-the sync observed it (a deal orphaned by its account's deletion keeps its own updated_at). Versions
-never run backwards: a new version starts no earlier than the one it closes.
+A version closes at the CRM's timestamp of the change when the record itself changed (its updated_at
+is later than the open version's start), else at the time the sync observed it (a deal orphaned by its
+account's deletion or back from it keeps its own updated_at; a write-back that found the value already
+set has no CRM timestamp for it). Versions never run backwards: a new version starts no earlier than the
+one it closes, and later unless the clock that observes them went back.
 """
 
 from __future__ import annotations
@@ -124,6 +126,14 @@ def _not_before(moment: Any, start: Any) -> Any:
     return sa.case((start > moment, start), else_=moment)
 
 
+def _starts_at(updated_at: Any, open_from: Any, observed: Any) -> Any:
+    """When a version replacing the one open since `open_from` starts: the CRM's updated_at if later, else
+    the observation. An updated_at not after `open_from` dates no change since (a write-back that found the
+    value already set, a deal back from a rejection, a CRM clock gone back): it would empty the closed version.
+    """
+    return sa.case((updated_at > open_from, updated_at), else_=_not_before(observed, open_from))
+
+
 def _changed_rows(keys: sa.Table, observed: Any) -> sa.Select[Any]:
     """Rows of `deals` among the keys whose open version is missing, deleted or different."""
     open_version = deal_history.alias("open_version")
@@ -140,7 +150,7 @@ def _changed_rows(keys: sa.Table, observed: Any) -> sa.Select[Any]:
         sa.select(
             d.deal_id,
             d.crm_id,
-            sa.case((h.id.is_(None), d.updated_at), else_=_not_before(d.updated_at, h.valid_from)),
+            sa.case((h.id.is_(None), d.updated_at), else_=_starts_at(d.updated_at, h.valid_from, observed)),
             *(d[c] for c in HISTORY_TRACKED_COLUMNS),
             sa.false(),
             sa.func.coalesce(h.first_observed_at, observed),
@@ -167,7 +177,7 @@ def _key_bounds(conn: sa.Connection, keys: sa.Table) -> tuple[Any, Any] | None:
 def _departures(keys: sa.Table, observed: Any, bounds: tuple[Any, Any] | None = None) -> sa.Select[Any]:
     """A deletion version for each key whose open live version has no row in `deals` any more."""
     h, raw = deal_history.c, RAW_DEALS.c
-    closes_at = sa.case((raw.updated_at > h.valid_from, raw.updated_at), else_=_not_before(observed, h.valid_from))
+    closes_at = _starts_at(raw.updated_at, h.valid_from, observed)
     source = deal_history.join(keys, keys.c.deal_id == h.deal_id).outerjoin(RAW_DEALS, raw.crm_id == h.crm_id)
     return (
         sa.select(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any
 
 import sqlalchemy as sa
@@ -83,3 +84,15 @@ def versions(engine: Engine) -> list[dict[str, Any]]:
             if row[name] is not None and row[name].tzinfo is None:
                 row[name] = row[name].replace(tzinfo=UTC)
     return rows
+
+
+def backdated_versions(rows: list[dict[str, Any]]) -> list[tuple[int, datetime, datetime]]:
+    """(deal_id, valid_from, next valid_from) wherever a version does not start after the one it closes.
+
+    `rows` as `versions` returns them; an empty list means every closed version was open for a while.
+    """
+    found = []
+    for previous, current in pairwise(rows):
+        if previous["deal_id"] == current["deal_id"] and current["valid_from"] <= previous["valid_from"]:
+            found.append((current["deal_id"], previous["valid_from"], current["valid_from"]))
+    return found

@@ -11,10 +11,19 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from crm_assets.domains import DEALS, Domain
-from crm_assets.warehouse import clean_load
+from crm_assets.warehouse import clean_load, history
 from crm_assets.warehouse.history import current_version_mismatches, history_start, pipeline_changed_from
 from crm_assets.warehouse.schema import deal_history
-from crm_assets_tests.history.helpers import account, clean, deal, instant, stamp, sync, versions
+from crm_assets_tests.history.helpers import (
+    account,
+    backdated_versions,
+    clean,
+    deal,
+    instant,
+    stamp,
+    sync,
+    versions,
+)
 
 ACCOUNTS_NOW = [account(1, 1, "Asia"), account(2, 2, "Europe")]
 FIRST_DEALS = [
@@ -172,10 +181,36 @@ def test_the_check_names_deals_that_differ_from_their_current_version(warehouse_
         assert current_version_mismatches(conn) == (2, [3, 6])
 
 
-def test_a_version_never_starts_before_the_one_it_closes(warehouse_engine: Engine) -> None:
+def test_a_version_never_starts_before_the_one_it_closes(
+    warehouse_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sync(warehouse_engine, ACCOUNTS_NOW, [deal(101, 1, 1, stamp(5), amount="100")])
+    monkeypatch.setattr(history, "observation_time", lambda: instant(10))
     sync(warehouse_engine, deals=[deal(101, 1, 1, stamp(3), amount="120")])  # the CRM's clock went back
     assert brief(versions(warehouse_engine)) == [
-        (1, instant(5), instant(5), "Prospecting", Decimal("100.00"), 1, False),  # never open at any instant
-        (1, instant(5), None, "Prospecting", Decimal("120.00"), 1, False),
+        (1, instant(5), instant(10), "Prospecting", Decimal("100.00"), 1, False),  # until the sync saw the change
+        (1, instant(10), None, "Prospecting", Decimal("120.00"), 1, False),
     ]
+
+
+def test_a_deal_back_after_its_account_was_rejected_keeps_its_deletion_version(
+    warehouse_engine: Engine, monkeypatch: pytest.MonkeyPatch, joins: str
+) -> None:
+    """The deal itself never changed: it leaves and comes back at the times the syncs observe it, so its
+    return does not start at the deletion (which would leave the deletion version open for no time)."""
+    for day, accounts, deals in (
+        (20, ACCOUNTS_NOW, FIRST_DEALS),
+        (21, [account(2, 2, "Mars", stamp(21, 0))], []),  # rejected: deals 3, 4 and 6 are orphaned
+        (22, [account(2, 2, "Europe", stamp(22, 0))], []),  # back: so are they
+    ):
+        monkeypatch.setattr(history, "observation_time", lambda day=day: instant(day))
+        sync(warehouse_engine, accounts, deals)
+    rows = versions(warehouse_engine)
+    assert backdated_versions(rows) == []
+    assert brief([r for r in rows if r["deal_id"] == 6]) == [
+        (6, instant(2), instant(21), "Prospecting", Decimal("600.00"), 2, False),
+        (6, instant(21), instant(22), "Prospecting", Decimal("600.00"), 2, True),
+        (6, instant(22), None, "Prospecting", Decimal("600.00"), 2, False),
+    ]
+    with warehouse_engine.connect() as conn:
+        assert current_version_mismatches(conn) == (0, [])
