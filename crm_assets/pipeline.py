@@ -21,6 +21,7 @@ from crm_assets.domains import Domain
 from crm_assets.freshsales.client import FreshsalesClient
 from crm_assets.freshsales.errors import CrmNotFoundError
 from crm_assets.freshsales.progress import duration_text
+from crm_assets.warehouse.clean_guard import DEFAULT_CLEAN_GUARD, CleanGuard
 from crm_assets.warehouse.clean_load import TableChanges, clean_changes
 from crm_assets.warehouse.dialect import is_postgres
 from crm_assets.warehouse.raw import RawLoadStats, RawWriter, read_cursor, save_cursor
@@ -392,7 +393,8 @@ def clean_domain(
     rebuild: bool = False,
     track: Sequence[str] = (),
     log: logging.Logger | None = None,
+    guard: CleanGuard = DEFAULT_CLEAN_GUARD,
 ) -> TableChanges:
     """Bring a clean table up to date with its raw table (only what changed, unless `rebuild`), in one transaction."""
     with engine.begin() as conn:
-        return clean_changes(conn, domain, run_id, rebuild=rebuild, track=track, log=log)
+        return clean_changes(conn, domain, run_id, rebuild=rebuild, track=track, log=log, guard=guard)

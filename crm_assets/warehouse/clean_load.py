@@ -37,6 +37,15 @@ from crm_assets.warehouse.bulk import (
     upsert_from_stage,
     upsert_insert,
 )
+from crm_assets.warehouse.clean_guard import (
+    DEFAULT_CLEAN_GUARD,
+    CleanGuard,
+    Removal,
+    cascade_counts,
+    left_with_parent,
+    removal_reasons,
+    rows_before,
+)
 from crm_assets.warehouse.dialect import is_postgres
 from crm_assets.warehouse.drift import guard_changed_records
 from crm_assets.warehouse.history import HISTORY_DOMAIN, earliest, record_versions
@@ -77,6 +86,11 @@ class TableChanges:
     before: list[pl.DataFrame] = field(default_factory=list)  # previous versions of updated and deleted rows
     after: list[pl.DataFrame] = field(default_factory=list)  # new versions of inserted and updated rows
     history_from: datetime | None = None  # earliest valid_from of the deal_history versions written
+    # Rows of referencing domains that this run's deletions removed with them (ON DELETE CASCADE), by domain.
+    cascaded: dict[str, int] = field(default_factory=dict)
+    # Rows of this table that such a cascade removed since its last clean run (their `track` columns are in `before`).
+    left_with_parent: int = 0
+    removed_ids: list[pl.DataFrame] = field(default_factory=list)  # crm_id of the deleted rows, for the guard
 
     @property
     def unchanged(self) -> int:
@@ -93,8 +107,12 @@ def clean_changes(
     batch_size: int = CHANGE_BATCH,
     chunk_size: int = CONTEST_CHUNK,
     log: logging.Logger | None = None,
+    guard: CleanGuard = DEFAULT_CLEAN_GUARD,
 ) -> TableChanges:
-    """Bring the clean table and the domain's rejects up to date with its raw table, in the caller's transaction."""
+    """Bring the clean table and the domain's rejects up to date with its raw table, in the caller's transaction.
+
+    Raises MassDeleteRefusedError (the caller rolls back) when `guard` finds the rows it removes too many.
+    """
     log = log or logging.getLogger(__name__)
     # Deleting keys here cascades into the domains that reference this one, and marks their records
     # changed: hold their locks from the start, in load order.
@@ -105,6 +123,7 @@ def clean_changes(
     through = latest_change_seq(conn, domain)
     guard_changed_records(conn, domain, after, through)  # schema drift: refuse before writing anything
     changes = TableChanges()
+    _note_left_with_parent(conn, domain, after, through, track, changes)  # before the batches replace candidates
     affected = _key_set(conn, domain)
     changed, bulk, small = _change_size(conn, domain, after, through)
     if small:  # the probes below need to know these tables are large (see the end of this function)
@@ -146,8 +165,27 @@ def clean_changes(
         analyze_after_bulk_change(conn, deal_history, written)
     save_cleaned_through(conn, domain, through)
     _count(conn, domain, changes)
+    _guard(conn, domain, changes, guard)
     drop_stages(conn)
     return changes
+
+
+def _note_left_with_parent(
+    conn: sa.Connection, domain: Domain, after: int, through: int, track: Sequence[str], changes: TableChanges
+) -> None:
+    left = left_with_parent(conn, domain, after, through, track)
+    changes.left_with_parent = left.height
+    if track and not left.is_empty():
+        changes.before.append(left.select(track))  # their windows changed too
+
+
+def _guard(conn: sa.Connection, domain: Domain, changes: TableChanges, guard: CleanGuard) -> None:
+    """Refuse (raise) when the rows this run removed, here or by cascade, look like an accident."""
+    removals = [Removal(domain.name, changes.deleted, changes.rows - changes.inserted + changes.deleted)]
+    removals += [Removal(name, n, rows_before(conn, name, n)) for name, n in changes.cascaded.items() if n]
+    if guard.allow or not any(guard.too_large(r) for r in removals):
+        return
+    guard.check(domain, removals, removal_reasons(conn, domain, pl.concat(changes.removed_ids)))
 
 
 def _change_size(conn: sa.Connection, domain: Domain, after: int, through: int) -> tuple[int, bool, bool]:
@@ -333,6 +371,9 @@ def _decide(
 
     current = read_frame(conn, chosen(table, *(table.c[c] for c in schema)), schema)
     inserts, updates, previous, deleted = _diff(domain, current, winners)
+    for name, n in cascade_counts(conn, domain, deleted).items():  # before the deletes remove them
+        changes.cascaded[name] = changes.cascaded.get(name, 0) + n
+    changes.removed_ids.append(deleted.select("crm_id"))
     started = time.perf_counter()
     _write(conn, domain, inserts, updates, deleted)
     changes.write_seconds += time.perf_counter() - started

@@ -15,6 +15,7 @@ from crm_assets.freshsales.client import FreshsalesClient
 from crm_assets.freshsales.errors import CrmError, CrmRateLimitError, CrmUnavailableError
 from crm_assets.pipeline import ScanSettings, clean_domain, extract_domain
 from crm_assets.resources import CrmResource, WarehouseResource
+from crm_assets.warehouse.clean_guard import CleanGuard
 from crm_assets.warehouse.clean_load import TableChanges, read_clean_rows
 from crm_assets.warehouse.drift import SchemaDriftError
 from crm_assets.warehouse.history import pipeline_changed_from
@@ -187,6 +188,21 @@ class CleanConfig(dg.Config):
         default=False,
         description="Re-decide every record, not only the changed ones (after changing the field mapping).",
     )
+    allow_mass_delete: bool = Field(
+        default=False,
+        description="Apply a clean run even if it removes more than max_delete_percent of this table's rows, or "
+        "of a table that references it (deleted with them). Only for the day such a loss is real.",
+    )
+    max_delete_percent: float = Field(
+        default=DEFAULT_MAX_DELETE_SHARE * 100,
+        gt=0,
+        le=100,
+        description="Refuse a clean run that would remove more than this percentage of a table's rows (records "
+        f"deleted, rejected or orphaned, or removed by the cascade), from {DEFAULT_MIN_MASS_DELETE} rows up.",
+    )
+
+    def guard(self) -> CleanGuard:
+        return CleanGuard(max_share=self.max_delete_percent / 100, allow=self.allow_mass_delete)
 
 
 def _clean_metadata(
@@ -197,7 +213,10 @@ def _clean_metadata(
         "dagster/column_schema": table_schema(domain),
         "inserted": changes.inserted,
         "updated": changes.updated,
-        "deleted": changes.deleted,
+        # Rows that left, by this run or with the referenced rows an earlier step deleted.
+        "deleted": changes.deleted + changes.left_with_parent,
+        "deleted_with_parent": changes.left_with_parent,
+        "cascaded": dg.MetadataValue.json(changes.cascaded),
         "unchanged": changes.unchanged,
         "rejected": changes.rejected,
         "rejected_by_reason": dg.MetadataValue.json(changes.rejected_by_reason),
@@ -209,6 +228,20 @@ def _clean_metadata(
     if pipeline_from is not None:
         metadata[HISTORY_CHANGED_FROM] = pipeline_from.isoformat()
     return metadata
+
+
+def _clean_summary(domain: Domain, changes: TableChanges) -> str:
+    reasons = changes.rejected_by_reason
+    cascaded = [f"{n:,} {name} rows deleted with them" for name, n in changes.cascaded.items() if n]
+    if changes.left_with_parent:
+        cascaded.append(f"{changes.left_with_parent:,} deleted with the rows they referenced")
+    return (
+        f"{domain.name}: {changes.rows:,} rows; {changes.inserted:,} inserted, {changes.updated:,} "
+        f"updated, {changes.deleted:,} deleted"
+        + "".join(f", {c}" for c in cascaded)
+        + f"; {changes.rejected:,} records quarantined"
+        + (f" ({', '.join(f'{k}: {n}' for k, n in reasons.items())})" if reasons else "")
+    )
 
 
 def build_clean_asset(domain: Domain) -> dg.AssetsDefinition:
@@ -231,16 +264,17 @@ def build_clean_asset(domain: Domain) -> dg.AssetsDefinition:
         engine = warehouse.get_engine()
         try:
             changes = clean_domain(
-                engine, domain, context.run.run_id, rebuild=config.rebuild, track=track, log=context.log
+                engine,
+                domain,
+                context.run.run_id,
+                rebuild=config.rebuild,
+                track=track,
+                log=context.log,
+                guard=config.guard(),
             )
-        except SchemaDriftError as exc:  # a retry would find the same records: needs a person
+        except (SchemaDriftError, MassDeleteRefusedError) as exc:  # a retry would find the same records
             raise dg.Failure(description=str(exc), allow_retries=False) from None
-        reasons = changes.rejected_by_reason
-        context.log.info(
-            f"{domain.name}: {changes.rows:,} rows; {changes.inserted:,} inserted, {changes.updated:,} "
-            f"updated, {changes.deleted:,} deleted; {changes.rejected:,} records quarantined"
-            + (f" ({', '.join(f'{k}: {n}' for k, n in reasons.items())})" if reasons else "")
-        )
+        context.log.info(_clean_summary(domain, changes))
         with engine.connect() as conn:
             preview = read_clean_rows(conn, domain, limit=10)
             pipeline_from = pipeline_changed_from(conn, changes.history_from)
