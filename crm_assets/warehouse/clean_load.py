@@ -123,9 +123,10 @@ def clean_changes(
     through = latest_change_seq(conn, domain)
     guard_changed_records(conn, domain, after, through)  # schema drift: refuse before writing anything
     changes = TableChanges()
-    _note_left_with_parent(conn, domain, after, through, track, changes)  # before the batches replace candidates
     affected = _key_set(conn, domain)
     changed, bulk, small = _change_size(conn, domain, after, through)
+    with probing_joins(conn, small):  # before the batches replace candidates
+        _note_left_with_parent(conn, domain, after, through, track, changes)
     if small:  # the probes below need to know these tables are large (see the end of this function)
         analyze_if_never_analyzed(conn, rejected_records)
         analyze_if_never_analyzed(conn, deal_history)
