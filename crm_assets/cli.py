@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -55,12 +54,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-_AFTER_AN_INTERRUPT = (
-    "Nothing half-written stays: loads are transactional, and running the same command again resumes the CRM "
-    "scan from its last checkpoint (an update finishes the records it had not written)."
-)
-
-
 def _exiting(code: int) -> int:
     """The command's exit code, once Python's last garbage collection is spared: at exit it would walk
     Dagster's whole object graph (about a second after a run) to free memory the process returns anyway."""
@@ -84,17 +77,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             deals=args.deals,
             seed=args.seed,
         )
+    from crm_assets.defs.command_process import exit_interrupted, terminal_stderr
+
     dagster_home()  # one instance, and the SQLite warehouse in it, for every command
+    terminal_stderr()  # before a run's log capture takes fd 2
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stopped by a supervisor as by Ctrl-C
     try:
         return _exiting(_run_command(args))
     except SettingsError as exc:  # nothing ran: the variable to fix, in one line
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as exc:  # CommandInterrupted (a run canceled) or between runs
-        print(f"\n{exc or 'interrupted'}. {_AFTER_AN_INTERRUPT}", file=sys.stderr, flush=True)
-        # Now: a run's worker thread may still be waiting on the CRM; nothing it holds needs closing.
-        os._exit(130)
+    except KeyboardInterrupt:  # between runs (during one, the run is canceled and the process ends there)
+        exit_interrupted("interrupted")
 
 
 def _run_command(args: argparse.Namespace) -> int:

@@ -238,7 +238,13 @@ def _slow_crm_env(tmp_path: Path, url: str) -> dict[str, str]:
 
 def _run_until_it_reads_the_crm(tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     command = subprocess.Popen(
-        [CLI, "run"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [CLI, "run"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
     )
     assert command.stdout is not None
     for line in command.stdout:
@@ -264,12 +270,16 @@ def test_an_interrupted_run_stops_at_once_cancels_its_run_and_the_next_one_finis
         env = _slow_crm_env(tmp_path, url)
         demo.faults = Faults(slow_seconds=20)  # the CRM hangs: the sync waits on its first answer
         command = _run_until_it_reads_the_crm(tmp_path, env)
-        command.send_signal(stop)
+        if stop is signal.SIGINT:  # a terminal's Ctrl-C: the whole group, Dagster's log-capture helpers too
+            os.killpg(command.pid, stop)
+        else:  # a supervisor stopping the command
+            command.send_signal(stop)
         started = time.monotonic()
         rest = command.communicate(timeout=60)[0]
         assert command.returncode == 130, rest
         assert time.monotonic() - started < 10, "the command stops at once, not when the CRM answers"
         assert _last_line(rest).startswith("interrupted: run ") and "Traceback" not in rest, rest
+        assert "running the same command again resumes" in _last_line(rest)
         assert _run_statuses(tmp_path / "home") == [("crm_sync", dg.DagsterRunStatus.CANCELED)]
 
         demo.faults = Faults()

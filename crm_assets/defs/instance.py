@@ -8,9 +8,7 @@ the UI. They then execute in this process, in the foreground, like `dagster job 
 from __future__ import annotations
 
 import os
-import socket
 import sys
-import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -22,14 +20,16 @@ import dagster as dg
 from dagster._core.definitions.job_base import InMemoryJob
 from dagster._core.definitions.selector import JobSubsetSelector
 from dagster._core.errors import DagsterUserCodeLoadError
-from dagster._core.execution.api import create_execution_plan, execute_run
+from dagster._core.execution.api import create_execution_plan
 from dagster._core.remote_origin import InProcessCodeLocationOrigin
 from dagster._core.remote_representation.code_location import InProcessCodeLocation
 from dagster._core.snap.execution_plan_snapshot import snapshot_from_execution_plan
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._core.utils import make_new_run_id
 
 from crm_assets import settings
 from crm_assets.contracts import CODE_LOCATION_NAME, COMMAND_PROCESS_TAG
+from crm_assets.defs.command_process import command_process_tag, execute_until_interrupted, fail_runs_of_ended_commands
 from crm_assets.defs.local_storage import PooledSqliteEventLogStorage
 from crm_assets.files import write_bytes_atomically
 from crm_assets.settings import SettingsError
@@ -95,37 +95,6 @@ def command_instance() -> Iterator[dg.DagsterInstance]:
         instance.optimize_for_webserver(**_STORAGE_POOL)
         fail_runs_of_ended_commands(instance)
         yield instance
-
-
-_IN_PROGRESS = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
-
-
-def _this_process() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def fail_runs_of_ended_commands(instance: dg.DagsterInstance) -> list[str]:
-    """Mark failed the runs that a command on this machine executed and that are still in progress though
-    the command is gone (killed, or the machine restarted); the ids of the runs marked."""
-    host = socket.gethostname()
-    marked = []
-    for run in instance.get_runs(dg.RunsFilter(statuses=_IN_PROGRESS)):
-        owner, _, pid = run.tags.get(COMMAND_PROCESS_TAG, "").rpartition(":")
-        if owner == host and pid.isdigit() and not _is_running(int(pid)):
-            message = f"The command that executed this run (process {pid}) ended before the run did, e.g. killed"
-            instance.report_run_failed(run, message=message)
-            marked.append(run.run_id)
-    return marked
-
-
-def _is_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 @dataclass(frozen=True)
@@ -201,9 +170,10 @@ def execute_job_run(
         run_config,
         instance_ref=instance.get_ref() if instance.is_persistent else None,
     )
+    run_id = make_new_run_id()
     run = instance.create_run(
         job_name=job_name,
-        run_id=None,
+        run_id=run_id,
         run_config=run_config,
         resolved_op_selection=remote_job.resolved_op_selection,
         step_keys_to_execute=plan.step_keys_to_execute,
@@ -211,7 +181,7 @@ def execute_job_run(
         status=None,
         root_run_id=None,
         parent_run_id=None,
-        tags={**remote_job.tags, **(tags or {}), COMMAND_PROCESS_TAG: _this_process()},
+        tags={**remote_job.tags, **(tags or {}), COMMAND_PROCESS_TAG: command_process_tag(run_id)},
         job_snapshot=remote_job.job_snapshot,
         execution_plan_snapshot=snapshot_from_execution_plan(plan, remote_job.identifying_job_snapshot_id),
         parent_job_snapshot=remote_job.parent_job_snapshot,
@@ -221,38 +191,4 @@ def execute_job_run(
         asset_check_selection=checks,
         asset_graph=location.remote.get_repository(REPOSITORY_NAME).asset_graph,
     )
-    return _execute_until_interrupted(job, run, instance)
-
-
-class CommandInterrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM during a run this command executes: the run is marked canceled."""
-
-
-def _execute_until_interrupted(
-    job: InMemoryJob, run: dg.DagsterRun, instance: dg.DagsterInstance
-) -> dg.JobExecutionResult:
-    """Execute the run in a worker thread, so that Ctrl-C and SIGTERM reach this command: executed in the main
-    thread, Dagster holds interrupts back between steps and turns one during a step with a retry policy into
-    a retry, and the run goes on. Loads are transactional and scans resume from their last checkpoint, so the
-    command can stop at once (`CommandInterrupted`; the caller exits without waiting for the worker)."""
-    outcome: dict[str, dg.JobExecutionResult | BaseException] = {}
-
-    def execute() -> None:
-        try:
-            outcome["result"] = execute_run(job, run, instance, raise_on_error=False)
-        except BaseException as exc:  # handed to the main thread
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=execute, name=f"run-{run.run_id[:8]}", daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(timeout=0.5)  # a timed join lets the signal's KeyboardInterrupt through
-    except KeyboardInterrupt:
-        instance.report_run_canceled(run, message="Interrupted (Ctrl-C or SIGTERM) by the command that ran it")
-        raise CommandInterrupted(f"interrupted: run {run.run_id} of {run.job_name} canceled") from None
-    if isinstance(error := outcome.get("error"), BaseException):
-        raise error
-    result = outcome["result"]
-    assert isinstance(result, dg.JobExecutionResult)
-    return result
+    return execute_until_interrupted(job, run, instance)
