@@ -142,3 +142,23 @@ def test_a_small_removal_goes_through_and_counts_its_cascade(demo: DemoCrm, crm_
     assert accounts["deleted"] == 2 and accounts["cascaded"] == {"deals": len(doomed)}
     assert deals["deleted"] == deals["deleted_with_parent"] == len(doomed)
     assert {d.isoformat() for d in doomed} <= set(deals[TOUCHED_DATES])
+
+
+def test_a_mass_deletion_allowed_at_the_scan_is_not_refused_again_by_the_clean_step(
+    demo: DemoCrm, crm_url: str, warehouse_url: str
+) -> None:
+    """The scan's guard judges deletions in the CRM; once a person allowed them there, the clean step applies
+    them (one override, as the scan's refusal says), and still counts them."""
+    with dg.instance_for_test() as instance:
+        assert sync(crm_url, warehouse_url, instance).success
+        with sa.create_engine(warehouse_url).connect() as conn:
+            before = conn.execute(sa.select(sa.func.count()).select_from(DEALS)).scalar_one()
+            doomed = conn.execute(sa.select(DEALS.c.crm_id).limit(before // 5)).scalars().all()
+        for crm_id in doomed:
+            demo.delete_record("deals", crm_id)
+        refused = sync(crm_url, warehouse_url, instance, raise_on_error=False)
+        assert not refused.success and "raw_deals" in failure_reason(instance, refused.run_id)
+        allowed = {"ops": {"raw_deals": {"config": {"allow_mass_delete": True, "full_refresh": True}}}}
+        result = sync(crm_url, warehouse_url, instance, run_config=allowed)
+    assert result.success
+    assert metadata(result, "deals")["deleted"] == len(doomed)
