@@ -31,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--full-refresh", action="store_true", help="re-read every CRM record, not only changes")
     run.add_argument(
+        "--allow-mass-delete",
+        action="store_true",
+        help="apply a sync that deletes or removes more than 10%% of a table's rows, which is otherwise refused "
+        "as an accident; only for the day such a loss is real",
+    )
+    run.add_argument(
         "--rebuild-reports",
         action="store_true",
         help="recompute every aggregation partition, not only those whose deals changed",
@@ -96,7 +102,11 @@ def _run_command(args: argparse.Namespace) -> int:
     if args.command == "run":
         from crm_assets.run_all import run_all
 
-        return run_all(full_refresh=args.full_refresh, rebuild_reports=args.rebuild_reports)
+        return run_all(
+            full_refresh=args.full_refresh,
+            rebuild_reports=args.rebuild_reports,
+            allow_mass_delete=args.allow_mass_delete,
+        )
     if args.command == "update":
         from crm_assets.defs.write_back.launch import launch_update
 

@@ -73,10 +73,16 @@ def _run(
         raise RunFailed(f"{job} failed: {failure_reason(instance, result.run_id)} (run {result.run_id})")
 
 
-def _sync(instance: dg.DagsterInstance, location: LoadedCodeLocation, full_refresh: bool) -> None:
-    config: dict[str, Any] = {}
-    if full_refresh:
-        config["ops"] = {d.raw_asset: {"config": {"full_refresh": True}} for d in configured_domains()}
+def _sync(
+    instance: dg.DagsterInstance, location: LoadedCodeLocation, full_refresh: bool, allow_mass_delete: bool
+) -> None:
+    ops: dict[str, Any] = {}
+    for domain in configured_domains():
+        if full_refresh or allow_mass_delete:
+            ops[domain.raw_asset] = {"config": {"full_refresh": full_refresh, "allow_mass_delete": allow_mass_delete}}
+        if allow_mass_delete:  # the clean step's guard too: one flag for the day a loss is real
+            ops[domain.name] = {"config": {"allow_mass_delete": True}}
+    config = {"ops": ops} if ops else {}
     mode = "full reconciliation" if full_refresh else "incremental sync"
     print(f"== {SYNC_JOB}: {mode} of the CRM into the warehouse ==", flush=True)
     _run(instance, location, SYNC_JOB, config, {})
@@ -171,7 +177,7 @@ def _print_summary(
     print("                (then http://127.0.0.1:3000)")
 
 
-def run_all(full_refresh: bool = False, rebuild_reports: bool = False) -> int:
+def run_all(full_refresh: bool = False, rebuild_reports: bool = False, allow_mass_delete: bool = False) -> int:
     home = dagster_home()
     # A first run's aggregation covers years of daily partitions: write their events in batches.
     os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "100")
@@ -186,7 +192,7 @@ def run_all(full_refresh: bool = False, rebuild_reports: bool = False) -> int:
     try:
         with command_instance() as instance, code_location(instance) as location:
             since = _reports_cursor(instance)
-            _sync(instance, location, full_refresh)
+            _sync(instance, location, full_refresh, allow_mass_delete)
             history_runs = _refresh_history(instance, location, since, rebuild_reports)
             report_runs = _refresh_reports(instance, location, engine, since, rebuild_reports)
     except RunFailed as exc:

@@ -306,6 +306,24 @@ def test_a_run_whose_command_was_killed_is_marked_failed_by_the_next_command(tmp
     assert ("crm_sync", dg.DagsterRunStatus.SUCCESS) in statuses[1:]
 
 
+def test_a_mass_deletion_is_refused_then_applied_with_one_flag(tmp_path: Path) -> None:
+    """The README's path for the day a loss is real: the refusal names the flag, and the flag is enough."""
+    demo = DemoCrm(DemoConfig(accounts=20, contacts=60, deals=200, seed=5, api_key=DEMO_API_KEY, dirty=False))
+    with serve_demo_crm(demo) as url:
+        env = _slow_crm_env(tmp_path, url)
+        _cli(tmp_path, env, "run")
+        warehouse = sa.create_engine(f"sqlite:///{tmp_path / 'home' / 'warehouse.db'}")
+        before = _count(warehouse, "deals")
+        for crm_id in demo.crm_ids("deals")[: before // 4]:
+            demo.delete_record("deals", crm_id)
+        refused = subprocess.run([CLI, "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 1 and "crm-assets run --allow-mass-delete" in _last_line(refused.stderr)
+        assert _count(warehouse, "deals") == before, "nothing was deleted"
+        _cli(tmp_path, env, "run", "--allow-mass-delete")
+        assert _count(warehouse, "deals") == before - before // 4
+        warehouse.dispose()
+
+
 @pytest.mark.postgres
 def test_pointing_one_instance_at_a_new_warehouse_fills_that_warehouse_completely(tmp_path: Path) -> None:
     """`make run` on SQLite, then the README's production recipe (DATABASE_URL) with the same Dagster home: the

@@ -61,7 +61,8 @@ class CleanGuard:
             f"{domain.name}: refusing to clean: it would remove {', and '.join(parts)}, more than the "
             f"{self.max_share:.0%} limit. Nothing was written. If the records changed by accident in the CRM "
             "(a renamed dropdown value, a field emptied in bulk), fix them there and run again; if the loss is "
-            f"real, run {domain.name} once with allow_mass_delete: true in its config."
+            f"real, run {domain.name} once with allow_mass_delete: true in its config (from the command line: "
+            "crm-assets run --allow-mass-delete)."
         )
 
 

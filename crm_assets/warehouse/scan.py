@@ -225,7 +225,8 @@ class DeleteGuard:
             f"{domain.raw_table}: refusing to merge this {'full' if scan.full else 'incremental'} scan: "
             f"{'; and '.join(problems)}. Views listed: {listed}. Nothing was written. If a view lost its "
             "records by accident (permissions, a changed filter), fix it in the CRM and run again; if the "
-            f"records really are gone, run {domain.raw_asset} once with allow_mass_delete: true in its config."
+            f"records really are gone, run {domain.raw_asset} once with allow_mass_delete: true in its config "
+            "(from the command line: crm-assets run --allow-mass-delete)."
         )
 
 
