@@ -45,11 +45,18 @@ def terminal_stderr() -> int:
 def exit_interrupted(message: str) -> NoReturn:
     """Say what was interrupted and how to continue, on the terminal, and end the process (exit code 130)
     without waiting for a run's worker thread, which may be waiting on the CRM."""
-    for stop in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut this short
+    _ignore_further_interrupts()
+    try:
+        sys.stdout.flush()
+        os.write(terminal_stderr(), f"\n{message}. {AFTER_AN_INTERRUPT}\n".encode())
+    finally:
+        os._exit(130)
+
+
+def _ignore_further_interrupts() -> None:
+    """A second Ctrl-C must not cut the ending short."""
+    for stop in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop, signal.SIG_IGN)
-    sys.stdout.flush()
-    os.write(terminal_stderr(), f"\n{message}. {AFTER_AN_INTERRUPT}\n".encode())
-    os._exit(130)
 
 
 def execute_until_interrupted(
@@ -74,6 +81,7 @@ def execute_until_interrupted(
         while worker.is_alive():
             worker.join(timeout=0.5)  # a timed join lets the signal's KeyboardInterrupt through
     except KeyboardInterrupt:
+        _ignore_further_interrupts()
         _end(instance, run, canceled=True, message="Interrupted (Ctrl-C or SIGTERM) by the command that ran it")
         exit_interrupted(f"interrupted: run {run.run_id} of {run.job_name} canceled")
     if isinstance(error := outcome.get("error"), BaseException):
