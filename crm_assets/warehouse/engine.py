@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from alembic import command
@@ -82,8 +83,12 @@ def safe_url(url: str | URL) -> str:
     """The URL for messages and metadata: never with its password, neither in the user part nor as a
     connection parameter (libpq also reads `?password=` and `?sslpassword=`)."""
     parsed = make_url(url)
-    hidden = {k: "***" for k in parsed.query if "password" in k.lower()}
-    return parsed.update_query_dict(hidden).render_as_string(hide_password=True)
+    hidden = {k: _HIDDEN for k in parsed.query if "password" in k.lower()}
+    shown = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
+    return shown.replace(quote(_HIDDEN, safe=""), _HIDDEN)  # as the user part shows it, not %2A%2A%2A
+
+
+_HIDDEN = "***"
 
 
 def create_warehouse_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:

@@ -178,6 +178,7 @@ def test_unreachable_database_names_the_url_without_password(url: str) -> None:
     assert "127.0.0.1:1/nowhere" in str(caught.value)
     assert "s3cret-pw" not in str(caught.value) and "s3cret-pw" not in safe_url(url)
     assert "sslmode=prefer" in safe_url(url) or "sslmode" not in url
+    assert "***" in safe_url(url)
 
 
 def test_read_frame_types_match_on_both_dialects(warehouse_engine: Engine) -> None:
