@@ -61,6 +61,11 @@ def configured_domains() -> tuple[Domain, ...]:
         raise SettingsError(f"CRM_FIELD_MAP: {path}: {exc}") from None
 
 
+def referencing(domain: Domain) -> list[tuple[Domain, ForeignKey]]:
+    """Every configured domain whose rows point to `domain`'s rows, with the foreign key that does."""
+    return [(child, fk) for child in configured_domains() for fk in child.foreign_keys if fk.domain == domain.name]
+
+
 def get_domain(name: str) -> Domain:
     for domain in configured_domains():
         if domain.name == name:
@@ -82,4 +87,5 @@ __all__ = [
     "configured_domains",
     "get_domain",
     "load_field_map",
+    "referencing",
 ]

@@ -158,6 +158,8 @@ class RateLimiter:
             if b.limit
         )
         self._depth = max((b.limit for b in self.budgets), default=0)
+        # Beyond this far ahead no budget or capped hint puts a slot: what a shared state holds there is stale.
+        self._horizon = MAX_HINT_SECONDS + max((b.window_seconds for b in self.budgets), default=0.0)
         self._clock = clock
         self._sleep = sleep
         self._log = log or logging.getLogger(__name__)
@@ -180,7 +182,7 @@ class RateLimiter:
         """(slot, why it is later than now, now). Reads the clock only once the state is locked, so that
         a wait for another process's lock never backdates this grant."""
         now = self._clock()
-        _forget_the_far_future(state, now + MAX_HINT_SECONDS + max(b.window_seconds for b in self.budgets))
+        _forget_the_far_future(state, now + self._horizon)
         grants = state.grants
         slot, reason = now, ""
         for budget in self.budgets:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import polars as pl
 import sqlalchemy as sa
 
-from crm_assets.domains import Domain, ForeignKey, configured_domains
+from crm_assets.domains import Domain, referencing
 from crm_assets.transform.clean import output_schema, tally_kinds
 from crm_assets.warehouse.bulk import create_stage, fill_stage, read_frame
 from crm_assets.warehouse.scan import DEFAULT_MAX_DELETE_SHARE, DEFAULT_MIN_MASS_DELETE, MassDeleteRefusedError
@@ -68,12 +68,6 @@ class CleanGuard:
 
 # The guard a clean run applies when its caller names none.
 DEFAULT_CLEAN_GUARD = CleanGuard()
-
-
-def referencing(domain: Domain) -> list[tuple[Domain, ForeignKey]]:
-    """Every configured domain whose rows point to `domain`'s rows, with the foreign key that does."""
-    children = configured_domains()
-    return [(child, fk) for child in children for fk in child.foreign_keys if fk.domain == domain.name]
 
 
 def cascade_counts(conn: sa.Connection, domain: Domain, deleted: pl.DataFrame) -> dict[str, int]:

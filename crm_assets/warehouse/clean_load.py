@@ -20,7 +20,7 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from crm_assets.domains import Domain, configured_domains
+from crm_assets.domains import Domain, configured_domains, referencing
 from crm_assets.transform.clean import coerce_records, output_schema, problems, resolve, tally_kinds
 from crm_assets.warehouse.bulk import (
     analyze_after_bulk_change,
@@ -117,8 +117,9 @@ def clean_changes(
     log = log or logging.getLogger(__name__)
     # Deleting keys here cascades into the domains that reference this one, and marks their records
     # changed: hold their locks from the start, in load order.
-    for locked in configured_domains():
-        if locked.name == domain.name or any(fk.domain == domain.name for fk in locked.foreign_keys):
+    dependents = {child.name for child, _ in referencing(domain)}
+    for locked in configured_domains():  # in load order
+        if locked.name == domain.name or locked.name in dependents:
             lock_domain(conn, locked)
     after = 0 if rebuild else read_cleaned_through(conn, domain)
     through = latest_change_seq(conn, domain)
@@ -469,16 +470,15 @@ def _mark_dependents(conn: sa.Connection, domain: Domain, changed_keys: pl.DataF
     """Keys that appeared or vanished here change which records of other domains are orphans."""
     if changed_keys.is_empty():
         return
-    for child in configured_domains():
-        for fk in (f for f in child.foreign_keys if f.domain == domain.name):
-            stage = create_stage(conn, CLEAN_TABLES[domain.name], [fk.target_column])
-            fill_stage(conn, stage, changed_keys.rename({domain.business_key: fk.target_column}))
-            child_candidates = CANDIDATE_TABLES[child.name]
-            # IN: driven by the staged keys through the candidates' foreign-key index, on SQLite too.
-            dependents = sa.select(child_candidates.c.crm_id).where(
-                child_candidates.c[fk.column].in_(sa.select(stage.c[fk.target_column]))
-            )
-            mark_changed(conn, child, dependents)
+    for child, fk in referencing(domain):
+        stage = create_stage(conn, CLEAN_TABLES[domain.name], [fk.target_column])
+        fill_stage(conn, stage, changed_keys.rename({domain.business_key: fk.target_column}))
+        child_candidates = CANDIDATE_TABLES[child.name]
+        # IN: driven by the staged keys through the candidates' foreign-key index, on SQLite too.
+        dependents = sa.select(child_candidates.c.crm_id).where(
+            child_candidates.c[fk.column].in_(sa.select(stage.c[fk.target_column]))
+        )
+        mark_changed(conn, child, dependents)
 
 
 def add_rejections(conn: sa.Connection, domain: Domain, rejected: pl.DataFrame, run_id: str | None) -> None:
