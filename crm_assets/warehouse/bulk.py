@@ -247,12 +247,14 @@ def _from_text(name: str, dtype: pl.DataType) -> pl.Expr:
     return column.cast(dtype).alias(name)
 
 
-def suspend_for_bulk_load(conn: sa.Connection, table: sa.Table) -> list[str]:
+def suspend_for_bulk_load(conn: sa.Connection, table: sa.Table, *, unique_when_empty: bool = False) -> list[str]:
     """Drop a table's foreign keys and plain (non-unique) indexes before a big load, on PostgreSQL.
 
     Checking a foreign key row by row (a trigger per row) and growing an index entry by entry cost far
     more than one validating join and one sorted index build afterwards. Unique indexes (which enforce
-    keys) stay. Returns the
+    keys) stay; with `unique_when_empty`, those backing no constraint are dropped too when the table holds
+    no row (its rebuild then checks every key at once: a duplicate fails the transaction as an insert would
+    have). Returns the
     statements that restore what was dropped: run them with `restore_after_bulk_load` in the same
     transaction (DDL is transactional, so a failure anywhere restores everything). Holds exclusive locks on the
     table and the tables it references until the transaction ends (readers wait): call it before the
@@ -272,13 +274,14 @@ def suspend_for_bulk_load(conn: sa.Connection, table: sa.Table) -> list[str]:
     # first: the order in which a delete cascading from them into this table takes them (no deadlock).
     referenced = sorted({str(target) for _, _, target in foreign_keys} - {name})
     conn.exec_driver_sql(f"LOCK TABLE {', '.join([*referenced, name])} IN ACCESS EXCLUSIVE MODE")
+    unique = unique_when_empty and conn.execute(sa.select(sa.true()).select_from(table).limit(1)).first() is None
     indexes = conn.execute(
         sa.text(
             "SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
-            "WHERE x.indrelid = to_regclass(:table) AND NOT x.indisunique AND NOT x.indisprimary "
+            "WHERE x.indrelid = to_regclass(:table) AND (:unique OR NOT x.indisunique) AND NOT x.indisprimary "
             "  AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid) ORDER BY i.relname"
         ),
-        {"table": name},
+        {"table": name, "unique": unique},
     ).all()
     restore: list[str] = []
     quote = conn.dialect.identifier_preparer.quote

@@ -20,7 +20,7 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from crm_assets.domains import Domain, configured_domains, referencing
+from crm_assets.domains import Domain, ForeignKey, configured_domains, referencing
 from crm_assets.transform.clean import coerce_records, output_schema, problems, resolve, tally_kinds
 from crm_assets.warehouse.bulk import (
     analyze_after_bulk_change,
@@ -49,7 +49,7 @@ from crm_assets.warehouse.clean_guard import (
 )
 from crm_assets.warehouse.dialect import is_postgres
 from crm_assets.warehouse.drift import guard_changed_records
-from crm_assets.warehouse.history import HISTORY_DOMAIN, earliest, record_versions
+from crm_assets.warehouse.history import HISTORY_DOMAIN, earliest, first_versions, record_versions
 from crm_assets.warehouse.raw import (
     latest_change_seq,
     lock_domain,
@@ -135,8 +135,10 @@ def clean_changes(
     restore_table = suspend_for_bulk_load(conn, CLEAN_TABLES[domain.name]) if bulk else []
     restore_candidates = suspend_for_bulk_load(conn, CANDIDATE_TABLES[domain.name]) if bulk else []
     restore_history = _suspend_history(conn, domain, changed) if bulk else []
-    # No version of any deal yet (a first load): the history hook then only adds first versions.
+    # No version of any deal yet (a first load): every deal gets its first version once the contest is
+    # over, in one statement (`first_versions`), rather than chunk by chunk.
     unversioned = conn.execute(sa.select(deal_history.c.id).limit(1)).first() is None
+    first_versions_after = unversioned and domain.name == HISTORY_DOMAIN
     # No candidates yet (a first load): the batches (disjoint ranges of crm_id) then replace nothing.
     fresh = conn.execute(sa.select(CANDIDATE_TABLES[domain.name].c.crm_id).limit(1)).first() is None
     with probing_joins(conn, small):
@@ -151,11 +153,16 @@ def clean_changes(
     analyze_after_bulk_change(conn, CANDIDATE_TABLES[domain.name], changes.records_read)
     # Once, after the batches: while they add keys only the stage's primary key is used.
     analyze_stage(conn, affected)
+    contest = _Contest(
+        domain, affected, run_id, changes, track, ReferencedKeys(domain), fresh, versions=not first_versions_after
+    )
     with probing_joins(conn, small):
         for first, last in _key_ranges(conn, affected, chunk_size):
-            _decide(conn, domain, affected, first, last, run_id, changes, track, fresh=fresh, unversioned=unversioned)
+            _decide(conn, contest, first, last)
             drop_stages(conn, keep=[affected])
             log.info(f"{domain.name}: {changes.keys_decided:,} business keys decided")
+    if first_versions_after:
+        changes.history_from = first_versions(conn)
     _restore(conn, restore_table, changes)
     restore_after_bulk_load(conn, restore_history)  # part of keeping the history, not of the load
     written = changes.inserted + changes.updated + changes.deleted
@@ -219,11 +226,12 @@ def _suspend_history(conn: sa.Connection, domain: Domain, changed: int) -> list[
     small against it, as in a first load.
 
     Every deal then gets a version: one index build after costs less than growing the indexes row by row.
-    The open-version lookups of the run use the unique index, which stays.
+    The open-version lookups of the run use the unique index, which stays unless the history is empty.
     """
     if domain.name != HISTORY_DOMAIN or _estimated_rows(conn, deal_history) * BULK_LOAD_GROWTH > changed:
         return []
-    return suspend_for_bulk_load(conn, deal_history)
+    # Empty (a first load), the history gets no lookup before its first versions go in at the end.
+    return suspend_for_bulk_load(conn, deal_history, unique_when_empty=True)
 
 
 def _restore(conn: sa.Connection, statements: list[str], changes: TableChanges) -> None:
@@ -336,24 +344,23 @@ def _key_ranges(conn: sa.Connection, affected: sa.Table, chunk_size: int) -> Ite
         first = conn.execute(bounds.where(key > last).limit(1)).scalar()
 
 
-def _decide(
-    conn: sa.Connection,
-    domain: Domain,
-    affected: sa.Table,
-    first: Any,
-    last: Any,
-    run_id: str | None,
-    changes: TableChanges,
-    track: Sequence[str],
-    *,
-    fresh: bool = False,
-    unversioned: bool = False,
-) -> None:
-    """Rerun the contest for the affected keys in [first, last] and write the difference.
+@dataclass(frozen=True)
+class _Contest:
+    """What every chunk of a clean run's contest shares."""
 
-    `fresh`: the run began with no candidates, so no contender has an old verdict to replace.
-    `unversioned`: the run began with an empty deal_history (see `record_versions`).
-    """
+    domain: Domain
+    affected: sa.Table  # the business keys to re-decide
+    run_id: str | None
+    changes: TableChanges  # added to by each chunk
+    track: Sequence[str]
+    referenced: ReferencedKeys
+    fresh: bool  # the run began with no candidates, so no contender has an old verdict to replace
+    versions: bool  # keep deal_history up to date chunk by chunk (False: first versions are written once after)
+
+
+def _decide(conn: sa.Connection, contest: _Contest, first: Any, last: Any) -> None:
+    """Rerun the contest for the affected keys in [first, last] and write the difference."""
+    domain, affected, changes, track = contest.domain, contest.affected, contest.changes, contest.track
     key = domain.business_key
     candidates, table = CANDIDATE_TABLES[domain.name], CLEAN_TABLES[domain.name]
     schema = output_schema(domain)
@@ -373,10 +380,10 @@ def _decide(
 
     contenders_query = chosen(candidates, *(candidates.c[c] for c in schema)).where(candidates.c.error.is_(None))
     contenders = read_frame(conn, contenders_query, schema)
-    winners, rejected = resolve(domain, contenders, _referenced_keys(conn, domain, contenders))
-    if not fresh:
+    winners, rejected = resolve(domain, contenders, contest.referenced.present(conn, contenders))
+    if not contest.fresh:
         _drop_verdicts(conn, domain, contenders, chosen(candidates, candidates.c.crm_id))
-    add_rejections(conn, domain, rejected, run_id)
+    add_rejections(conn, domain, rejected, contest.run_id)
 
     current = read_frame(conn, chosen(table, *(table.c[c] for c in schema)), schema)
     inserts, updates, previous, deleted = _diff(domain, current, winners)
@@ -387,8 +394,9 @@ def _decide(
     _write(conn, domain, inserts, updates, deleted)
     changes.write_seconds += time.perf_counter() - started
     _mark_dependents(conn, domain, pl.concat([inserts.select(key), deleted.select(key)]))
-    written_from = record_versions(conn, domain, affected, first, last, unversioned=unversioned)
-    changes.history_from = earliest(changes.history_from, written_from)
+    if contest.versions:
+        written_from = record_versions(conn, domain, affected, first, last)
+        changes.history_from = earliest(changes.history_from, written_from)
 
     changes.keys_decided += contenders[key].n_unique() if not contenders.is_empty() else 0
     changes.inserted += inserts.height
@@ -416,22 +424,46 @@ def _drop_verdicts(conn: sa.Connection, domain: Domain, contenders: pl.DataFrame
     _drop_rejections(conn, domain, contender_ids)
 
 
-def _referenced_keys(conn: sa.Connection, domain: Domain, rows: pl.DataFrame) -> dict[str, pl.Series]:
-    """For each foreign key, which of the values `rows` point to exist in the referenced clean table."""
-    found: dict[str, pl.Series] = {}
-    for fk in domain.foreign_keys:
-        target = CLEAN_TABLES[fk.domain].c[fk.target_column]
-        wanted = rows[fk.column].drop_nulls().unique().to_list()
-        present: list[Any] = []
-        if is_postgres(conn):
-            # One array parameter, not thousands of bound values to render and send.
-            values = sa.bindparam("wanted", wanted, type_=postgresql.ARRAY(target.type))
-            present += conn.execute(sa.select(target).where(target == sa.any_(values))).scalars()
-        else:
-            for start in range(0, len(wanted), 10_000):
-                present += conn.execute(sa.select(target).where(target.in_(wanted[start : start + 10_000]))).scalars()
-        found[fk.domain] = pl.Series(fk.target_column, present, dtype=rows.schema[fk.column])
-    return found
+class ReferencedKeys:
+    """For each foreign key of a domain, which values exist in the referenced clean table.
+
+    A chunk that points to few values looks them up; one that points to many (a first load) reads the
+    referenced column whole, once for the run, in one COPY: cheaper than sending and matching a long list
+    of values every chunk.
+    """
+
+    WHOLE_COLUMN_FROM = 20_000  # distinct values a chunk points to
+
+    def __init__(self, domain: Domain) -> None:
+        self.domain = domain
+        self._whole: dict[str, pl.Series] = {}
+
+    def present(self, conn: sa.Connection, rows: pl.DataFrame) -> dict[str, pl.Series]:
+        """By referenced domain: the values of `rows`' foreign keys found there (a superset may be given)."""
+        found: dict[str, pl.Series] = {}
+        for fk in self.domain.foreign_keys:
+            wanted = rows[fk.column].drop_nulls().unique()
+            dtype = rows.schema[fk.column]
+            if fk.domain in self._whole or len(wanted) >= self.WHOLE_COLUMN_FROM:
+                if fk.domain not in self._whole:
+                    column = CLEAN_TABLES[fk.domain].c[fk.target_column]
+                    self._whole[fk.domain] = read_frame(conn, sa.select(column), {fk.target_column: dtype}).to_series()
+                found[fk.domain] = self._whole[fk.domain]
+            else:
+                found[fk.domain] = pl.Series(fk.target_column, _look_up(conn, fk, wanted.to_list()), dtype=dtype)
+        return found
+
+
+def _look_up(conn: sa.Connection, fk: ForeignKey, wanted: list[Any]) -> list[Any]:
+    target = CLEAN_TABLES[fk.domain].c[fk.target_column]
+    if is_postgres(conn):
+        # One array parameter, not thousands of bound values to render and send.
+        values = sa.bindparam("wanted", wanted, type_=postgresql.ARRAY(target.type))
+        return list(conn.execute(sa.select(target).where(target == sa.any_(values))).scalars())
+    present: list[Any] = []
+    for start in range(0, len(wanted), 10_000):
+        present += conn.execute(sa.select(target).where(target.in_(wanted[start : start + 10_000]))).scalars()
+    return present
 
 
 def _diff(

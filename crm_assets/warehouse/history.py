@@ -31,21 +31,18 @@ RAW_DEALS = RAW_TABLES[HISTORY_DOMAIN]
 VERSION_COLUMNS = ("deal_id", "crm_id", "valid_from", *HISTORY_TRACKED_COLUMNS, "is_deleted", "first_observed_at")
 
 
-def record_versions(
-    conn: sa.Connection, domain: Domain, affected: sa.Table, first: Any, last: Any, *, unversioned: bool = False
-) -> datetime | None:
+def record_versions(conn: sa.Connection, domain: Domain, affected: sa.Table, first: Any, last: Any) -> datetime | None:
     """After a clean run wrote the keys [first, last] of `affected`: version the deals that changed.
 
     For `deals` these are the decided deal_ids; for a domain `deals` refers to (accounts), the deals
     whose open version points at a decided key that is gone (the foreign key cascades the deletion).
-    `unversioned`: none of these deals has a version yet (the history was empty when the run began).
-    Returns the earliest valid_from written, or None when nothing changed.
+    Returns the earliest valid_from written, or None when nothing changed. (A first load of an empty
+    history calls `first_versions` once instead.)
     """
     column = affected.c[domain.business_key]
     in_range = column.between(first, last)
     if domain.name == HISTORY_DOMAIN:
-        deal_ids = sa.select(column).where(in_range)
-        return first_versions(conn, deal_ids) if unversioned else reconcile(conn, deal_ids)
+        return reconcile(conn, sa.select(column).where(in_range))
     table = CLEAN_TABLES[domain.name]
     for fk in _foreign_keys_to(domain):
         gone = sa.select(column).where(in_range, ~sa.exists().where(table.c[fk.target_column] == column))
@@ -105,16 +102,16 @@ def _reconcile(conn: sa.Connection, deal_ids: sa.Select[Any]) -> datetime | None
     return earliest
 
 
-def first_versions(conn: sa.Connection, deal_ids: sa.Select[Any]) -> datetime | None:
-    """`reconcile` for deals that have no version: each of their rows in `deals` starts one, valid from
-    its updated_at. Straight into the history: no version to close, none to compare with."""
+def first_versions(conn: sa.Connection) -> datetime | None:
+    """`reconcile` for an empty history (a first load): every row of `deals` starts a version, valid from
+    its updated_at, as the migration that added the history seeded it. Straight in, in one statement: no
+    version to close, none to compare with. Returns the earliest valid_from written."""
     d = DEALS.c
     observed = sa.literal(observation_time(), deal_history.c.first_observed_at.type)
-    chosen = d.deal_id.in_(deal_ids)
     tracked = (d[c] for c in HISTORY_TRACKED_COLUMNS)
-    rows = sa.select(d.deal_id, d.crm_id, d.updated_at, *tracked, sa.false(), observed).where(chosen)
+    rows = sa.select(d.deal_id, d.crm_id, d.updated_at, *tracked, sa.false(), observed)
     conn.execute(deal_history.insert().from_select(VERSION_COLUMNS, rows))
-    return _as_utc(conn.execute(sa.select(sa.func.min(d.updated_at)).where(chosen)).scalar_one())
+    return _as_utc(conn.execute(sa.select(sa.func.min(d.updated_at))).scalar_one())
 
 
 def _open_live() -> list[sa.ColumnElement[bool]]:

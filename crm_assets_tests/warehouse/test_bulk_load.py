@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -13,7 +14,7 @@ from crm_assets.warehouse import clean_load
 from crm_assets.warehouse.bulk import restore_after_bulk_load, suspend_for_bulk_load
 from crm_assets.warehouse.clean_load import clean_changes
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
-from crm_assets.warehouse.schema import CLEAN_TABLES
+from crm_assets.warehouse.schema import CLEAN_TABLES, deal_history
 from crm_assets_tests.warehouse.test_incremental_clean import account, deal, write
 
 pytestmark = pytest.mark.postgres
@@ -47,8 +48,8 @@ def test_a_big_clean_run_restores_every_index_and_validated_foreign_key(
     dropped: list[list[str]] = []
     suspend = clean_load.suspend_for_bulk_load
 
-    def spy(conn: sa.Connection, table: sa.Table) -> list[str]:
-        dropped.append(suspend(conn, table))
+    def spy(conn: sa.Connection, table: sa.Table, **options: bool) -> list[str]:
+        dropped.append(suspend(conn, table, **options))
         return dropped[-1]
 
     monkeypatch.setattr(clean_load, "suspend_for_bulk_load", spy)
@@ -63,10 +64,27 @@ def test_a_big_clean_run_restores_every_index_and_validated_foreign_key(
     assert "ix_deals_candidates_account_id" in statements and "ix_deals_created_at" in statements
     assert "ix_deals_candidates_deal_id" in statements
     assert "uq_deals_deal_id" not in statements, "unique keys stay: the contest and the history look rows up by them"
-    # A first load versions every deal: the history's plain indexes are built once after, the open-version
-    # key (unique) stays.
+    # A first load versions every deal once, after the contest: the history's indexes, its open-version
+    # key (unique) too, are built once after.
     assert "ix_deal_history_deal_id_valid_from" in statements and "ix_deal_history_open_account_id" in statements
-    assert "uq_deal_history_open_deal_id" not in statements
+    assert "CREATE UNIQUE INDEX uq_deal_history_open_deal_id" in statements
+
+
+def test_a_unique_index_is_rebuilt_only_over_an_empty_table(pg_engine: Engine) -> None:
+    """The history's open-version key is dropped for a first load, whose rebuild checks every key at once;
+    over versions already kept it stays, for the lookups of the run."""
+    with pg_engine.begin() as conn:
+        restore = suspend_for_bulk_load(conn, deal_history, unique_when_empty=True)
+        assert any(s.startswith("CREATE UNIQUE INDEX uq_deal_history_open_deal_id") for s in restore)
+        version = {"deal_id": 1, "crm_id": 1, "valid_from": datetime(2024, 1, 1, tzinfo=UTC), "is_deleted": False}
+        conn.execute(deal_history.insert(), [version | {"first_observed_at": version["valid_from"]}] * 2)
+        with pytest.raises(sa.exc.IntegrityError, match="uq_deal_history_open_deal_id"):
+            restore_after_bulk_load(conn, restore)  # two open versions of one deal: the rebuild refuses them
+    with pg_engine.begin() as conn:
+        conn.execute(deal_history.insert(), [version | {"first_observed_at": version["valid_from"]}])
+        restore = suspend_for_bulk_load(conn, deal_history, unique_when_empty=True)
+        assert not any("uq_deal_history_open_deal_id" in s for s in restore)
+        restore_after_bulk_load(conn, restore)
 
 
 def test_a_small_change_keeps_the_row_checks(pg_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:

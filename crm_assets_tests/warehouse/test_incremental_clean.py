@@ -86,7 +86,7 @@ def reference(engine: Engine, domain: Domain) -> tuple[list[tuple[Any, ...]], se
     return result.rows.rows(), {(int(c), r) for c, r in result.rejected.iter_rows()}
 
 
-@pytest.mark.parametrize("mode", ["row-checked", "bulk-load", "index-probes"])
+@pytest.mark.parametrize("mode", ["row-checked", "bulk-load", "index-probes", "whole-referenced-column"])
 def test_incremental_runs_agree_with_a_full_recompute(
     warehouse_engine: Engine, mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -95,6 +95,8 @@ def test_incremental_runs_agree_with_a_full_recompute(
         monkeypatch.setattr(clean_load, "BULK_LOAD_GROWTH", 0)
     if mode == "index-probes":  # every run counts as small: joins by index probes only (PostgreSQL)
         monkeypatch.setattr(clean_load, "SMALL_CHANGE_SHARE", 0)
+    if mode == "whole-referenced-column":  # every chunk's foreign keys are matched against all the accounts
+        monkeypatch.setattr(clean_load.ReferencedKeys, "WHOLE_COLUMN_FROM", 0)
     rng = random.Random(42)
     second = 0
     accounts: dict[int, dict[str, Any]] = {}
