@@ -395,6 +395,9 @@ def clean_domain(
     log: logging.Logger | None = None,
     guard: CleanGuard = DEFAULT_CLEAN_GUARD,
 ) -> TableChanges:
-    """Bring a clean table up to date with its raw table (only what changed, unless `rebuild`), in one transaction."""
+    """Bring a clean table up to date with its raw table (only what changed, unless `rebuild`), in one transaction.
+
+    The transaction writes no raw row before it reads them: the next batches may be read on a second connection.
+    """
     with engine.begin() as conn:
-        return clean_changes(conn, domain, run_id, rebuild=rebuild, track=track, log=log, guard=guard)
+        return clean_changes(conn, domain, run_id, rebuild=rebuild, track=track, log=log, guard=guard, ahead=True)

@@ -9,9 +9,10 @@ same path with every raw row marked changed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -58,6 +59,7 @@ from crm_assets.warehouse.raw import (
     read_cleaned_through,
     save_cleaned_through,
 )
+from crm_assets.warehouse.read_ahead import read_ahead
 from crm_assets.warehouse.schema import CANDIDATE_TABLES, CLEAN_TABLES, RAW_TABLES, deal_history, rejected_records
 
 CHANGE_BATCH = 100_000  # raw rows coerced at a time
@@ -109,10 +111,13 @@ def clean_changes(
     chunk_size: int = CONTEST_CHUNK,
     log: logging.Logger | None = None,
     guard: CleanGuard = DEFAULT_CLEAN_GUARD,
+    ahead: bool = False,
 ) -> TableChanges:
     """Bring the clean table and the domain's rejects up to date with its raw table, in the caller's transaction.
 
     Raises MassDeleteRefusedError (the caller rolls back) when `guard` finds the rows it removes too many.
+    `ahead`: read and coerce the next batch of changed raw rows on a second connection while this one
+    writes (PostgreSQL; see `read_ahead`). Only for a transaction that has not written the domain's raw table.
     """
     log = log or logging.getLogger(__name__)
     # Deleting keys here cascades into the domains that reference this one, and marks their records
@@ -141,9 +146,10 @@ def clean_changes(
     first_versions_after = unversioned and domain.name == HISTORY_DOMAIN
     # No candidates yet (a first load): the batches (disjoint ranges of crm_id) then replace nothing.
     fresh = conn.execute(sa.select(CANDIDATE_TABLES[domain.name].c.crm_id).limit(1)).first() is None
-    with probing_joins(conn, small):
-        for batch in read_changed_batches(conn, domain, after, through, batch_size):
-            _take_changed_batch(conn, domain, batch, affected, run_id, changes, fresh=fresh)
+    batches = _coerced_batches(conn, domain, after, through, batch_size, ahead=ahead)
+    with probing_joins(conn, small), contextlib.closing(batches):
+        for batch, coerced in batches:
+            _take_changed_batch(conn, domain, batch, coerced, affected, run_id, changes, fresh=fresh)
             drop_stages(conn, keep=[affected])
             changes.records_read += batch.height
             log.info(f"{domain.name}: {changes.records_read:,} changed records coerced")
@@ -272,17 +278,35 @@ def _add_fresh_keys(conn: sa.Connection, domain: Domain, affected: sa.Table) -> 
     conn.execute(affected.insert().from_select([key], usable))
 
 
+_CoercedBatches = Generator[tuple[pl.DataFrame, pl.DataFrame], None, None]
+
+
+def _coerced_batches(
+    conn: sa.Connection, domain: Domain, after: int, through: int, batch_size: int, *, ahead: bool
+) -> _CoercedBatches:
+    """The changed raw rows in batches, each with its live records coerced (`coerce_records`)."""
+
+    def batches(reader: sa.Connection) -> _CoercedBatches:
+        for batch in read_changed_batches(reader, domain, after, through, batch_size):
+            yield batch, coerce_records(domain, batch.filter(~pl.col("is_deleted")))
+
+    # The domain's lock, held by `conn`, keeps its raw rows as they are while a second connection reads them.
+    return read_ahead(conn.engine, batches) if ahead and is_postgres(conn) else batches(conn)
+
+
 def _take_changed_batch(
     conn: sa.Connection,
     domain: Domain,
     batch: pl.DataFrame,
+    coerced: pl.DataFrame,
     affected: sa.Table,
     run_id: str | None,
     changes: TableChanges,
     *,
     fresh: bool = False,
 ) -> None:
-    """Replace the batch's candidates, note the keys they held and now hold, re-quarantine the unusable.
+    """Replace the batch's candidates (`coerced`: its live records), note the keys they held and now hold,
+    re-quarantine the unusable.
 
     `fresh`: the candidates table held no row when the run began, so none of the batch's records has one,
     and the caller notes the keys once after the batches (`_add_fresh_keys`).
@@ -296,7 +320,6 @@ def _take_changed_batch(
     if not fresh:
         _add_keys(conn, affected, sa.select(candidates.c[key]).where(in_batch, candidates.c[key].is_not(None)))
         conn.execute(sa.delete(candidates).where(in_batch))
-    coerced = coerce_records(domain, batch.filter(~pl.col("is_deleted")))
     started = time.perf_counter()
     fill_stage(conn, candidates, coerced)  # every row is new: its old version was just deleted
     changes.write_seconds += time.perf_counter() - started

@@ -86,7 +86,9 @@ def reference(engine: Engine, domain: Domain) -> tuple[list[tuple[Any, ...]], se
     return result.rows.rows(), {(int(c), r) for c, r in result.rejected.iter_rows()}
 
 
-@pytest.mark.parametrize("mode", ["row-checked", "bulk-load", "index-probes", "whole-referenced-column"])
+@pytest.mark.parametrize(
+    "mode", ["row-checked", "bulk-load", "index-probes", "whole-referenced-column", "read-ahead", "bulk-read-ahead"]
+)
 def test_incremental_runs_agree_with_a_full_recompute(
     warehouse_engine: Engine, mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -97,6 +99,10 @@ def test_incremental_runs_agree_with_a_full_recompute(
         monkeypatch.setattr(clean_load, "SMALL_CHANGE_SHARE", 0)
     if mode == "whole-referenced-column":  # every chunk's foreign keys are matched against all the accounts
         monkeypatch.setattr(clean_load.ReferencedKeys, "WHOLE_COLUMN_FROM", 0)
+    if mode == "bulk-read-ahead":  # the batches read on a second connection while the tables are suspended
+        monkeypatch.setattr(clean_load, "BULK_LOAD_MIN_ROWS", 0)
+        monkeypatch.setattr(clean_load, "BULK_LOAD_GROWTH", 0)
+    ahead = mode.endswith("read-ahead")  # a second connection reads the next batch (PostgreSQL)
     rng = random.Random(42)
     second = 0
     accounts: dict[int, dict[str, Any]] = {}
@@ -121,7 +127,7 @@ def test_incremental_runs_agree_with_a_full_recompute(
             changed_deals.append(deals[crm_id])
         write(warehouse_engine, ACCOUNTS, changed_accounts)
         write(warehouse_engine, DEALS, changed_deals, gone_deals)
-        clean_all(warehouse_engine)
+        clean_all(warehouse_engine, ahead=ahead)
         for domain in (ACCOUNTS, DEALS):
             assert state(warehouse_engine, domain) == reference(warehouse_engine, domain), (
                 f"round {round_} {domain.name}"
