@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Engine
 
 from crm_assets.freshsales.ratelimit import BudgetState, BudgetStore, FileBudgetStore, MemoryBudgetStore
-from crm_assets.warehouse.dialect import is_postgres
+from crm_assets.warehouse.dialect import is_postgres, is_private_memory
 from crm_assets.warehouse.schema import crm_rate_budget
 
 T = TypeVar("T")
@@ -76,7 +76,6 @@ def shared_budget_store(engine: Engine, crm_base_url: str) -> BudgetStore:
     account = crm_account(crm_base_url)
     if is_postgres(engine):
         return PostgresBudgetStore(engine, account)
-    database = engine.url.database
-    if not database or database == ":memory:":
-        return MemoryBudgetStore()  # a private in-memory database has no other process to share with
-    return FileBudgetStore(budget_file(database, account))
+    if is_private_memory(engine):
+        return MemoryBudgetStore()  # no other process to share with
+    return FileBudgetStore(budget_file(str(engine.url.database), account))

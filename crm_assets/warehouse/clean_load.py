@@ -48,7 +48,7 @@ from crm_assets.warehouse.clean_guard import (
     removal_reasons,
     rows_before,
 )
-from crm_assets.warehouse.dialect import is_postgres
+from crm_assets.warehouse.dialect import is_postgres, is_private_memory
 from crm_assets.warehouse.drift import guard_changed_records
 from crm_assets.warehouse.history import HISTORY_DOMAIN, earliest, first_versions, record_versions
 from crm_assets.warehouse.raw import (
@@ -117,7 +117,7 @@ def clean_changes(
 
     Raises MassDeleteRefusedError (the caller rolls back) when `guard` finds the rows it removes too many.
     `ahead`: read and coerce the next batch of changed raw rows on a second connection while this one
-    writes (PostgreSQL; see `read_ahead`). Only for a transaction that has not written the domain's raw table.
+    writes (see `read_ahead`). Only for a transaction that has not written the domain's raw table.
     """
     log = log or logging.getLogger(__name__)
     # Deleting keys here cascades into the domains that reference this one, and marks their records
@@ -290,8 +290,9 @@ def _coerced_batches(
         for batch in read_changed_batches(reader, domain, after, through, batch_size):
             yield batch, coerce_records(domain, batch.filter(~pl.col("is_deleted")))
 
-    # The domain's lock, held by `conn`, keeps its raw rows as they are while a second connection reads them.
-    return read_ahead(conn.engine, batches) if ahead and is_postgres(conn) else batches(conn)
+    # `conn`'s lock on the domain (the write lock on SQLite) keeps its raw rows still while a second
+    # connection reads them; that one takes no write lock: SQLite begins a transaction only to write.
+    return read_ahead(conn.engine, batches) if ahead and not is_private_memory(conn.engine) else batches(conn)
 
 
 def _take_changed_batch(

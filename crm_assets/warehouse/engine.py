@@ -16,7 +16,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 
 from crm_assets import settings
 from crm_assets.settings import SettingsError
-from crm_assets.warehouse.dialect import is_postgres
+from crm_assets.warehouse.dialect import is_postgres, is_private_memory
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # Any constant works; it only has to be the same in every process that migrates this database.
@@ -138,11 +138,10 @@ def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
     SQLite cannot hold its own lock over Alembic's several transactions; without this, parallel steps
     each find an empty database and all create the tables (`table accounts already exists`).
     """
-    database = engine.url.database
-    if not database or database == ":memory:":
+    if is_private_memory(engine):
         yield
         return
-    with open(f"{Path(database).resolve()}.migrate.lock", "a") as lock_file:
+    with open(f"{Path(str(engine.url.database)).resolve()}.migrate.lock", "a") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         try:
             yield

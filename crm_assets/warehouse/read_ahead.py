@@ -1,9 +1,9 @@
 """Reading ahead on a second connection: the next batches are read and prepared while the caller writes.
 
-A clean run alternates between reading changed raw rows (the server extracting JSON fields, polars
-parsing and coercing them) and writing candidates. On PostgreSQL a second connection, served by a second
-server process, reads and prepares the next batch meanwhile: the two halves use both cores instead of
-taking turns on one.
+A clean run alternates between reading changed raw rows (the database extracting JSON fields, polars
+parsing and coercing them) and writing candidates. A second connection (on PostgreSQL served by a second
+server process; on SQLite a reader of the write-ahead log, which the writer does not block) reads and
+prepares the next batch meanwhile: the two halves use both cores instead of taking turns on one.
 """
 
 from __future__ import annotations

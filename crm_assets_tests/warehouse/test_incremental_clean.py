@@ -102,7 +102,7 @@ def test_incremental_runs_agree_with_a_full_recompute(
     if mode == "bulk-read-ahead":  # the batches read on a second connection while the tables are suspended
         monkeypatch.setattr(clean_load, "BULK_LOAD_MIN_ROWS", 0)
         monkeypatch.setattr(clean_load, "BULK_LOAD_GROWTH", 0)
-    ahead = mode.endswith("read-ahead")  # a second connection reads the next batch (PostgreSQL)
+    ahead = mode.endswith("read-ahead")  # a second connection reads the next batch
     rng = random.Random(42)
     second = 0
     accounts: dict[int, dict[str, Any]] = {}

@@ -10,7 +10,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from crm_assets.domains import ACCOUNTS
+from crm_assets.pipeline import clean_domain
+from crm_assets.warehouse.engine import create_warehouse_engine, migrate
 from crm_assets.warehouse.read_ahead import read_ahead
+from crm_assets_tests.warehouse.test_incremental_clean import account, write
 
 
 @pytest.fixture
@@ -83,3 +87,12 @@ def test_a_consumer_that_stops_early_stops_the_producer_and_frees_its_connection
     assert not any(t.name == "read-ahead" for t in threading.enumerate())
     made = len(produced)
     assert made <= 3 + 2  # what was taken, the one queued and the one waiting for room; then nothing more
+
+
+def test_a_clean_run_on_a_private_in_memory_database_reads_on_its_own_connection() -> None:
+    """A second connection to an in-memory SQLite database would open another, empty database."""
+    engine = create_warehouse_engine("sqlite://")
+    migrate(engine)
+    write(engine, ACCOUNTS, [account(i, i, i) for i in range(1, 4)])
+    assert clean_domain(engine, ACCOUNTS, "run").inserted == 3
+    engine.dispose()
