@@ -84,7 +84,7 @@ def fill_stage(conn: sa.Connection, stage: sa.Table, frame: pl.DataFrame) -> Non
     if is_postgres(conn):
         _copy_csv(conn, stage, frame)
     else:
-        _insert_rows(conn, stage, frame.iter_rows(named=True))
+        _insert_frame(conn, stage, frame)
     analyze_stage(conn, stage)
 
 
@@ -189,6 +189,36 @@ def _copy_csv(conn: sa.Connection, stage: sa.Table, frame: pl.DataFrame) -> None
     sql = f"COPY \"{stage.name}\" ({columns}) FROM STDIN WITH (FORMAT csv, NULL '')"
     with cursor.copy(sql) as copy:
         copy.write(buffer.getbuffer())
+
+
+def _insert_frame(conn: sa.Connection, table: sa.Table, frame: pl.DataFrame) -> None:
+    """SQLite: the frame's rows as plain tuples, one executemany per chunk.
+
+    The values are converted by column first, in polars, to what SQLAlchemy's types would bind row by row
+    (`sqlite_values`): the rows read back the same, without SQLAlchemy's per-row, per-value processing.
+    """
+    names = ", ".join(f'"{c}"' for c in frame.columns)
+    sql = f'INSERT INTO "{table.name}" ({names}) VALUES ({", ".join("?" * frame.width)})'
+    values = sqlite_values(frame)
+    for start in range(0, values.height, _SQLITE_CHUNK):
+        conn.exec_driver_sql(sql, values.slice(start, _SQLITE_CHUNK).rows())
+
+
+def sqlite_values(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` as SQLAlchemy binds its values for SQLite: timestamps and dates in its text formats,
+    money as a float (read from the exact decimal text, as Python's float() of a Decimal does)."""
+
+    def bound(name: str, dtype: pl.DataType) -> pl.Expr:
+        column = pl.col(name)
+        if isinstance(dtype, pl.Datetime):
+            return column.dt.strftime("%Y-%m-%d %H:%M:%S%.6f")  # the fields in the value's own time zone, as SQLAlchemy
+        if dtype == pl.Date:
+            return column.dt.strftime("%Y-%m-%d")
+        if isinstance(dtype, pl.Decimal):
+            return column.cast(pl.String).cast(pl.Float64)
+        return column
+
+    return frame.select(bound(name, dtype).alias(name) for name, dtype in frame.schema.items())
 
 
 def _insert_rows(conn: sa.Connection, stage: sa.Table, rows: Iterable[dict[str, Any]]) -> None:

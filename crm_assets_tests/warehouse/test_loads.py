@@ -225,3 +225,73 @@ def test_long_text_business_keys_are_kept_whole(warehouse_engine: Engine) -> Non
     with warehouse_engine.begin() as conn:
         clean_changes(conn, CONTACTS, "run")
         assert read_clean_rows(conn, CONTACTS)["contact_id"].to_list() == [key]
+
+
+def test_sqlite_stores_a_frame_exactly_as_sqlalchemy_binds_it(sqlite_url: str) -> None:
+    """fill_stage converts by column in polars what SQLAlchemy would convert value by value: the same stored text."""
+    from decimal import Decimal
+
+    from crm_assets.domains import DEALS
+    from crm_assets.transform.clean import output_schema
+    from crm_assets.warehouse.bulk import create_stage, fill_stage
+
+    deals = CLEAN_TABLES["deals"]
+    schema = output_schema(DEALS)
+    rows = [
+        (
+            1,
+            "Renewal",
+            Decimal("364820.50"),
+            "50%",
+            "Prospecting",
+            7,
+            datetime(2023, 12, 1, 6, tzinfo=UTC),
+            11,
+            datetime(2024, 4, 16, 5, 15, 0, 123, tzinfo=UTC),
+        ),
+        (
+            2,
+            "Ünïcode 'quoted'",
+            Decimal("0.10"),
+            "",
+            "Closed-Won",
+            8,
+            datetime(1970, 1, 1, tzinfo=UTC),
+            12,
+            datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC),
+        ),
+        (
+            3,
+            "None",
+            None,
+            "x",
+            "Negotiation",
+            9,
+            datetime(2099, 12, 31, 12, 30, 1, tzinfo=UTC),
+            13,
+            datetime(2024, 1, 1, tzinfo=UTC),
+        ),
+        (
+            4,
+            "big",
+            Decimal("92233720368547.75"),
+            "y",
+            "Closed-Lost",
+            10,
+            datetime(2000, 1, 1, tzinfo=UTC),
+            14,
+            datetime(2001, 1, 1, tzinfo=UTC),
+        ),
+    ]
+    frame = pl.DataFrame(rows, schema=schema, orient="row")
+    engine = create_warehouse_engine(sqlite_url)
+    with engine.begin() as conn:
+        fast, plain = (create_stage(conn, deals, list(schema)) for _ in range(2))
+        fill_stage(conn, fast, frame)
+        conn.execute(plain.insert(), frame.to_dicts())
+        stored = [conn.exec_driver_sql(f'SELECT * FROM "{t.name}" ORDER BY deal_id').all() for t in (fast, plain)]
+        typed = [conn.execute(sa.select(t).order_by(t.c.deal_id)).all() for t in (fast, plain)]
+    engine.dispose()
+    assert stored[0] == stored[1]
+    assert [tuple(map(type, row)) for row in stored[0]] == [tuple(map(type, row)) for row in stored[1]]
+    assert typed[0] == typed[1]
