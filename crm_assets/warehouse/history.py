@@ -91,8 +91,8 @@ def _reconcile(conn: sa.Connection, deal_ids: sa.Select[Any]) -> datetime | None
     # Each new version, with the id of the open version it closes (NULL for a deal seen the first time).
     versions = create_stage(conn, deal_history, [*VERSION_COLUMNS, "id"])
     columns = [*VERSION_COLUMNS, "id"]
-    conn.execute(versions.insert().from_select(columns, _changed_rows(keys, observed)))
-    conn.execute(versions.insert().from_select(columns, _departures(keys, observed, _key_bounds(conn, keys))))
+    conn.execute(versions.insert().from_select(columns, _changed_rows(conn, keys, observed)))
+    conn.execute(versions.insert().from_select(columns, _departures(conn, keys, observed)))
     earliest = _as_utc(conn.execute(sa.select(sa.func.min(versions.c.valid_from))).scalar_one())
     if earliest is None:
         return None
@@ -131,7 +131,20 @@ def _starts_at(updated_at: Any, open_from: Any, observed: Any) -> Any:
     return sa.case((updated_at > open_from, updated_at), else_=_not_before(observed, open_from))
 
 
-def _changed_rows(keys: sa.Table, observed: Any) -> sa.Select[Any]:
+def _among(
+    conn: sa.Connection, table: sa.Table, column: sa.ColumnElement[Any], keys: sa.Table
+) -> tuple[sa.FromClause, sa.ColumnElement[bool]]:
+    """`table`'s rows whose `column` is a staged key, as (source, condition), written for each planner.
+
+    PostgreSQL: joined with the keys, which `probing_joins` has it drive from. SQLite: the keys as IN, so
+    that it looks each key up rather than reading all of `table` (no statistics tell it which side is small).
+    """
+    if is_postgres(conn):
+        return table.join(keys, keys.c.deal_id == column), sa.true()
+    return table, column.in_(sa.select(keys.c.deal_id))
+
+
+def _changed_rows(conn: sa.Connection, keys: sa.Table, observed: Any) -> sa.Select[Any]:
     """Rows of `deals` among the keys whose open version is missing, deleted or different."""
     open_version = deal_history.alias("open_version")
     d, h = DEALS.c, open_version.c
@@ -140,9 +153,8 @@ def _changed_rows(keys: sa.Table, observed: Any) -> sa.Select[Any]:
         h.crm_id == d.crm_id,
         *(h[c].is_not_distinct_from(d[c]) for c in HISTORY_TRACKED_COLUMNS),
     )
-    source = DEALS.join(keys, keys.c.deal_id == d.deal_id).outerjoin(
-        open_version, sa.and_(h.deal_id == d.deal_id, h.valid_to.is_(None))
-    )
+    deals, chosen = _among(conn, DEALS, d.deal_id, keys)
+    source = deals.outerjoin(open_version, sa.and_(h.deal_id == d.deal_id, h.valid_to.is_(None)))
     return (
         sa.select(
             d.deal_id,
@@ -154,41 +166,33 @@ def _changed_rows(keys: sa.Table, observed: Any) -> sa.Select[Any]:
             h.id,
         )
         .select_from(source)
-        .where(sa.or_(h.id.is_(None), sa.not_(same)))
+        .where(chosen, sa.or_(h.id.is_(None), sa.not_(same)))
     )
 
 
-def _key_bounds(conn: sa.Connection, keys: sa.Table) -> tuple[Any, Any] | None:
-    """The smallest and largest staged deal_id, on PostgreSQL (None elsewhere).
+def _departures(conn: sa.Connection, keys: sa.Table, observed: Any) -> sa.Select[Any]:
+    """A deletion version for each key whose open live version has no row in `deals` any more.
 
-    Stated on deal_history, the range lets PostgreSQL read just those open versions: with the open
-    versions' statistics stale in a big first load it would otherwise scan all of them once per chunk.
-    SQLite's planner might drive the join from deal_history for it instead of from the keys: not there.
+    On PostgreSQL the keys' range is stated on deal_history too: it then reads just those open versions
+    (with their statistics stale in a big first load it would otherwise scan all of them once per chunk).
     """
-    if not is_postgres(conn):
-        return None
-    first, last = conn.execute(sa.select(sa.func.min(keys.c.deal_id), sa.func.max(keys.c.deal_id))).one()
-    return first, last
-
-
-def _departures(keys: sa.Table, observed: Any, bounds: tuple[Any, Any] | None = None) -> sa.Select[Any]:
-    """A deletion version for each key whose open live version has no row in `deals` any more."""
     h, raw = deal_history.c, RAW_DEALS.c
-    closes_at = _starts_at(raw.updated_at, h.valid_from, observed)
-    source = deal_history.join(keys, keys.c.deal_id == h.deal_id).outerjoin(RAW_DEALS, raw.crm_id == h.crm_id)
+    versions, chosen = _among(conn, deal_history, h.deal_id, keys)
+    if is_postgres(conn):
+        first, last = conn.execute(sa.select(sa.func.min(keys.c.deal_id), sa.func.max(keys.c.deal_id))).one()
+        chosen = h.deal_id.between(first, last)
     return (
         sa.select(
             h.deal_id,
             h.crm_id,
-            closes_at,
+            _starts_at(raw.updated_at, h.valid_from, observed),
             *(h[c] for c in HISTORY_TRACKED_COLUMNS),
             sa.true(),
             h.first_observed_at,
             h.id,
         )
-        .select_from(source)
-        .where(*_open_live(), ~sa.exists().where(DEALS.c.deal_id == h.deal_id))
-        .where(h.deal_id.between(*bounds) if bounds is not None else sa.true())
+        .select_from(versions.outerjoin(RAW_DEALS, raw.crm_id == h.crm_id))
+        .where(*_open_live(), chosen, ~sa.exists().where(DEALS.c.deal_id == h.deal_id))
     )
 
 

@@ -7,6 +7,7 @@ warehouse of a few thousand rows, so a new statement is covered without being li
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -125,3 +126,20 @@ def test_an_indexed_stage_turns_a_per_row_scan_into_a_lookup(tmp_path: Path) -> 
     assert found[()] and "SCAN stage_raw_deals" in found[()][0], found
     assert found[("crm_id",)] == []
     engine.dispose()
+
+
+def test_the_history_reads_only_the_open_versions_of_the_changed_deals(recorded: PlanRecorder) -> None:
+    """A re-sync versions a few deals: reading every open version (an index's whole range) for them costs
+    as much as the history is long (3.9 s of a 6 s re-sync at 1M deals before it looked them up)."""
+    plans = recorded.issued_by("crm_assets/warehouse/history.py:_reconcile")
+    assert plans, "no history reconciliation was recorded"
+    whole = [
+        f"{p.sql[:80]}: {row.detail}"
+        for p in plans
+        for row in p.rows
+        if (scan := _SCAN_OF.match(row.detail)) and p.table_sizes.get(scan["table"], 0) >= LARGE
+    ]
+    assert whole == [], "\n".join(whole)
+
+
+_SCAN_OF = re.compile(r"^SCAN (?P<table>\S+)")
