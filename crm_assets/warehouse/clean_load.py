@@ -292,7 +292,17 @@ def _coerced_batches(
 
     # `conn`'s lock on the domain (the write lock on SQLite) keeps its raw rows still while a second
     # connection reads them; that one takes no write lock: SQLite begins a transaction only to write.
-    return read_ahead(conn.engine, batches) if ahead and not is_private_memory(conn.engine) else batches(conn)
+    return read_ahead(conn.engine, batches) if ahead and _readable_alongside(conn) else batches(conn)
+
+
+def _readable_alongside(conn: sa.Connection) -> bool:
+    """Whether a second connection can read while `conn` writes: on PostgreSQL, and on an SQLite file in
+    write-ahead-log mode (in another journal mode the writer locks readers out until it commits)."""
+    if is_postgres(conn):
+        return True
+    if is_private_memory(conn.engine):
+        return False
+    return str(conn.exec_driver_sql("PRAGMA journal_mode").scalar()).lower() == "wal"
 
 
 def _take_changed_batch(

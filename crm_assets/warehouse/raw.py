@@ -510,13 +510,17 @@ def _fields_query(conn: sa.Connection, domain: Domain) -> sa.Select[Any]:
 
 
 def lock_domain(conn: sa.Connection, domain: Domain) -> None:
-    """Serialize writers of a domain's raw and clean tables until the transaction ends (SQLite serializes writers).
+    """Serialize writers of a domain's raw and clean tables until the transaction ends.
 
     Whoever needs several domains locks them in load order (referenced domains first), so no two wait
-    on each other.
+    on each other. SQLite has one lock for the whole file: it is taken here, by a statement that writes
+    nothing (the driver begins the write transaction before any write), so that what the transaction
+    reads from now on no other writer changes before it ends.
     """
     if is_postgres(conn):
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"crm_assets.{domain.name}"))))
+    else:
+        conn.execute(sa.update(sync_state).where(sa.false()).values(domain=sync_state.c.domain))
 
 
 def next_change_seq(conn: sa.Connection, domain: Domain) -> int:

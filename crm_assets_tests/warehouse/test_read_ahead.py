@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -12,6 +14,7 @@ from sqlalchemy.engine import Engine
 
 from crm_assets.domains import ACCOUNTS
 from crm_assets.pipeline import clean_domain
+from crm_assets.warehouse import clean_load
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
 from crm_assets.warehouse.read_ahead import read_ahead
 from crm_assets_tests.warehouse.test_incremental_clean import account, write
@@ -95,4 +98,45 @@ def test_a_clean_run_on_a_private_in_memory_database_reads_on_its_own_connection
     migrate(engine)
     write(engine, ACCOUNTS, [account(i, i, i) for i in range(1, 4)])
     assert clean_domain(engine, ACCOUNTS, "run").inserted == 3
+    engine.dispose()
+
+
+def test_on_sqlite_a_clean_run_holds_the_write_lock_before_its_first_batch_is_read(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second connection reads the committed rows: no other writer may commit between the run's start
+    and its first write (a write-back would be overwritten by the batch read before it)."""
+    engine = create_warehouse_engine(sqlite_url)
+    migrate(engine)
+    write(engine, ACCOUNTS, [account(i, i, i) for i in range(1, 4)])
+    other_writer: list[str] = []
+    take_batch = clean_load._take_changed_batch
+
+    def first_batch(*args: Any, **kwargs: Any) -> None:
+        if not other_writer:
+            attempt = sqlite3.connect(str(engine.url.database), timeout=0.1)
+            try:
+                attempt.execute("BEGIN IMMEDIATE")
+                other_writer.append("committed")
+                attempt.rollback()
+            except sqlite3.OperationalError as exc:
+                other_writer.append(str(exc))
+            finally:
+                attempt.close()
+        take_batch(*args, **kwargs)
+
+    monkeypatch.setattr(clean_load, "_take_changed_batch", first_batch)
+    assert clean_domain(engine, ACCOUNTS, "run").inserted == 3
+    engine.dispose()
+    assert other_writer == ["database is locked"]
+
+
+@pytest.mark.parametrize(("journal", "alongside"), [("wal", True), ("delete", False)])
+def test_sqlite_reads_alongside_only_in_write_ahead_log_mode(sqlite_url: str, journal: str, alongside: bool) -> None:
+    """In another journal mode a writer that spills its cache locks readers out until it commits: a reader
+    waiting on the writer that waits on the reader would hang until the busy timeout."""
+    engine = create_warehouse_engine(sqlite_url)
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"PRAGMA journal_mode={journal}")
+        assert clean_load._readable_alongside(conn) is alongside
     engine.dispose()
