@@ -71,6 +71,9 @@ BULK_LOAD_GROWTH = 2
 # A run that changes at most 1/SMALL_CHANGE_SHARE of the clean table's rows joins its stages with the
 # tables by index probes (PostgreSQL): cheaper than reading the tables whole, up to a few percent of them.
 SMALL_CHANGE_SHARE = 50
+# How long the read-ahead connection waits for a lock on the raw table before the run fails (PostgreSQL;
+# only DDL such as a migration conflicts with its reads): a retry beats a wait nothing would end.
+READ_AHEAD_LOCK_TIMEOUT = "5min"
 
 
 @dataclass
@@ -290,9 +293,16 @@ def _coerced_batches(
         for batch in read_changed_batches(reader, domain, after, through, batch_size):
             yield batch, coerce_records(domain, batch.filter(~pl.col("is_deleted")))
 
+    def batches_ahead(reader: sa.Connection) -> _CoercedBatches:
+        if is_postgres(reader):
+            # The run waits for this connection on a queue, which PostgreSQL's deadlock detector cannot
+            # see: a lock this one waits for, held by a session that waits for the run, would hang both.
+            reader.execute(sa.text(f"SET LOCAL lock_timeout = '{READ_AHEAD_LOCK_TIMEOUT}'"))
+        yield from batches(reader)
+
     # `conn`'s lock on the domain (the write lock on SQLite) keeps its raw rows still while a second
     # connection reads them; that one takes no write lock: SQLite begins a transaction only to write.
-    return read_ahead(conn.engine, batches) if ahead and _readable_alongside(conn) else batches(conn)
+    return read_ahead(conn.engine, batches_ahead) if ahead and _readable_alongside(conn) else batches(conn)
 
 
 def _readable_alongside(conn: sa.Connection) -> bool:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -139,4 +142,39 @@ def test_sqlite_reads_alongside_only_in_write_ahead_log_mode(sqlite_url: str, jo
     with engine.connect() as conn:
         conn.exec_driver_sql(f"PRAGMA journal_mode={journal}")
         assert clean_load._readable_alongside(conn) is alongside
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_read_ahead_waiting_behind_a_lock_fails_the_run_instead_of_hanging(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A migration's ACCESS EXCLUSIVE lock on the raw table waits for the run (which has read it); the reader
+    queued behind it would wait for ever, and the run for the reader: PostgreSQL sees no deadlock."""
+    engine = create_warehouse_engine(pg_url)
+    migrate(engine)
+    write(engine, ACCOUNTS, [account(i, i, i) for i in range(1, 4)])
+    monkeypatch.setattr(clean_load, "READ_AHEAD_LOCK_TIMEOUT", "300ms")
+    read_batches = clean_load.read_changed_batches
+
+    def behind_a_migration(reader: sa.Connection, *args: Any) -> Iterator[Any]:
+        def migration() -> None:
+            with engine.connect() as other:
+                other.exec_driver_sql("SET lock_timeout = '5s'")  # without the reader's timeout: ends the hang
+                with contextlib.suppress(sa.exc.OperationalError):
+                    other.exec_driver_sql("LOCK TABLE raw_accounts IN ACCESS EXCLUSIVE MODE")
+                other.rollback()
+
+        threading.Thread(target=migration, daemon=True).start()
+        waiting = sa.text("SELECT count(*) FROM pg_locks WHERE relation = 'raw_accounts'::regclass AND NOT granted")
+        with engine.connect() as probe:
+            deadline = time.monotonic() + 10
+            while not probe.execute(waiting).scalar() and time.monotonic() < deadline:  # until it waits for the run
+                time.sleep(0.02)
+        yield from read_batches(reader, *args)
+
+    monkeypatch.setattr(clean_load, "read_changed_batches", behind_a_migration)
+    # The batches are read by COPY on the driver's cursor: psycopg's own error, not SQLAlchemy's wrapper.
+    with pytest.raises(psycopg.errors.LockNotAvailable, match="lock timeout"), engine.begin() as conn:
+        clean_load.clean_changes(conn, ACCOUNTS, "run", ahead=True)
     engine.dispose()
