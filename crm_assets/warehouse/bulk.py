@@ -88,6 +88,11 @@ def fill_stage(conn: sa.Connection, stage: sa.Table, frame: pl.DataFrame) -> Non
     analyze_stage(conn, stage)
 
 
+def is_empty(conn: sa.Connection, table: sa.Table) -> bool:
+    """Whether `table` holds no row (one row read at most)."""
+    return conn.execute(sa.select(sa.true()).select_from(table).limit(1)).first() is None
+
+
 def analyze_stage(conn: sa.Connection, table: sa.Table) -> None:
     """Temporary tables are never auto-analyzed: without statistics PostgreSQL plans joins on them badly."""
     if is_postgres(conn) and "TEMPORARY" in table._prefixes:
@@ -195,16 +200,16 @@ def _insert_frame(conn: sa.Connection, table: sa.Table, frame: pl.DataFrame) -> 
     """SQLite: the frame's rows as plain tuples, one executemany per chunk.
 
     The values are converted by column first, in polars, to what SQLAlchemy's types would bind row by row
-    (`sqlite_values`): the rows read back the same, without SQLAlchemy's per-row, per-value processing.
+    (`_sqlite_values`): the rows read back the same, without SQLAlchemy's per-row, per-value processing.
     """
     names = ", ".join(f'"{c}"' for c in frame.columns)
     sql = f'INSERT INTO "{table.name}" ({names}) VALUES ({", ".join("?" * frame.width)})'
-    values = sqlite_values(frame)
+    values = _sqlite_values(frame)
     for start in range(0, values.height, _SQLITE_CHUNK):
         conn.exec_driver_sql(sql, values.slice(start, _SQLITE_CHUNK).rows())
 
 
-def sqlite_values(frame: pl.DataFrame) -> pl.DataFrame:
+def _sqlite_values(frame: pl.DataFrame) -> pl.DataFrame:
     """`frame` as SQLAlchemy binds its values for SQLite: timestamps and dates in its text formats,
     money as a float (read from the exact decimal text, as Python's float() of a Decimal does)."""
 
@@ -304,7 +309,7 @@ def suspend_for_bulk_load(conn: sa.Connection, table: sa.Table, *, unique_when_e
     # first: the order in which a delete cascading from them into this table takes them (no deadlock).
     referenced = sorted({str(target) for _, _, target in foreign_keys} - {name})
     conn.exec_driver_sql(f"LOCK TABLE {', '.join([*referenced, name])} IN ACCESS EXCLUSIVE MODE")
-    unique = unique_when_empty and conn.execute(sa.select(sa.true()).select_from(table).limit(1)).first() is None
+    unique = unique_when_empty and is_empty(conn, table)
     indexes = conn.execute(
         sa.text(
             "SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from crm_assets.domains import Domain, referencing
 from crm_assets.transform.clean import output_schema, tally_kinds
-from crm_assets.warehouse.bulk import create_stage, fill_stage, read_frame
+from crm_assets.warehouse.bulk import create_stage, fill_stage, is_empty, read_frame
 from crm_assets.warehouse.scan import DEFAULT_MAX_DELETE_SHARE, DEFAULT_MIN_MASS_DELETE, MassDeleteRefusedError
 from crm_assets.warehouse.schema import CANDIDATE_TABLES, CLEAN_TABLES, RAW_TABLES, rejected_records
 
@@ -96,7 +96,7 @@ def left_with_parent(
     candidates = CANDIDATE_TABLES[domain.name]
     columns = output_schema(domain)
     schema = {c: columns[c] for c in [*track, "crm_id"]}
-    if not domain.foreign_keys or conn.execute(sa.select(candidates.c.crm_id).limit(1)).first() is None:
+    if not domain.foreign_keys or is_empty(conn, candidates):
         return pl.DataFrame(schema=schema)
     raw, table = RAW_TABLES[domain.name], CLEAN_TABLES[domain.name]
     rejected = rejected_records.c

@@ -31,6 +31,7 @@ from crm_assets.warehouse.bulk import (
     delete_staged_keys,
     drop_stages,
     fill_stage,
+    is_empty,
     probing_joins,
     read_frame,
     restore_after_bulk_load,
@@ -145,10 +146,10 @@ def clean_changes(
     restore_history = _suspend_history(conn, domain, changed) if bulk else []
     # No version of any deal yet (a first load): every deal gets its first version once the contest is
     # over, in one statement (`first_versions`), rather than chunk by chunk.
-    unversioned = conn.execute(sa.select(deal_history.c.id).limit(1)).first() is None
+    unversioned = is_empty(conn, deal_history)
     first_versions_after = unversioned and domain.name == HISTORY_DOMAIN
     # No candidates yet (a first load): the batches (disjoint ranges of crm_id) then replace nothing.
-    fresh = conn.execute(sa.select(CANDIDATE_TABLES[domain.name].c.crm_id).limit(1)).first() is None
+    fresh = is_empty(conn, CANDIDATE_TABLES[domain.name])
     batches = _coerced_batches(conn, domain, after, through, batch_size, ahead=ahead)
     with probing_joins(conn, small), contextlib.closing(batches):
         for batch, coerced in batches:
@@ -487,15 +488,17 @@ class ReferencedKeys:
         found: dict[str, pl.Series] = {}
         for fk in self.domain.foreign_keys:
             wanted = rows[fk.column].drop_nulls().unique()
-            dtype = rows.schema[fk.column]
             if fk.domain in self._whole or len(wanted) >= self.WHOLE_COLUMN_FROM:
-                if fk.domain not in self._whole:
-                    column = CLEAN_TABLES[fk.domain].c[fk.target_column]
-                    self._whole[fk.domain] = read_frame(conn, sa.select(column), {fk.target_column: dtype}).to_series()
-                found[fk.domain] = self._whole[fk.domain]
+                found[fk.domain] = self._whole_column(conn, fk, wanted.dtype)
             else:
-                found[fk.domain] = pl.Series(fk.target_column, _look_up(conn, fk, wanted.to_list()), dtype=dtype)
+                found[fk.domain] = pl.Series(fk.target_column, _look_up(conn, fk, wanted.to_list()), dtype=wanted.dtype)
         return found
+
+    def _whole_column(self, conn: sa.Connection, fk: ForeignKey, dtype: pl.DataType) -> pl.Series:
+        if fk.domain not in self._whole:
+            column = CLEAN_TABLES[fk.domain].c[fk.target_column]
+            self._whole[fk.domain] = read_frame(conn, sa.select(column), {fk.target_column: dtype}).to_series()
+        return self._whole[fk.domain]
 
 
 def _look_up(conn: sa.Connection, fk: ForeignKey, wanted: list[Any]) -> list[Any]:

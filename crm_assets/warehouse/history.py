@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from crm_assets.domains import Domain
-from crm_assets.warehouse.bulk import analyze_stage, create_stage, probing_joins
+from crm_assets.warehouse.bulk import analyze_stage, create_stage, is_empty, probing_joins
 from crm_assets.warehouse.dialect import is_postgres
 from crm_assets.warehouse.schema import CLEAN_TABLES, HISTORY_TRACKED_COLUMNS, RAW_TABLES, deal_history
 
@@ -85,7 +85,7 @@ def _reconcile(conn: sa.Connection, deal_ids: sa.Select[Any]) -> datetime | None
     observed = sa.literal(observation_time(), deal_history.c.valid_from.type)
     keys = create_stage(conn, deal_history, ["deal_id"], primary_key=["deal_id"])
     conn.execute(keys.insert().from_select(["deal_id"], deal_ids.distinct()))
-    if conn.execute(sa.select(keys.c.deal_id).limit(1)).first() is None:
+    if is_empty(conn, keys):
         return None
     analyze_stage(conn, keys)
     # Each new version, with the id of the open version it closes (NULL for a deal seen the first time).
@@ -180,7 +180,7 @@ def _departures(conn: sa.Connection, keys: sa.Table, observed: Any) -> sa.Select
     versions, chosen = _among(conn, deal_history, h.deal_id, keys)
     if is_postgres(conn):
         first, last = conn.execute(sa.select(sa.func.min(keys.c.deal_id), sa.func.max(keys.c.deal_id))).one()
-        chosen = h.deal_id.between(first, last)
+        chosen = sa.and_(chosen, h.deal_id.between(first, last))
     return (
         sa.select(
             h.deal_id,
