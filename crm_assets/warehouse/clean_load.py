@@ -150,16 +150,19 @@ def clean_changes(
     first_versions_after = unversioned and domain.name == HISTORY_DOMAIN
     # No candidates yet (a first load): the batches (disjoint ranges of crm_id) then replace nothing.
     fresh = is_empty(conn, CANDIDATE_TABLES[domain.name])
+    fresh_keys: list[pl.Series] = []  # a fresh run's usable keys, batch by batch (PostgreSQL, see _add_fresh_keys)
     batches = _coerced_batches(conn, domain, after, through, batch_size, ahead=ahead)
     with probing_joins(conn, small), contextlib.closing(batches):
         for batch, coerced in batches:
             _take_changed_batch(conn, domain, batch, coerced, affected, run_id, changes, fresh=fresh)
+            if fresh and is_postgres(conn):
+                fresh_keys.append(_usable_keys(domain, coerced))
             drop_stages(conn, keep=[affected])
             changes.records_read += batch.height
             log.info(f"{domain.name}: {changes.records_read:,} changed records coerced")
     _restore(conn, restore_candidates, changes)  # the contest looks candidates up by business key
     if fresh:
-        _add_fresh_keys(conn, domain, affected)
+        _add_fresh_keys(conn, domain, affected, fresh_keys)
     analyze_after_bulk_change(conn, CANDIDATE_TABLES[domain.name], changes.records_read)
     # Once, after the batches: while they add keys only the stage's primary key is used.
     analyze_stage(conn, affected)
@@ -272,11 +275,22 @@ def _add_keys(conn: sa.Connection, affected: sa.Table, keys: sa.Select[Any]) -> 
     conn.execute(insert.from_select([column], keys.where(sa.true())).on_conflict_do_nothing())
 
 
-def _add_fresh_keys(conn: sa.Connection, domain: Domain, affected: sa.Table) -> None:
+def _usable_keys(domain: Domain, coerced: pl.DataFrame) -> pl.Series:
+    """The distinct business keys of a batch's usable candidates (`coerced`, no coercion error)."""
+    return coerced.filter(pl.col("error").is_null())[domain.business_key].drop_nulls().unique()
+
+
+def _add_fresh_keys(conn: sa.Connection, domain: Domain, affected: sa.Table, batch_keys: list[pl.Series]) -> None:
     """After a fresh run's batches, every candidate is new: its usable keys are the keys to decide.
 
-    One sorted insert of the distinct keys costs far less than staging and merging each batch's keys.
+    One sorted insert of the distinct keys costs far less than staging and merging each batch's keys. On
+    PostgreSQL they come from the frames the batches wrote (`batch_keys`), in one COPY: half the time of a
+    DISTINCT over every candidate. SQLite, which inserts row by row, walks the candidates' key index instead.
     """
+    if is_postgres(conn):
+        if batch_keys:
+            fill_stage(conn, affected, pl.concat(batch_keys).unique().sort().to_frame())
+        return
     candidates, key = CANDIDATE_TABLES[domain.name], domain.business_key
     usable = sa.select(candidates.c[key]).where(candidates.c.error.is_(None)).distinct().order_by(candidates.c[key])
     conn.execute(affected.insert().from_select([key], usable))
@@ -361,7 +375,7 @@ def _note_new_keys(
         # From the frame just written: reading them back from the candidates table would scan all of it
         # (no statistics until the loop ends) once per batch.
         new_keys = create_stage(conn, CLEAN_TABLES[domain.name], [key])
-        fill_stage(conn, new_keys, coerced.filter(pl.col("error").is_null()).select(key).unique())
+        fill_stage(conn, new_keys, _usable_keys(domain, coerced).to_frame())
         # Distinct already: a plain insert of the keys not yet noted, cheaper than ON CONFLICT's per-row
         # speculative insertion.
         noted = sa.exists().where(affected.c[key] == new_keys.c[key])
