@@ -218,20 +218,18 @@ def _guard(conn: sa.Connection, domain: Domain, changes: TableChanges, guard: Cl
 
 
 def _change_size(conn: sa.Connection, domain: Domain, after: int, through: int) -> tuple[int, bool, bool]:
-    """(changed records, big, small): whether the change is large or small against the clean table, on PostgreSQL.
+    """(changed records, big, small): whether the change is large or small against the clean table.
 
-    Big (a first sync, a reload): load without row checks. The clean and candidates tables' foreign keys
-    and plain indexes are then dropped while rows go in and rebuilt after (one sorted build, one
-    validating join): see `suspend_for_bulk_load`. Small (a re-sync): join by index probes, see
-    `probing_joins`. Elsewhere neither: SQLite has no hash join to avoid.
+    Big (a first sync, a reload): load without row checks. The clean and candidates tables' plain indexes
+    (and on PostgreSQL their foreign keys) are then dropped while rows go in and rebuilt after (one sorted
+    build, one validating join): see `suspend_for_bulk_load`. Small (a re-sync, on PostgreSQL): join by
+    index probes, see `probing_joins`; SQLite has no hash join to avoid.
     """
-    if not is_postgres(conn):
-        return 0, False, False
     raw, table = RAW_TABLES[domain.name], CLEAN_TABLES[domain.name]
     changed = conn.execute(sa.select(sa.func.count()).where(raw.c.change_seq.between(after + 1, through))).scalar_one()
-    rows = _estimated_rows(conn, table)
+    rows = _row_count(conn, table)
     big = changed >= BULK_LOAD_MIN_ROWS and changed >= BULK_LOAD_GROWTH * rows
-    return int(changed), bool(big), bool(changed * SMALL_CHANGE_SHARE <= rows)
+    return int(changed), bool(big), is_postgres(conn) and bool(changed * SMALL_CHANGE_SHARE <= rows)
 
 
 def _suspend_history(conn: sa.Connection, domain: Domain, changed: int) -> list[str]:
@@ -241,7 +239,7 @@ def _suspend_history(conn: sa.Connection, domain: Domain, changed: int) -> list[
     Every deal then gets a version: one index build after costs less than growing the indexes row by row.
     The open-version lookups of the run use the unique index, which stays unless the history is empty.
     """
-    if domain.name != HISTORY_DOMAIN or _estimated_rows(conn, deal_history) * BULK_LOAD_GROWTH > changed:
+    if domain.name != HISTORY_DOMAIN or _row_count(conn, deal_history) * BULK_LOAD_GROWTH > changed:
         return []
     # Empty (a first load), the history gets no lookup before its first versions go in at the end.
     return suspend_for_bulk_load(conn, deal_history, unique_when_empty=True)
@@ -253,9 +251,12 @@ def _restore(conn: sa.Connection, statements: list[str], changes: TableChanges) 
     changes.write_seconds += time.perf_counter() - started  # index builds and validation are part of the load
 
 
-def _estimated_rows(conn: sa.Connection, table: sa.Table) -> float:
-    """The planner's row count (0 before the first ANALYZE): read from the catalog, so no lock is taken
-    on the table before `suspend_for_bulk_load` locks it (and the tables it references) in a fixed order."""
+def _row_count(conn: sa.Connection, table: sa.Table) -> float:
+    """About how many rows `table` holds. PostgreSQL: the planner's count (0 before the first ANALYZE), read from
+    the catalog, so no lock is taken on the table before `suspend_for_bulk_load` locks it (and the tables it
+    references) in a fixed order. SQLite, which keeps no such count, counts (the write lock is held already)."""
+    if not is_postgres(conn):
+        return float(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
     estimate = conn.execute(
         sa.text("SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = to_regclass(:table)"),
         {"table": conn.dialect.identifier_preparer.quote(table.name)},

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from crm_assets.domains import ACCOUNTS
 from crm_assets.warehouse import clean_load
 from crm_assets.warehouse.clean_load import clean_changes, read_clean_rows
-from crm_assets.warehouse.engine import create_warehouse_engine, migrate
+from crm_assets.warehouse.engine import SQLITE_BUSY_TIMEOUT_SECONDS, SQLITE_CACHE_KIB, create_warehouse_engine, migrate
 from crm_assets.warehouse.raw import RawWriter, read_cursor, read_live_fields, save_cursor
 from crm_assets.warehouse.schema import CLEAN_TABLES, RAW_TABLES, rejected_records
 
@@ -179,6 +179,22 @@ def test_unreachable_database_names_the_url_without_password(url: str) -> None:
     assert "s3cret-pw" not in str(caught.value) and "s3cret-pw" not in safe_url(url)
     assert "sslmode=prefer" in safe_url(url) or "sslmode" not in url
     assert "***" in safe_url(url)
+
+
+def test_every_sqlite_connection_gets_the_warehouse_settings(sqlite_url: str) -> None:
+    engine = create_warehouse_engine(sqlite_url)
+    for _ in range(2):  # the pool's connection, then a new one
+        with engine.connect() as conn:
+
+            def setting(name: str) -> object:
+                return conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+
+            assert setting("busy_timeout") == SQLITE_BUSY_TIMEOUT_SECONDS * 1000
+            assert setting("foreign_keys") == 1
+            assert setting("journal_mode") == "wal"
+            assert setting("synchronous") == 1  # NORMAL
+            assert setting("cache_size") == -SQLITE_CACHE_KIB
+        engine.dispose()
 
 
 def test_read_frame_types_match_on_both_dialects(warehouse_engine: Engine) -> None:
