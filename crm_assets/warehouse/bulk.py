@@ -266,9 +266,41 @@ def read_frame(conn: sa.Connection, query: sa.Select[Any], schema: dict[str, pl.
         text_schema = {name: pl.String for name in schema}
         frame = pl.read_csv(buffer, has_header=False, new_columns=list(schema), schema=text_schema)
         return frame.with_columns(_from_text(name, dtype) for name, dtype in schema.items())
-    rows = conn.execute(query).all()
-    data = {name: [row[i] for row in rows] for i, name in enumerate(schema)}
-    return pl.DataFrame(data, schema=schema, strict=False)
+    return _read_sqlite_frame(conn, query, schema)
+
+
+def _read_sqlite_frame(conn: sa.Connection, query: sa.Select[Any], schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """SQLite: the values as stored, converted by column in polars to what SQLAlchemy's types would make of
+    them value by value (a regular expression per timestamp): see `_from_sqlite`."""
+    sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
+    rows = conn.exec_driver_sql(sql).all()  # driver SQL: no result processing
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
+    stored = pl.DataFrame(
+        [_sqlite_stored(name, dtype, values) for (name, dtype), values in zip(schema.items(), columns, strict=True)]
+    )
+    return stored.select(_from_sqlite(name, dtype) for name, dtype in schema.items())
+
+
+def _sqlite_stored(name: str, dtype: pl.DataType, values: Sequence[Any]) -> pl.Series:
+    """A column as SQLite hands it back: timestamps and dates as text, booleans as 0/1, money as a float,
+    here written with the column's scale as SQLAlchemy does (the exact binary value, rounded: polars' own cast
+    of a float above about 1e13 can be a cent off)."""
+    if isinstance(dtype, pl.Decimal):
+        text = f"%.{dtype.scale}f"
+        return pl.Series(name, [None if v is None else text % v for v in values], dtype=pl.String)
+    if isinstance(dtype, pl.Datetime) or dtype == pl.Date:
+        return pl.Series(name, values, dtype=pl.String, strict=False)
+    return pl.Series(name, values, dtype=pl.Int64 if dtype == pl.Boolean else dtype, strict=False)
+
+
+def _from_sqlite(name: str, dtype: pl.DataType) -> pl.Expr:
+    column = pl.col(name)
+    if isinstance(dtype, pl.Datetime):  # text, with six fraction digits as SQLAlchemy binds it, none if SQL wrote it
+        parsed = column.str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_unit="us")
+        return (parsed.dt.replace_time_zone(dtype.time_zone) if dtype.time_zone else parsed).alias(name)
+    if dtype == pl.Date:
+        return column.str.to_date("%Y-%m-%d").alias(name)
+    return column.cast(dtype).alias(name)
 
 
 def _from_text(name: str, dtype: pl.DataType) -> pl.Expr:

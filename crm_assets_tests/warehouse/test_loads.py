@@ -311,3 +311,52 @@ def test_sqlite_stores_a_frame_exactly_as_sqlalchemy_binds_it(sqlite_url: str) -
     assert stored[0] == stored[1]
     assert [tuple(map(type, row)) for row in stored[0]] == [tuple(map(type, row)) for row in stored[1]]
     assert typed[0] == typed[1]
+
+
+def test_sqlite_reads_a_frame_exactly_as_sqlalchemy_types_it(sqlite_url: str) -> None:
+    """read_frame converts by column in polars what SQLAlchemy would convert value by value: the same frame,
+    for what the warehouse writes (fill_stage, SQLAlchemy's insert) and for what SQL writes itself."""
+    from decimal import Decimal
+
+    from crm_assets.domains import DEALS
+    from crm_assets.transform.clean import output_schema
+    from crm_assets.warehouse.bulk import create_stage, fill_stage, read_frame
+
+    deals, raw = CLEAN_TABLES["deals"], RAW_TABLES["deals"]
+    schema = output_schema(DEALS)
+    base = {"deal_name": "D", "probability_of_closure": "50%", "deal_stage": "Prospecting", "account_id": 7}
+    values = [
+        (Decimal("364820.50"), datetime(2024, 4, 16, 5, 15, 0, 123, tzinfo=UTC)),
+        (Decimal("0.10"), datetime(1970, 1, 1, tzinfo=UTC)),
+        (None, datetime(2099, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+        (Decimal("92233720368547.75"), datetime(2024, 2, 29, 12, tzinfo=UTC)),
+        (Decimal("-12.00"), datetime(2001, 1, 1, 0, 0, 1, tzinfo=UTC)),
+    ]
+    rows = [
+        base | {"deal_id": i, "deal_size": size, "created_at": at, "crm_id": 10 + i, "updated_at": at}
+        for i, (size, at) in enumerate(values, start=1)
+    ]
+    frame = pl.DataFrame(rows, schema=schema)
+    engine = create_warehouse_engine(sqlite_url)
+    with engine.begin() as conn:
+        fast, plain = (create_stage(conn, deals, list(schema)) for _ in range(2))
+        fill_stage(conn, fast, frame.slice(0, 3))
+        conn.execute(plain.insert(), frame.slice(3).to_dicts())
+        written_by_sql = base | {"deal_id": 6, "deal_size": 5, "crm_id": 16}
+        now, text = sa.func.current_timestamp(), sa.literal_column("'2024-05-01 08:30:00'")  # no fraction
+        conn.execute(plain.insert().values(**written_by_sql, created_at=now, updated_at=text))
+        for stage in (fast, plain):
+            query = sa.select(*(stage.c[c] for c in schema)).order_by(stage.c.deal_id)
+            typed = pl.DataFrame([tuple(row) for row in conn.execute(query)], schema=schema, orient="row", strict=False)
+            assert read_frame(conn, query, schema).rows() == typed.rows()
+            assert typed.height == 3
+        flags = create_stage(conn, raw, ["crm_id", "is_deleted", "synced_at"])
+        conn.execute(flags.insert(), [{"crm_id": i, "is_deleted": i % 2 == 0, "synced_at": None} for i in range(3)])
+        query = sa.select(flags.c.crm_id, flags.c.is_deleted, flags.c.synced_at).order_by(flags.c.crm_id)
+        flag_schema: dict[str, pl.DataType] = {
+            "crm_id": pl.Int64(),
+            "is_deleted": pl.Boolean(),
+            "synced_at": pl.Datetime("us", "UTC"),
+        }
+        assert read_frame(conn, query, flag_schema).rows() == [(0, True, None), (1, False, None), (2, True, None)]
+    engine.dispose()
