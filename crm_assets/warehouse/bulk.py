@@ -251,13 +251,18 @@ def delete_staged_keys(conn: sa.Connection, target: sa.Table, stage: sa.Table, k
 def read_frame(conn: sa.Connection, query: sa.Select[Any], schema: dict[str, pl.DataType]) -> pl.DataFrame:
     """Run a query into a polars frame with a fixed schema (COPY on PostgreSQL, a cursor on SQLite)."""
     if is_postgres(conn):
-        sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
+        # Bound by psycopg on the client (COPY takes no server-side parameters). SQLAlchemy doubles every
+        # literal % for psycopg to undo as it merges the parameters; with none, psycopg merges nothing.
+        compiled = query.compile(conn, compile_kwargs={"render_postcompile": True})
+        params = dict(compiled.params)
+        select = str(compiled) if params else str(compiled).replace("%%", "%")
         # COPY prints values in the session's formats: pin the ones the parsing below expects.
         conn.execute(sa.text("SET LOCAL TimeZone = 'UTC'"))
         conn.execute(sa.text("SET LOCAL DateStyle = 'ISO'"))
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         buffer = io.BytesIO()
-        with cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER false)") as copy:
+        statement = f"COPY ({select}) TO STDOUT WITH (FORMAT csv, HEADER false)"
+        with cursor.copy(statement, params or None) as copy:
             for block in copy:
                 buffer.write(block)
         if buffer.tell() == 0:

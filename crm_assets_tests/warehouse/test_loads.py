@@ -243,6 +243,42 @@ def test_long_text_business_keys_are_kept_whole(warehouse_engine: Engine) -> Non
         assert read_clean_rows(conn, CONTACTS)["contact_id"].to_list() == [key]
 
 
+def test_keys_with_percent_signs_and_quotes_are_decided_like_any_other(warehouse_engine: Engine) -> None:
+    """A chunk's bounds reach the contest's queries as values: a key with a % in it (which the PostgreSQL
+    driver escapes) or a quote is decided, whichever chunk it bounds."""
+    from crm_assets.domains import CONTACTS
+
+    keys = ["a", "b%1", "c'%%d", "d%", "e"]
+    contacts = [
+        {
+            "id": i,
+            "external_id": key,
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "email": f"ada{i}@example.com",
+            "updated_at": "2024-01-01T00:00:00Z",
+            "custom_field": {"cf_lead_source": "website"},
+        }
+        for i, key in enumerate(keys, start=1)
+    ]
+    write_raw(warehouse_engine, contacts, domain=CONTACTS)
+    with warehouse_engine.begin() as conn:
+        changes = clean_changes(conn, CONTACTS, "run", chunk_size=2)
+        assert read_clean_rows(conn, CONTACTS)["contact_id"].to_list() == keys
+    assert changes.keys_decided == len(keys)
+
+
+@pytest.mark.parametrize("bound", [False, True])
+def test_read_frame_keeps_percent_signs(warehouse_engine: Engine, bound: bool) -> None:
+    from crm_assets.warehouse.bulk import read_frame
+
+    text = sa.literal("50%", sa.String) if bound else sa.literal_column("'50%'")
+    query = sa.select(text.label("text"), sa.literal_column("'100%'").label("other"))
+    with warehouse_engine.connect() as conn:
+        frame = read_frame(conn, query, {"text": pl.String(), "other": pl.String()})
+    assert frame.rows() == [("50%", "100%")]
+
+
 def test_sqlite_stores_a_frame_exactly_as_sqlalchemy_binds_it(sqlite_url: str) -> None:
     """fill_stage converts by column in polars what SQLAlchemy would convert value by value: the same stored text."""
     from decimal import Decimal
