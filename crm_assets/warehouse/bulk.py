@@ -276,26 +276,37 @@ def read_frame(conn: sa.Connection, query: sa.Select[Any], schema: dict[str, pl.
 
 def _read_sqlite_frame(conn: sa.Connection, query: sa.Select[Any], schema: dict[str, pl.DataType]) -> pl.DataFrame:
     """SQLite: the values as stored, converted by column in polars to what SQLAlchemy's types would make of
-    them value by value (a regular expression per timestamp): see `_from_sqlite`."""
-    sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
-    rows = conn.exec_driver_sql(sql).all()  # driver SQL: no result processing
+    them value by value (a regular expression per timestamp). A value no warehouse writer stores there (a
+    timestamp in another format, a flag as text: an outside tool's edit) fails that conversion; the query
+    is then read again through SQLAlchemy's own."""
+    result = conn.execute(query)
+    try:
+        rows = result.cursor.fetchall()  # the driver's rows: SQLAlchemy's result processing skipped
+    finally:
+        result.close()
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
-    stored = pl.DataFrame(
-        [_sqlite_stored(name, dtype, values) for (name, dtype), values in zip(schema.items(), columns, strict=True)]
-    )
-    return stored.select(_from_sqlite(name, dtype) for name, dtype in schema.items())
+    try:
+        stored = pl.DataFrame(
+            [_sqlite_stored(name, dtype, values) for (name, dtype), values in zip(schema.items(), columns, strict=True)]
+        )
+        return stored.select(_from_sqlite(name, dtype) for name, dtype in schema.items())
+    except (TypeError, pl.exceptions.PolarsError):
+        typed = conn.execute(query).all()
+        return pl.DataFrame({name: [row[i] for row in typed] for i, name in enumerate(schema)}, schema, strict=False)
 
 
 def _sqlite_stored(name: str, dtype: pl.DataType, values: Sequence[Any]) -> pl.Series:
     """A column as SQLite hands it back: timestamps and dates as text, booleans as 0/1, money as a float,
     here written with the column's scale as SQLAlchemy does (the exact binary value, rounded: polars' own cast
-    of a float above about 1e13 can be a cent off)."""
+    of a float above about 1e13 can be a cent off). Strict where a conversion follows: an unexpected value raises."""
     if isinstance(dtype, pl.Decimal):
         text = f"%.{dtype.scale}f"
         return pl.Series(name, [None if v is None else text % v for v in values], dtype=pl.String)
     if isinstance(dtype, pl.Datetime) or dtype == pl.Date:
-        return pl.Series(name, values, dtype=pl.String, strict=False)
-    return pl.Series(name, values, dtype=pl.Int64 if dtype == pl.Boolean else dtype, strict=False)
+        return pl.Series(name, values, dtype=pl.String)
+    if dtype == pl.Boolean:
+        return pl.Series(name, values, dtype=pl.Int64)
+    return pl.Series(name, values, dtype=dtype, strict=False)  # as SQLAlchemy's rows became a frame
 
 
 def _from_sqlite(name: str, dtype: pl.DataType) -> pl.Expr:
@@ -305,7 +316,7 @@ def _from_sqlite(name: str, dtype: pl.DataType) -> pl.Expr:
         return (parsed.dt.replace_time_zone(dtype.time_zone) if dtype.time_zone else parsed).alias(name)
     if dtype == pl.Date:
         return column.str.to_date("%Y-%m-%d").alias(name)
-    return column.cast(dtype).alias(name)
+    return column.cast(dtype).alias(name)  # booleans: from 0/1, as bool() of each
 
 
 def _from_text(name: str, dtype: pl.DataType) -> pl.Expr:
@@ -371,6 +382,10 @@ def _suspend_sqlite_indexes(conn: sa.Connection, table: sa.Table, unique_when_em
     """SQLite's part of `suspend_for_bulk_load`: its indexes, not its foreign keys (dropping one rebuilds the
     table). Each index entry of a big load lands at a random place of a B-tree far larger than the page cache;
     a build sorts them once."""
+    if not conn.connection.driver_connection.in_transaction:  # type: ignore[union-attr]
+        # The driver begins a transaction only at the first write: a DROP INDEX before it would commit at
+        # once, and a failed load could not bring the index back.
+        raise RuntimeError(f"{table.name}: suspend_for_bulk_load on SQLite needs a transaction that has written")
     quote = conn.dialect.identifier_preparer.quote
     unique = unique_when_empty and is_empty(conn, table)
     restore: list[str] = []

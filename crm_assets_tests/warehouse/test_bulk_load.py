@@ -12,10 +12,11 @@ from sqlalchemy.engine import Engine
 
 from crm_assets.domains import ACCOUNTS, DEALS
 from crm_assets.warehouse import clean_load
-from crm_assets.warehouse.bulk import restore_after_bulk_load, suspend_for_bulk_load
+from crm_assets.warehouse.bulk import is_empty, restore_after_bulk_load, suspend_for_bulk_load
 from crm_assets.warehouse.clean_load import clean_changes
 from crm_assets.warehouse.dialect import is_postgres
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
+from crm_assets.warehouse.raw import lock_domain
 from crm_assets.warehouse.schema import CLEAN_TABLES, deal_history
 from crm_assets_tests.warehouse.test_incremental_clean import account, deal, write
 
@@ -85,14 +86,19 @@ def test_a_big_clean_run_restores_every_index_and_validated_foreign_key(
 def test_a_unique_index_is_rebuilt_only_over_an_empty_table(warehouse_engine: Engine) -> None:
     """The history's open-version key is dropped for a first load, whose rebuild checks every key at once;
     over versions already kept it stays, for the lookups of the run."""
-    with warehouse_engine.begin() as conn:
+    with warehouse_engine.connect() as conn:
+        before = catalog(conn)
+    version = {"deal_id": 1, "crm_id": 1, "valid_from": datetime(2024, 1, 1, tzinfo=UTC), "is_deleted": False}
+    refused = "uq_deal_history_open_deal_id|UNIQUE constraint failed: deal_history.deal_id"  # PostgreSQL|SQLite
+    with pytest.raises(sa.exc.IntegrityError, match=refused), warehouse_engine.begin() as conn:
+        lock_domain(conn, DEALS)  # as a clean run does first (on SQLite: the write transaction begins)
         restore = suspend_for_bulk_load(conn, deal_history, unique_when_empty=True)
         assert any(s.startswith("CREATE UNIQUE INDEX uq_deal_history_open_deal_id") for s in restore)
-        version = {"deal_id": 1, "crm_id": 1, "valid_from": datetime(2024, 1, 1, tzinfo=UTC), "is_deleted": False}
         conn.execute(deal_history.insert(), [version | {"first_observed_at": version["valid_from"]}] * 2)
-        refused = "uq_deal_history_open_deal_id|UNIQUE constraint failed: deal_history.deal_id"  # PostgreSQL|SQLite
-        with pytest.raises(sa.exc.IntegrityError, match=refused):
-            restore_after_bulk_load(conn, restore)  # two open versions of one deal: the rebuild refuses them
+        restore_after_bulk_load(conn, restore)  # two open versions of one deal: the rebuild refuses them
+    with warehouse_engine.connect() as conn:
+        assert catalog(conn) == before  # the failed transaction rolled the drop back too
+        assert is_empty(conn, deal_history)
     with warehouse_engine.begin() as conn:
         conn.execute(deal_history.insert(), [version | {"first_observed_at": version["valid_from"]}])
         restore = suspend_for_bulk_load(conn, deal_history, unique_when_empty=True)
@@ -183,3 +189,15 @@ def test_a_small_change_gives_never_analyzed_rejections_and_history_statistics(
     with pg_engine.begin() as conn:
         clean_changes(conn, ACCOUNTS, "run")
         assert sorted(conn.execute(tuples).all()) == [("deal_history", True), ("rejected_records", True)]
+
+
+def test_sqlite_refuses_to_drop_indexes_before_its_transaction_has_begun(sqlite_url: str) -> None:
+    """SQLite's driver begins a transaction at the first write: a DROP INDEX before it would commit at once,
+    and a failed load would leave the index gone."""
+    engine = create_warehouse_engine(sqlite_url)
+    migrate(engine)
+    with pytest.raises(RuntimeError, match="needs a transaction that has written"), engine.begin() as conn:
+        suspend_for_bulk_load(conn, CLEAN_TABLES["deals"])
+    with engine.connect() as conn:
+        assert any(name == "ix_deals_created_at" for _, name, _ in catalog(conn))
+    engine.dispose()

@@ -383,9 +383,7 @@ def test_sqlite_reads_a_frame_exactly_as_sqlalchemy_types_it(sqlite_url: str) ->
         conn.execute(plain.insert().values(**written_by_sql, created_at=now, updated_at=text))
         for stage in (fast, plain):
             query = sa.select(*(stage.c[c] for c in schema)).order_by(stage.c.deal_id)
-            typed = pl.DataFrame([tuple(row) for row in conn.execute(query)], schema=schema, orient="row", strict=False)
-            assert read_frame(conn, query, schema).rows() == typed.rows()
-            assert typed.height == 3
+            assert read_frame(conn, query, schema).rows() == typed_frame(conn, query, schema).rows()
         flags = create_stage(conn, raw, ["crm_id", "is_deleted", "synced_at"])
         conn.execute(flags.insert(), [{"crm_id": i, "is_deleted": i % 2 == 0, "synced_at": None} for i in range(3)])
         query = sa.select(flags.c.crm_id, flags.c.is_deleted, flags.c.synced_at).order_by(flags.c.crm_id)
@@ -396,3 +394,40 @@ def test_sqlite_reads_a_frame_exactly_as_sqlalchemy_types_it(sqlite_url: str) ->
         }
         assert read_frame(conn, query, flag_schema).rows() == [(0, True, None), (1, False, None), (2, True, None)]
     engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("stored", "column"),
+    [
+        ("2024-01-02T03:04:05", "updated_at"),
+        ("2024-01-02 03:04:05+05:00", "updated_at"),
+        ("2024-01-02", "updated_at"),
+        ("true", "is_deleted"),
+        (0.5, "is_deleted"),
+        (1e16, "deal_size"),  # beyond NUMERIC(18, 2): SQLAlchemy reads no value
+    ],
+)
+def test_sqlite_reads_what_only_an_outside_tool_writes_as_sqlalchemy_does(
+    sqlite_url: str, stored: object, column: str
+) -> None:
+    """A value no warehouse writer stores fails the column-wise conversion: the query is read again
+    through SQLAlchemy's types, the same frame as before that conversion existed, not an error."""
+    from crm_assets.warehouse.bulk import create_stage, read_frame
+
+    types = {"updated_at": pl.Datetime("us", "UTC"), "is_deleted": pl.Boolean(), "deal_size": pl.Decimal(18, 2)}
+    like = CLEAN_TABLES["deals"] if column == "deal_size" else RAW_TABLES["deals"]
+    engine = create_warehouse_engine(sqlite_url)
+    with engine.begin() as conn:
+        stage = create_stage(conn, like, ["crm_id", column])
+        conn.exec_driver_sql(f'INSERT INTO "{stage.name}" VALUES (1, ?), (2, NULL)', (stored,))
+        query = sa.select(stage.c.crm_id, stage.c[column]).order_by(stage.c.crm_id)
+        schema = {"crm_id": pl.Int64(), column: types[column]}
+        assert read_frame(conn, query, schema).rows() == typed_frame(conn, query, schema).rows()
+    engine.dispose()
+
+
+def typed_frame(conn: sa.Connection, query: sa.Select[Any], schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """The query read through SQLAlchemy's types, into a frame as read_frame did before it converted by column."""
+    rows = conn.execute(query).all()
+    assert rows
+    return pl.DataFrame({name: [row[i] for row in rows] for i, name in enumerate(schema)}, schema, strict=False)
