@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
+import logging
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
@@ -20,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from crm_assets.warehouse.dialect import is_postgres
 
 _SQLITE_CHUNK = 20_000
+_log = logging.getLogger(__name__)
 _STAGES = "crm_assets.stages"
 _ANALYZE_AFTER_ROWS = 50_000
 
@@ -278,21 +280,28 @@ def _read_sqlite_frame(conn: sa.Connection, query: sa.Select[Any], schema: dict[
     """SQLite: the values as stored, converted by column in polars to what SQLAlchemy's types would make of
     them value by value (a regular expression per timestamp). A value no warehouse writer stores there (a
     timestamp in another format, a flag as text: an outside tool's edit) fails that conversion; the query
-    is then read again through SQLAlchemy's own."""
+    is then read again through SQLAlchemy's own, and a warning says so."""
     result = conn.execute(query)
-    try:
-        rows = result.cursor.fetchall()  # the driver's rows: SQLAlchemy's result processing skipped
+    try:  # the driver's rows (with any SQLAlchemy buffered first), without its per-value result processing
+        rows = result.cursor_strategy.fetchall(result, result.cursor)
     finally:
         result.close()
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
     try:
-        stored = pl.DataFrame(
-            [_sqlite_stored(name, dtype, values) for (name, dtype), values in zip(schema.items(), columns, strict=True)]
-        )
-        return stored.select(_from_sqlite(name, dtype) for name, dtype in schema.items())
-    except (TypeError, pl.exceptions.PolarsError):
-        typed = conn.execute(query).all()
-        return pl.DataFrame({name: [row[i] for row in typed] for i, name in enumerate(schema)}, schema, strict=False)
+        return _converted(rows, schema)
+    except (TypeError, pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError) as exc:
+        reason = str(exc).splitlines()[0]
+        _log.warning(f"a value SQLite holds in an unexpected form ({reason}): reading the rows again value by value")
+    del rows
+    typed = conn.execute(query).all()
+    return pl.DataFrame({name: [row[i] for row in typed] for i, name in enumerate(schema)}, schema, strict=False)
+
+
+def _converted(rows: Sequence[Sequence[Any]], schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in schema]
+    stored = pl.DataFrame(
+        [_sqlite_stored(name, dtype, values) for (name, dtype), values in zip(schema.items(), columns, strict=True)]
+    )
+    return stored.select(_from_sqlite(name, dtype) for name, dtype in schema.items())
 
 
 def _sqlite_stored(name: str, dtype: pl.DataType, values: Sequence[Any]) -> pl.Series:

@@ -279,6 +279,18 @@ def test_read_frame_keeps_percent_signs(warehouse_engine: Engine, bound: bool) -
     assert frame.rows() == [("50%", "100%")]
 
 
+@pytest.mark.parametrize("options", [{"stream_results": True}, {"yield_per": 2}])
+def test_read_frame_keeps_the_rows_sqlalchemy_buffers(warehouse_engine: Engine, options: dict[str, Any]) -> None:
+    """Streaming or batched results make SQLAlchemy fetch a row ahead: those rows are read too."""
+    from crm_assets.warehouse.bulk import create_stage, read_frame
+
+    with warehouse_engine.begin() as conn:
+        stage = create_stage(conn, RAW_TABLES["deals"], ["crm_id"])
+        conn.execute(stage.insert(), [{"crm_id": i} for i in range(5)])
+        query = sa.select(stage.c.crm_id).order_by(stage.c.crm_id).execution_options(**options)
+        assert read_frame(conn, query, {"crm_id": pl.Int64()})["crm_id"].to_list() == [0, 1, 2, 3, 4]
+
+
 def test_sqlite_stores_a_frame_exactly_as_sqlalchemy_binds_it(sqlite_url: str) -> None:
     """fill_stage converts by column in polars what SQLAlchemy would convert value by value: the same stored text."""
     from decimal import Decimal
@@ -349,7 +361,7 @@ def test_sqlite_stores_a_frame_exactly_as_sqlalchemy_binds_it(sqlite_url: str) -
     assert typed[0] == typed[1]
 
 
-def test_sqlite_reads_a_frame_exactly_as_sqlalchemy_types_it(sqlite_url: str) -> None:
+def test_sqlite_reads_a_frame_exactly_as_sqlalchemy_types_it(sqlite_url: str, caplog: pytest.LogCaptureFixture) -> None:
     """read_frame converts by column in polars what SQLAlchemy would convert value by value: the same frame,
     for what the warehouse writes (fill_stage, SQLAlchemy's insert) and for what SQL writes itself."""
     from decimal import Decimal
@@ -394,6 +406,7 @@ def test_sqlite_reads_a_frame_exactly_as_sqlalchemy_types_it(sqlite_url: str) ->
         }
         assert read_frame(conn, query, flag_schema).rows() == [(0, True, None), (1, False, None), (2, True, None)]
     engine.dispose()
+    assert not caplog.records, "what the warehouse writes is converted by column, never read again value by value"
 
 
 @pytest.mark.parametrize(
@@ -408,7 +421,7 @@ def test_sqlite_reads_a_frame_exactly_as_sqlalchemy_types_it(sqlite_url: str) ->
     ],
 )
 def test_sqlite_reads_what_only_an_outside_tool_writes_as_sqlalchemy_does(
-    sqlite_url: str, stored: object, column: str
+    sqlite_url: str, stored: object, column: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A value no warehouse writer stores fails the column-wise conversion: the query is read again
     through SQLAlchemy's types, the same frame as before that conversion existed, not an error."""
@@ -424,6 +437,7 @@ def test_sqlite_reads_what_only_an_outside_tool_writes_as_sqlalchemy_does(
         schema = {"crm_id": pl.Int64(), column: types[column]}
         assert read_frame(conn, query, schema).rows() == typed_frame(conn, query, schema).rows()
     engine.dispose()
+    assert "a value SQLite holds in an unexpected form" in caplog.text
 
 
 def typed_frame(conn: sa.Connection, query: sa.Select[Any], schema: dict[str, pl.DataType]) -> pl.DataFrame:
