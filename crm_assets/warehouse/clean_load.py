@@ -220,8 +220,8 @@ def _guard(conn: sa.Connection, domain: Domain, changes: TableChanges, guard: Cl
 def _change_size(conn: sa.Connection, domain: Domain, after: int, through: int) -> tuple[int, bool, bool]:
     """(changed records, big, small): whether the change is large or small against the clean table.
 
-    Big (a first sync, a reload): load without row checks. The clean and candidates tables' plain indexes
-    (and on PostgreSQL their foreign keys) are then dropped while rows go in and rebuilt after (one sorted
+    Big (a first sync, a reload): the clean and candidates tables' plain indexes (and on PostgreSQL their
+    foreign keys, else checked row by row) are dropped while rows go in and rebuilt after (one sorted
     build, one validating join): see `suspend_for_bulk_load`. Small (a re-sync, on PostgreSQL): join by
     index probes, see `probing_joins`; SQLite has no hash join to avoid.
     """

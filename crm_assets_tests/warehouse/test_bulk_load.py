@@ -147,6 +147,7 @@ def _settings(conn: sa.Connection) -> tuple[str, str]:
     )
 
 
+@pytest.mark.postgres
 def test_a_change_small_against_the_table_joins_by_index_probes(
     pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -175,6 +176,7 @@ def test_a_change_small_against_the_table_joins_by_index_probes(
     assert seen == [("on", "on"), ("off", "off"), ("on", "on")]
 
 
+@pytest.mark.postgres
 def test_a_small_change_gives_never_analyzed_rejections_and_history_statistics(
     pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
