@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,14 +85,27 @@ def normalize_url(url: str | URL) -> URL:
 
 def safe_url(url: str | URL) -> str:
     """The URL for messages and metadata: never with its password, neither in the user part nor as a
-    connection parameter (libpq also reads `?password=` and `?sslpassword=`)."""
+    connection parameter (libpq also reads `?password=` and `?sslpassword=`), nor inside a libpq connection
+    string given as the database name or as a parameter's value (`dbname=crm password=...`)."""
     parsed = make_url(url)
-    hidden = {k: _HIDDEN for k in parsed.query if "password" in k.lower()}
-    shown = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
+    query = {k: _HIDDEN if "password" in k.lower() else _query_value(v) for k, v in parsed.query.items()}
+    database = _without_password(parsed.database) if parsed.database else parsed.database
+    shown = parsed.set(database=database).update_query_dict(query).render_as_string(hide_password=True)
     return shown.replace(quote(_HIDDEN, safe=""), _HIDDEN)  # as the user part shows it, not %2A%2A%2A
 
 
 _HIDDEN = "***"
+# `password = value` in a libpq connection string; the value may be single-quoted, with backslash escapes.
+_CONNINFO_PASSWORD = re.compile(r"(\w*password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S+)", re.IGNORECASE)
+
+
+def _without_password(value: str) -> str:
+    return _CONNINFO_PASSWORD.sub(rf"\g<1>{_HIDDEN}", value)
+
+
+def _query_value(value: str | tuple[str, ...]) -> str | tuple[str, ...]:
+    """A URL parameter's value (several, when the parameter repeats) without a connection string's password."""
+    return tuple(map(_without_password, value)) if isinstance(value, tuple) else _without_password(value)
 
 
 def create_warehouse_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:

@@ -181,6 +181,22 @@ def test_unreachable_database_names_the_url_without_password(url: str) -> None:
     assert "***" in safe_url(url)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg:///dbname=crm%20host=db%20password=s3cret-pw",  # a libpq connection string as the name
+        "postgresql+psycopg:///?dbname=host%3Ddb%20PASSWORD%20%3D%20%27s3cret-pw%20x%27%20port%3D5",
+        "postgresql+psycopg://crm@db/crm?application_name=sslpassword%3Ds3cret-pw",
+    ],
+)
+def test_a_password_inside_a_libpq_connection_string_is_hidden(url: str) -> None:
+    from crm_assets.warehouse.engine import safe_url
+
+    shown = safe_url(url)
+    assert "s3cret" not in shown and "***" in shown
+    assert "db" in shown  # the rest stays, to tell which database
+
+
 def test_every_sqlite_connection_gets_the_warehouse_settings(sqlite_url: str) -> None:
     engine = create_warehouse_engine(sqlite_url)
     for _ in range(2):  # the pool's connection, then a new one
