@@ -10,6 +10,7 @@ import contextlib
 import io
 import itertools
 import logging
+import re
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
@@ -22,6 +23,8 @@ from crm_assets.warehouse.dialect import is_postgres
 
 _SQLITE_CHUNK = 20_000
 _log = logging.getLogger(__name__)
+# A pyformat placeholder, or an escaped % (matched first, so `%%(x)s` stays literal text).
+_PLACEHOLDER_OR_PERCENT = re.compile(r"%%|%\([^)]*\)s")
 _STAGES = "crm_assets.stages"
 _ANALYZE_AFTER_ROWS = 50_000
 
@@ -257,7 +260,7 @@ def read_frame(conn: sa.Connection, query: sa.Select[Any], schema: dict[str, pl.
         # literal % for psycopg to undo as it merges the parameters; with none, psycopg merges nothing.
         compiled = query.compile(conn, compile_kwargs={"render_postcompile": True})
         params = dict(compiled.params)
-        select = str(compiled) if params else str(compiled).replace("%%", "%")
+        select = _parenthesized_placeholders(str(compiled)) if params else str(compiled).replace("%%", "%")
         # COPY prints values in the session's formats: pin the ones the parsing below expects.
         conn.execute(sa.text("SET LOCAL TimeZone = 'UTC'"))
         conn.execute(sa.text("SET LOCAL DateStyle = 'ISO'"))
@@ -274,6 +277,12 @@ def read_frame(conn: sa.Connection, query: sa.Select[Any], schema: dict[str, pl.
         frame = pl.read_csv(buffer, has_header=False, new_columns=list(schema), schema=text_schema)
         return frame.with_columns(_from_text(name, dtype) for name, dtype in schema.items())
     return _read_sqlite_frame(conn, query, schema)
+
+
+def _parenthesized_placeholders(statement: str) -> str:
+    """Each `%(name)s` as `(%(name)s)`: merged on the client, a negative bound followed by SQLAlchemy's cast
+    (`-9223372036854775808::BIGINT`) would be cast before it is negated, and overflow at the type's minimum."""
+    return _PLACEHOLDER_OR_PERCENT.sub(lambda m: m[0] if m[0] == "%%" else f"({m[0]})", statement)
 
 
 def _read_sqlite_frame(conn: sa.Connection, query: sa.Select[Any], schema: dict[str, pl.DataType]) -> pl.DataFrame:

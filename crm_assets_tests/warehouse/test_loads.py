@@ -284,15 +284,39 @@ def test_keys_with_percent_signs_and_quotes_are_decided_like_any_other(warehouse
     assert changes.keys_decided == len(keys)
 
 
+def test_keys_at_the_ends_of_64_bits_are_decided_like_any_other(warehouse_engine: Engine) -> None:
+    """A chunk bounded by the smallest 64-bit key is decided: on PostgreSQL its bound reaches the query as a
+    negative literal before the cast (-9223372036854775808::BIGINT would cast first, and overflow)."""
+    keys = [-(2**63), -(2**31), -1, 0, 2**63 - 1]
+    write_raw(warehouse_engine, [account(i, key) for i, key in enumerate(keys, start=1)])
+    with warehouse_engine.begin() as conn:
+        changes = clean_changes(conn, ACCOUNTS, "run", chunk_size=1)
+        assert read_clean_rows(conn, ACCOUNTS)["account_id"].to_list() == keys
+    assert changes.keys_decided == len(keys)
+
+
+@pytest.mark.parametrize("value", [-(2**63), -(2**31), -(2**15)])
+def test_read_frame_binds_the_smallest_integers(warehouse_engine: Engine, value: int) -> None:
+    from crm_assets.warehouse.bulk import read_frame
+
+    types = {"bigint": (sa.BigInteger(), 63), "integer": (sa.Integer(), 31), "smallint": (sa.SmallInteger(), 15)}
+    fitting = {name: t for name, (t, bits) in types.items() if value >= -(2**bits)}
+    query = sa.select(*(sa.literal(value, t).label(name) for name, t in fitting.items()))
+    with warehouse_engine.connect() as conn:
+        frame = read_frame(conn, query, dict.fromkeys(fitting, pl.Int64()))
+    assert frame.row(0) == (value,) * len(fitting)
+
+
 @pytest.mark.parametrize("bound", [False, True])
 def test_read_frame_keeps_percent_signs(warehouse_engine: Engine, bound: bool) -> None:
     from crm_assets.warehouse.bulk import read_frame
 
     text = sa.literal("50%", sa.String) if bound else sa.literal_column("'50%'")
-    query = sa.select(text.label("text"), sa.literal_column("'100%'").label("other"))
+    placeholder_like = sa.literal_column("'%(x)s'")  # text that reads like a parameter's placeholder
+    query = sa.select(text.label("text"), sa.literal_column("'100%'").label("other"), placeholder_like.label("like"))
     with warehouse_engine.connect() as conn:
-        frame = read_frame(conn, query, {"text": pl.String(), "other": pl.String()})
-    assert frame.rows() == [("50%", "100%")]
+        frame = read_frame(conn, query, {"text": pl.String(), "other": pl.String(), "like": pl.String()})
+    assert frame.rows() == [("50%", "100%", "%(x)s")]
 
 
 @pytest.mark.parametrize("options", [{"stream_results": True}, {"yield_per": 2}])
