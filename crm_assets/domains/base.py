@@ -106,6 +106,11 @@ class Domain:
         return tuple(c.name for c in self.columns)
 
     @property
+    def indexed_columns(self) -> frozenset[str]:
+        """The columns the warehouse indexes in every table of the domain: the business key, the foreign keys."""
+        return frozenset({self.business_key, *(fk.column for fk in self.foreign_keys)})
+
+    @property
     def writable_columns(self) -> tuple[Column, ...]:
         """Columns the write-back job may change: all but the business key and read-only ones."""
         return tuple(c for c in self.columns if c.name != self.business_key and c.name not in self.read_only)

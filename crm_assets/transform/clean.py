@@ -86,7 +86,10 @@ def coerce_records(domain: Domain, raw: pl.DataFrame) -> pl.DataFrame:
     # Typed values first, as columns: the values and the reasons below both read them.
     typed = {c.name: f"__typed_{c.name}" for c in domain.columns}
     raw = raw.with_columns(typed_value(c, pl.col(c.name)).alias(typed[c.name]) for c in domain.columns)
-    coerced = {c.name: coerce_column(c, pl.col(c.name), pl.col(typed[c.name])) for c in domain.columns}
+    coerced = {
+        c.name: coerce_column(c, pl.col(c.name), pl.col(typed[c.name]), indexed=c.name in domain.indexed_columns)
+        for c in domain.columns
+    }
     reason = pl.concat_str([r.error for r in coerced.values()], separator="; ", ignore_nulls=True)
     error = pl.col("error")
     return raw.select(

@@ -18,6 +18,9 @@ from crm_assets.domains import Column, ColumnType
 
 MONEY = pl.Decimal(18, 2)
 INT64_RANGE = 2.0**63
+# The longest text an indexed column (a business or foreign key) may hold, in UTF-8 bytes: a PostgreSQL
+# B-tree entry holds at most 2,704 bytes (a third of a page). A longer key would fail the whole load.
+KEY_MAX_BYTES = 2_000
 _WITH_OFFSET = "%Y-%m-%dT%H:%M:%S%.f%#z"
 _NAIVE = "%Y-%m-%dT%H:%M:%S%.f"
 _DATE = "%Y-%m-%d"
@@ -119,23 +122,34 @@ def _expected(column: Column) -> str:
     }.get(column.type, "text")
 
 
-def coerce_column(column: Column, raw: pl.Expr, typed: pl.Expr | None = None) -> Coerced:
+def coerce_column(column: Column, raw: pl.Expr, typed: pl.Expr | None = None, *, indexed: bool = False) -> Coerced:
     """The typed value of `raw` (a String expression) for `column`, and why it is unusable if it is.
 
     `typed`: `typed_value(column, raw)` when the caller has it computed already (a column of the frame):
     eager polars would otherwise compute it twice, once for the value and once for the reason.
+    `indexed`: the warehouse indexes the column (`Domain.indexed_columns`): text longer than KEY_MAX_BYTES is unusable.
     """
     is_missing = missing(raw)
     typed = typed_value(column, raw) if typed is None else typed
     uncastable = ~is_missing & typed.is_null()
+    too_long = pl.lit(False)
+    if indexed and column.type is ColumnType.TEXT:
+        too_long = raw.str.len_bytes() > KEY_MAX_BYTES
     error = (
         pl.when(is_missing & pl.lit(not column.nullable))
         .then(pl.lit(f"{column.name}: missing (required)"))
         .when(uncastable)
         .then(pl.format(f"{column.name}: cannot use {{}}, expected {_expected(column)}", raw))
+        .when(too_long)
+        .then(
+            pl.format(
+                f"{column.name}: cannot use a key of {{}} bytes, expected at most {KEY_MAX_BYTES:,}",
+                raw.str.len_bytes(),
+            )
+        )
         .otherwise(None)
     )
-    value = pl.when(is_missing).then(None).otherwise(typed).cast(POLARS_TYPES[column.type])
+    value = pl.when(is_missing | too_long).then(None).otherwise(typed).cast(POLARS_TYPES[column.type])
     return Coerced(value=value, error=error)
 
 

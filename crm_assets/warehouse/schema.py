@@ -120,7 +120,7 @@ def _candidates_table(domain: Domain) -> Table:
 
     Kept up to date from changed raw rows only, so a clean run re-decides just the business keys it touches.
     """
-    indexed = {domain.business_key} | {fk.column for fk in domain.foreign_keys}
+    indexed = domain.indexed_columns
     return Table(
         f"{domain.name}_candidates",
         metadata,

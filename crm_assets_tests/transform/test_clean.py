@@ -7,8 +7,9 @@ from typing import Any
 
 import polars as pl
 
-from crm_assets.domains import ACCOUNTS, DEALS
-from crm_assets.transform.clean import clean, problems, reason_kinds
+from crm_assets.domains import ACCOUNTS, CONTACTS, DEALS
+from crm_assets.transform.clean import clean, coerce_records, problems, reason_kinds
+from crm_assets.transform.coerce import KEY_MAX_BYTES
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -48,6 +49,33 @@ def test_every_problem_of_a_record_is_named() -> None:
     assert "deal_size: cannot use lots" in reason
     assert "deal_stage: cannot use Mars" in reason
     assert result.rejected_by_reason() == {"deal_size: uncastable": 1, "deal_stage: uncastable": 1}
+
+
+def test_a_key_too_long_to_index_is_rejected_and_other_long_text_is_kept() -> None:
+    """Text business keys are indexed (at most KEY_MAX_BYTES, counted in UTF-8 bytes); other text is not."""
+    fitting, too_long = "é" * (KEY_MAX_BYTES // 2), "é" * (KEY_MAX_BYTES // 2) + "x"
+    raw = pl.DataFrame(
+        {
+            "crm_id": [1, 2],
+            "updated_at": [T0, T0],
+            "contact_id": [fitting, too_long],
+            "first_name": ["Ada", "Ada"],
+            "last_name": ["L" * 100_000, "L"],
+            "email": ["a@example.com", "b@example.com"],
+            "job_title": [None, None],
+            "lead_source": ["website", "website"],
+            "last_contact_date": [None, None],
+        },
+        schema_overrides={"job_title": pl.String, "last_contact_date": pl.String},
+    )
+    coerced = coerce_records(CONTACTS, raw)
+    assert coerced["error"].to_list() == [
+        None,
+        f"contact_id: cannot use a key of {KEY_MAX_BYTES + 1} bytes, expected at most {KEY_MAX_BYTES:,}",
+    ]
+    assert coerced["contact_id"].to_list() == [fitting, None]  # nothing too long reaches an index
+    assert coerced["last_name"][0] == "L" * 100_000
+    assert reason_kinds(coerced["error"][1]) == ["contact_id: uncastable"]
 
 
 def test_duplicates_the_most_recently_updated_wins_compared_as_instants() -> None:

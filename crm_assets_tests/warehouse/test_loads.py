@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -293,6 +294,36 @@ def test_keys_at_the_ends_of_64_bits_are_decided_like_any_other(warehouse_engine
         changes = clean_changes(conn, ACCOUNTS, "run", chunk_size=1)
         assert read_clean_rows(conn, ACCOUNTS)["account_id"].to_list() == keys
     assert changes.keys_decided == len(keys)
+
+
+def test_a_key_too_long_to_index_is_quarantined_and_the_rest_loads(warehouse_engine: Engine) -> None:
+    """A text business key beyond what a PostgreSQL index entry holds rejects its record, not the run."""
+    from crm_assets.domains import CONTACTS
+    from crm_assets.transform.coerce import KEY_MAX_BYTES
+
+    # 4 KB that do not compress (PostgreSQL compresses a long index entry first), and 1 byte over the limit.
+    incompressible = "".join(hashlib.sha256(bytes([n])).hexdigest() for n in range(63))
+    keys = ["a", incompressible, "b" + "é" * (KEY_MAX_BYTES // 2), "z"]
+    contacts = [
+        {
+            "id": i,
+            "external_id": key,
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "email": f"ada{i}@example.com",
+            "updated_at": "2024-01-01T00:00:00Z",
+            "custom_field": {"cf_lead_source": "website"},
+        }
+        for i, key in enumerate(keys, start=1)
+    ]
+    write_raw(warehouse_engine, contacts, domain=CONTACTS)
+    with warehouse_engine.begin() as conn:
+        changes = clean_changes(conn, CONTACTS, "run")
+        assert read_clean_rows(conn, CONTACTS)["contact_id"].to_list() == ["a", "z"]
+        quarantined = conn.execute(sa.select(rejected_records.c.crm_id, rejected_records.c.payload)).all()
+    assert changes.rejected_by_reason == {"contact_id: uncastable": 2}
+    assert sorted(crm_id for crm_id, _ in quarantined) == [2, 3]
+    assert all(payload is not None for _, payload in quarantined)
 
 
 @pytest.mark.parametrize("value", [-(2**63), -(2**31), -(2**15)])
