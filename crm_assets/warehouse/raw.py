@@ -325,11 +325,7 @@ class RawWriter:
         seq = next_change_seq(self.conn, self.domain)
         newest = self._newest()
         matched = newest.outerjoin(table, table.c.crm_id == newest.c.crm_id)
-        changed = sa.or_(
-            table.c.updated_at.is_distinct_from(newest.c.updated_at),
-            table.c.is_deleted.is_distinct_from(newest.c.is_deleted),
-            *self._payload_changed(newest.c.payload, reconcile),
-        )
+        changed = self._replaces(newest.c.updated_at, newest.c.is_deleted, newest.c.payload, reconcile)
         counts = sa.select(
             sa.func.count().filter(table.c.crm_id.is_(None)),
             sa.func.count().filter(table.c.crm_id.is_not(None) & changed),
@@ -351,11 +347,7 @@ class RawWriter:
         insert = insert.on_conflict_do_update(
             index_elements=["crm_id"],
             set_={c: excluded[c] for c in (*RAW_STAGE_COLUMNS, "change_seq") if c != "crm_id"},
-            where=sa.or_(
-                table.c.updated_at.is_distinct_from(excluded.updated_at),
-                table.c.is_deleted.is_distinct_from(excluded.is_deleted),
-                *self._payload_changed(excluded.payload, reconcile),
-            ),
+            where=self._replaces(excluded.updated_at, excluded.is_deleted, excluded.payload, reconcile),
         )
         self.conn.execute(insert)
         gone = sa.select(stage.c.crm_id).where(self._mine, stage.c.kind == GONE)
@@ -369,6 +361,27 @@ class RawWriter:
         analyze_after_bulk_change(self.conn, table, self.stats.inserted + self.stats.updated)
         self.conn.execute(sa.delete(stage).where(self._mine))
         return self.stats
+
+    def _replaces(
+        self,
+        updated_at: sa.ColumnElement[Any],
+        is_deleted: sa.ColumnElement[Any],
+        payload: sa.ColumnElement[Any],
+        reconcile: bool,
+    ) -> sa.ColumnElement[bool]:
+        """Whether a copy (its updated_at, is_deleted and payload) replaces the stored row of its id.
+
+        A newer copy does; an older one never: a page read before a write-back or another run stored a newer
+        copy (a long scan, a sync beside a write-back) would otherwise put the old values back, and the
+        history would record a change back and forth that never happened. At the same updated_at, a deletion
+        (or restore) does, and on a full listing a different payload.
+        """
+        stored = self.table.c
+        same_time = sa.and_(
+            stored.updated_at == updated_at,
+            sa.or_(stored.is_deleted.is_distinct_from(is_deleted), *self._payload_changed(payload, reconcile)),
+        )
+        return sa.or_(stored.updated_at < updated_at, same_time)
 
     def _payload_changed(self, payload: sa.ColumnElement[Any], reconcile: bool) -> list[sa.ColumnElement[bool]]:
         """On a full listing, a copy whose payload differs replaces the stored one even at the same updated_at.

@@ -65,6 +65,21 @@ def test_raw_merge_counts_new_and_changed_and_skips_unchanged(warehouse_engine: 
     assert (changed.inserted, changed.updated) == (1, 1)
 
 
+@pytest.mark.parametrize("reconcile", [False, True])
+def test_an_older_copy_never_replaces_a_newer_one(warehouse_engine: Engine, reconcile: bool) -> None:
+    """A page read before a write-back (or another run) stored a newer copy is merged after it: the stored
+    copy stays, on an incremental run and on a full listing alike; a newer copy still replaces it."""
+    written_back = account(1, 10, updated="2024-03-01T00:00:00Z", name="After the write-back")
+    write_raw(warehouse_engine, [written_back])
+    stale = write_raw(warehouse_engine, [account(1, 10, name="Before")], reconcile=reconcile)
+    assert (stale.inserted, stale.updated) == (0, 0)
+    newer = write_raw(warehouse_engine, [account(1, 10, updated="2024-04-01T00:00:00Z", name="Later")])
+    assert newer.updated == 1
+    with warehouse_engine.connect() as conn:
+        stored = conn.execute(sa.select(RAW_TABLES["accounts"].c.payload)).scalar_one()
+    assert stored["name"] == "Later"
+
+
 def test_the_same_record_twice_in_one_fetch_keeps_the_newest(warehouse_engine: Engine) -> None:
     old, new = account(1, 10), account(1, 11, updated="2024-03-01T00:00:00Z")
     stats = write_raw(warehouse_engine, [new, old])
