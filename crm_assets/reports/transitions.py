@@ -1,12 +1,17 @@
 """Stage changes derived from deal_history, set-based: one row per change of a deal's stage.
 
-Consecutive live versions of a deal whose stages differ make a transition at the later version's
-valid_from. The time spent in `from_stage` runs from the previous transition (which entered it) to this
-one; for a deal's first transition it is unknown, because the stage was entered before the history began.
+A deal's stage moves are those of the CRM record behind it: consecutive live versions of one deal_id and
+one crm_id whose stages differ make a transition at the later version's valid_from. Another record taking
+the key (a duplicate winning it, records swapping keys, a new record after a deletion) moves no stage, and
+the versions of other records or deletions in between do not break a record's chain: a record restored
+under its key goes on from the stage it left with. The time spent in `from_stage` runs from the record's
+previous transition under that key (which entered it) to this one; for its first transition it is unknown,
+because the stage was entered before the history began or before the record held the key.
 
 Versions are only ever added (a closed version changes no more than its valid_to, which transitions do not
 read), so the table is kept up to date incrementally: the deals with versions newer than the last build
-get their transitions recomputed; the rest stay.
+get their transitions recomputed; the rest stay. A record's chain never leaves its deal_id, so a deal's
+transitions depend on its own versions only.
 """
 
 from __future__ import annotations
@@ -47,11 +52,13 @@ def transitions_select(dialect: sa.Dialect, deal_ids: sa.Select[Any] | None = No
     """The transitions of every deal, or of the deals `deal_ids` selects."""
     h = deal_history.c
     ordered = (h.valid_from, h.id)
+    chain = (h.deal_id, h.crm_id)  # one record under one key: another record holding the key moves no stage
     versions = sa.select(
         h.deal_id,
+        h.crm_id,
         h.deal_stage,
         h.valid_from,
-        sa.func.lag(h.deal_stage).over(partition_by=h.deal_id, order_by=ordered).label("previous_stage"),
+        sa.func.lag(h.deal_stage).over(partition_by=chain, order_by=ordered).label("previous_stage"),
     ).where(h.is_deleted.is_(False), h.deal_stage.is_not(None))
     if deal_ids is not None:
         versions = versions.where(h.deal_id.in_(deal_ids))
@@ -59,6 +66,7 @@ def transitions_select(dialect: sa.Dialect, deal_ids: sa.Select[Any] | None = No
     changes = (
         sa.select(
             live.c.deal_id,
+            live.c.crm_id,
             live.c.previous_stage.label("from_stage"),
             live.c.deal_stage.label("to_stage"),
             live.c.valid_from.label("changed_at"),
@@ -66,7 +74,8 @@ def transitions_select(dialect: sa.Dialect, deal_ids: sa.Select[Any] | None = No
         .where(live.c.previous_stage.is_not(None), live.c.previous_stage != live.c.deal_stage)
         .subquery("changes")
     )
-    entered = sa.func.lag(changes.c.changed_at).over(partition_by=changes.c.deal_id, order_by=changes.c.changed_at)
+    same_chain = (changes.c.deal_id, changes.c.crm_id)
+    entered = sa.func.lag(changes.c.changed_at).over(partition_by=same_chain, order_by=changes.c.changed_at)
     return sa.select(
         changes.c.deal_id,
         changes.c.from_stage,
