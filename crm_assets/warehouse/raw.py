@@ -25,7 +25,7 @@ from crm_assets.warehouse.bulk import (
     upsert_insert,
 )
 from crm_assets.warehouse.dialect import is_postgres
-from crm_assets.warehouse.schema import RAW_TABLES, raw_scan_records, rejected_records, sync_state
+from crm_assets.warehouse.schema import RAW_TABLES, raw_scan_records, raw_scans, rejected_records, sync_state
 
 RAW_STAGE_COLUMNS = ("crm_id", "payload", "updated_at", "is_deleted", "synced_at", "run_id")
 SCAN_COLUMNS = ("scan_id", "crm_id", "kind", "payload", "updated_at", "is_deleted", "reason", "problem")
@@ -325,7 +325,8 @@ class RawWriter:
         seq = next_change_seq(self.conn, self.domain)
         newest = self._newest()
         matched = newest.outerjoin(table, table.c.crm_id == newest.c.crm_id)
-        changed = self._replaces(newest.c.updated_at, newest.c.is_deleted, newest.c.payload, reconcile)
+        read_since = self._read_since()
+        changed = self._replaces(newest.c.updated_at, newest.c.is_deleted, newest.c.payload, reconcile, read_since)
         counts = sa.select(
             sa.func.count().filter(table.c.crm_id.is_(None)),
             sa.func.count().filter(table.c.crm_id.is_not(None) & changed),
@@ -347,7 +348,7 @@ class RawWriter:
         insert = insert.on_conflict_do_update(
             index_elements=["crm_id"],
             set_={c: excluded[c] for c in (*RAW_STAGE_COLUMNS, "change_seq") if c != "crm_id"},
-            where=self._replaces(excluded.updated_at, excluded.is_deleted, excluded.payload, reconcile),
+            where=self._replaces(excluded.updated_at, excluded.is_deleted, excluded.payload, reconcile, read_since),
         )
         self.conn.execute(insert)
         gone = sa.select(stage.c.crm_id).where(self._mine, stage.c.kind == GONE)
@@ -362,26 +363,41 @@ class RawWriter:
         self.conn.execute(sa.delete(stage).where(self._mine))
         return self.stats
 
+    def _read_since(self) -> datetime:
+        """When the reading of the staged copies began: their scan's start, or this writer's creation (the
+        copy a write-back got back from the CRM, a test's records)."""
+        started = self.conn.execute(sa.select(raw_scans.c.started_at).where(raw_scans.c.scan_id == self.scan_id))
+        started_at = started.scalar()
+        return as_utc(started_at) if started_at is not None else self.synced_at
+
     def _replaces(
         self,
         updated_at: sa.ColumnElement[Any],
         is_deleted: sa.ColumnElement[Any],
         payload: sa.ColumnElement[Any],
         reconcile: bool,
+        read_since: datetime,
     ) -> sa.ColumnElement[bool]:
-        """Whether a copy (its updated_at, is_deleted and payload) replaces the stored row of its id.
+        """Whether a copy (its updated_at, is_deleted and payload), read from `read_since` on, replaces the
+        stored row of its id.
 
-        A newer copy does; an older one never: a page read before a write-back or another run stored a newer
-        copy (a long scan, a sync beside a write-back) would otherwise put the old values back, and the
-        history would record a change back and forth that never happened. At the same updated_at, a deletion
-        (or restore) does, and on a full listing a different payload.
+        A newer copy does. An older one only if it differs and was read after the stored copy was stored:
+        the CRM's clock went back. One that may have been read before (a page of a scan begun before a
+        write-back or another run stored a newer copy) would put the old values back, and the history would
+        keep a change back and forth that never happened. At the same updated_at, a deletion (or restore)
+        does, and on a full listing a different payload.
         """
         stored = self.table.c
         same_time = sa.and_(
             stored.updated_at == updated_at,
             sa.or_(stored.is_deleted.is_distinct_from(is_deleted), *self._payload_changed(payload, reconcile)),
         )
-        return sa.or_(stored.updated_at < updated_at, same_time)
+        clock_went_back = sa.and_(
+            stored.updated_at > updated_at,
+            stored.synced_at < sa.literal(read_since, stored.synced_at.type),
+            sa.or_(stored.is_deleted.is_distinct_from(is_deleted), stored.payload.is_distinct_from(payload)),
+        )
+        return sa.or_(stored.updated_at < updated_at, same_time, clock_went_back)
 
     def _payload_changed(self, payload: sa.ColumnElement[Any], reconcile: bool) -> list[sa.ColumnElement[bool]]:
         """On a full listing, a copy whose payload differs replaces the stored one even at the same updated_at.

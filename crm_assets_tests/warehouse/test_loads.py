@@ -65,19 +65,36 @@ def test_raw_merge_counts_new_and_changed_and_skips_unchanged(warehouse_engine: 
     assert (changed.inserted, changed.updated) == (1, 1)
 
 
+def stored_name(engine: Engine) -> str:
+    with engine.connect() as conn:
+        return str(conn.execute(sa.select(RAW_TABLES["accounts"].c.payload)).scalar_one()["name"])
+
+
 @pytest.mark.parametrize("reconcile", [False, True])
-def test_an_older_copy_never_replaces_a_newer_one(warehouse_engine: Engine, reconcile: bool) -> None:
-    """A page read before a write-back (or another run) stored a newer copy is merged after it: the stored
-    copy stays, on an incremental run and on a full listing alike; a newer copy still replaces it."""
-    written_back = account(1, 10, updated="2024-03-01T00:00:00Z", name="After the write-back")
-    write_raw(warehouse_engine, [written_back])
-    stale = write_raw(warehouse_engine, [account(1, 10, name="Before")], reconcile=reconcile)
+def test_a_copy_read_before_a_newer_one_was_stored_never_replaces_it(warehouse_engine: Engine, reconcile: bool) -> None:
+    """A sync reads a page, a write-back stores the record's newer copy, then the sync merges its page: the
+    newer copy stays, on an incremental run and on a full listing alike; a newer copy still replaces it."""
+    write_raw(warehouse_engine, [account(1, 10, name="Before")])
+    with warehouse_engine.begin() as conn:
+        sync = RawWriter(conn, ACCOUNTS, "sync")  # begins reading
+        write_back = RawWriter(conn, ACCOUNTS, "write-back")
+        write_back.add([account(1, 10, updated="2024-03-01T00:00:00Z", name="After the write-back")])
+        write_back.merge(reconcile=False)
+        sync.add([account(1, 10, name="Before")])
+        stale = sync.merge(reconcile=reconcile)
     assert (stale.inserted, stale.updated) == (0, 0)
+    assert stored_name(warehouse_engine) == "After the write-back"
     newer = write_raw(warehouse_engine, [account(1, 10, updated="2024-04-01T00:00:00Z", name="Later")])
-    assert newer.updated == 1
-    with warehouse_engine.connect() as conn:
-        stored = conn.execute(sa.select(RAW_TABLES["accounts"].c.payload)).scalar_one()
-    assert stored["name"] == "Later"
+    assert newer.updated == 1 and stored_name(warehouse_engine) == "Later"
+
+
+def test_an_older_copy_read_after_the_stored_one_replaces_it(warehouse_engine: Engine) -> None:
+    """The CRM's clock went back: an edit read after the stored copy carries an older updated_at, and is taken."""
+    write_raw(warehouse_engine, [account(1, 10, updated="2024-03-01T00:00:00Z", name="Before")])
+    edited = write_raw(warehouse_engine, [account(1, 10, name="Edited")])
+    assert edited.updated == 1 and stored_name(warehouse_engine) == "Edited"
+    again = write_raw(warehouse_engine, [account(1, 10, name="Edited")])  # the same copy: nothing to take
+    assert again.updated == 0
 
 
 def test_the_same_record_twice_in_one_fetch_keeps_the_newest(warehouse_engine: Engine) -> None:
