@@ -24,6 +24,7 @@ KEY_MAX_BYTES = 2_000
 _WITH_OFFSET = "%Y-%m-%dT%H:%M:%S%.f%#z"
 _NAIVE = "%Y-%m-%dT%H:%M:%S%.f"
 _DATE = "%Y-%m-%d"
+_CALENDAR_YEARS = (1, 9999)
 
 POLARS_TYPES: dict[ColumnType, pl.DataType] = {
     ColumnType.TEXT: pl.String(),
@@ -73,12 +74,18 @@ def _timestamp(raw: pl.Expr) -> pl.Expr:
     # Only what has no offset is parsed again (the coalesce below takes the offset form first).
     without_offset = pl.when(with_offset.is_null()).then(text)
     naive = without_offset.str.to_datetime(_NAIVE, strict=False, time_unit="us").dt.replace_time_zone("UTC")
-    return pl.coalesce(with_offset, naive)
+    return _in_calendar(pl.coalesce(with_offset, naive))
+
+
+def _in_calendar(instants: pl.Expr) -> pl.Expr:
+    """Null for a date or instant outside years 1 to 9999 in UTC: "0001-01-01T00:00:00+05:30" is in year 0.
+    Neither database nor Python stores those: one such record would fail every load of its domain."""
+    return pl.when(instants.dt.year().is_between(*_CALENDAR_YEARS)).then(instants)
 
 
 def _date(raw: pl.Expr) -> pl.Expr:
     text = raw.str.strip_chars()
-    plain = text.str.to_date(_DATE, strict=False)
+    plain = _in_calendar(text.str.to_date(_DATE, strict=False))
     longer = pl.when(text.str.len_chars() != 10).then(raw)  # only these are parsed as timestamps
     return pl.when(text.str.len_chars() == 10).then(plain).otherwise(_timestamp(longer).dt.date())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -82,6 +83,29 @@ def test_a_date_column_fed_a_timestamp_takes_its_utc_date() -> None:
     assert cast_value(LAST_CONTACT, "2024-03-01") == date(2024, 3, 1)
     with pytest.raises(ValueError, match="last_contact_date: cannot use yesterday"):
         cast_value(LAST_CONTACT, "yesterday")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "0001-01-01T00:00:00+05:30",  # year 0 in UTC (.NET's DateTime.MinValue in India)
+        "9999-12-31T23:00:00-05:00",  # year 10000 in UTC
+        "0000-06-01T00:00:00",
+        "0000-06-01",
+        "10000-01-01",
+    ],
+)
+def test_dates_and_instants_outside_years_1_to_9999_in_utc_are_rejected(raw: str) -> None:
+    for column in (CREATED_AT, LAST_CONTACT):
+        with pytest.raises(ValueError, match=re.escape(f"{column.name}: cannot use {raw},")):
+            cast_value(column, raw)
+
+
+def test_the_first_and_last_instants_of_the_calendar_are_kept() -> None:
+    assert cast_value(CREATED_AT, "0001-01-01T00:00:00Z") == datetime(1, 1, 1, tzinfo=UTC)
+    assert cast_value(CREATED_AT, "9999-12-31T18:59:59-05:00") == datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    assert cast_value(LAST_CONTACT, "0001-01-01") == date(1, 1, 1)
+    assert cast_value(LAST_CONTACT, "9999-12-31") == date(9999, 12, 31)
 
 
 @pytest.mark.parametrize(
