@@ -35,6 +35,18 @@ def account(crm_id: int, account_id: int, updated: str = "2024-01-01T10:00:00-06
     } | extra
 
 
+def contact(crm_id: int, contact_id: str) -> dict[str, Any]:
+    return {
+        "id": crm_id,
+        "external_id": contact_id,
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "email": f"ada{crm_id}@example.com",
+        "updated_at": "2024-01-01T00:00:00Z",
+        "custom_field": {"cf_lead_source": "website"},
+    }
+
+
 def write_raw(  # type: ignore[no-untyped-def]
     engine: Engine, records: list[dict[str, Any]], *, reconcile: bool = False, deleted=(), domain=ACCOUNTS, confirm=None
 ):
@@ -298,19 +310,7 @@ def test_keys_with_percent_signs_and_quotes_are_decided_like_any_other(warehouse
     from crm_assets.domains import CONTACTS
 
     keys = ["a", "b%1", "c'%%d", "d%", "e"]
-    contacts = [
-        {
-            "id": i,
-            "external_id": key,
-            "first_name": "Ada",
-            "last_name": "Lovelace",
-            "email": f"ada{i}@example.com",
-            "updated_at": "2024-01-01T00:00:00Z",
-            "custom_field": {"cf_lead_source": "website"},
-        }
-        for i, key in enumerate(keys, start=1)
-    ]
-    write_raw(warehouse_engine, contacts, domain=CONTACTS)
+    write_raw(warehouse_engine, [contact(i, key) for i, key in enumerate(keys, start=1)], domain=CONTACTS)
     with warehouse_engine.begin() as conn:
         changes = clean_changes(conn, CONTACTS, "run", chunk_size=2)
         assert read_clean_rows(conn, CONTACTS)["contact_id"].to_list() == keys
@@ -336,19 +336,7 @@ def test_a_key_too_long_to_index_is_quarantined_and_the_rest_loads(warehouse_eng
     # 4 KB that do not compress (PostgreSQL compresses a long index entry first), and 1 byte over the limit.
     incompressible = "".join(hashlib.sha256(bytes([n])).hexdigest() for n in range(63))
     keys = ["a", incompressible, "b" + "é" * (KEY_MAX_BYTES // 2), "z"]
-    contacts = [
-        {
-            "id": i,
-            "external_id": key,
-            "first_name": "Ada",
-            "last_name": "Lovelace",
-            "email": f"ada{i}@example.com",
-            "updated_at": "2024-01-01T00:00:00Z",
-            "custom_field": {"cf_lead_source": "website"},
-        }
-        for i, key in enumerate(keys, start=1)
-    ]
-    write_raw(warehouse_engine, contacts, domain=CONTACTS)
+    write_raw(warehouse_engine, [contact(i, key) for i, key in enumerate(keys, start=1)], domain=CONTACTS)
     with warehouse_engine.begin() as conn:
         changes = clean_changes(conn, CONTACTS, "run")
         assert read_clean_rows(conn, CONTACTS)["contact_id"].to_list() == ["a", "z"]
