@@ -15,6 +15,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from crm_assets.domains import Domain
+from crm_assets.lenient_json import UnreadableValueError, refuse_unreadable
 from crm_assets.timestamps import as_utc, parse_instant
 from crm_assets.transform.clean import reason_kinds, tally_kinds
 from crm_assets.warehouse.bulk import (
@@ -96,12 +97,12 @@ def _storable(record: dict[str, Any]) -> tuple[dict[str, Any], str]:
 
     PostgreSQL's JSONB refuses NUL and SQLite's JSON functions cut text at it: replace it the same way on both.
     Raises orjson.JSONEncodeError when the record cannot be JSON (nested deeper than 255 levels, integers
-    beyond 64 bits, strings with lone surrogates).
+    beyond 64 bits, strings with lone surrogates, values the CRM sent that no JSON can hold such as 1e400).
     """
-    text = orjson.dumps(record).decode()
+    text = orjson.dumps(record, default=refuse_unreadable).decode()
     if "\\u0000" in text:
         record = _replace_nul(record)
-        text = orjson.dumps(record).decode()
+        text = orjson.dumps(record, default=refuse_unreadable).decode()
     return record, text
 
 
@@ -143,6 +144,8 @@ def check_record(record: Any) -> Storable | Unstorable:
 
 
 def _encode_problem(exc: BaseException) -> str:
+    if isinstance(exc.__cause__, UnreadableValueError):  # orjson wraps what its `default` raised
+        return str(exc.__cause__)
     message = str(exc) or type(exc).__name__
     if "recursion" in message.lower() or isinstance(exc, RecursionError):
         return "nested deeper than 255 levels"

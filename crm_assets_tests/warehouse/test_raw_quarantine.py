@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from crm_assets.domains import ACCOUNTS
+from crm_assets.lenient_json import loads_lenient
 from crm_assets.warehouse.clean_load import clean_changes
 from crm_assets.warehouse.raw import MAX_REJECTED_PAYLOAD_CHARS, RawLoadStats, RawWriter, check_record
 from crm_assets.warehouse.schema import CLEAN_TABLES, RAW_TABLES, raw_scan_records, rejected_records
@@ -137,3 +138,23 @@ def test_check_record_names_the_problem(name: str) -> None:
     assert getattr(checked, "reason", "") and word in checked.reason  # type: ignore[union-attr]
     assert checked.crm_id == crm_id
     orjson.dumps(checked.payload)  # whatever it keeps can be stored as JSON
+
+
+def test_records_orjson_could_not_read_are_quarantined_naming_the_value_and_the_rest_loads(
+    warehouse_engine: Engine,
+) -> None:
+    # A page as the client reads it when orjson refuses its body: values JSON cannot hold are marked.
+    fields = [b'"caf\\ud800"', b"1e400", b"NaN", b"[" * 1100 + b"]" * 1100]
+    bad = [f'{{"id": {110 + i}, "name": "x", "notes": '.encode() + field + b"}" for i, field in enumerate(fields)]
+    good = orjson.dumps(account(1, 100))
+    records = loads_lenient(b"[" + b", ".join([good, *bad]) + b"]")
+
+    stats = write(warehouse_engine, records)
+
+    assert (stats.inserted, stats.rejected) == (1, len(bad))
+    assert stats.rejected_by_reason == {"payload: uncastable": len(bad)}
+    reasons = {row.crm_id: row.reason for row in rejected_rows(warehouse_engine)}
+    assert "surrogates not allowed" in reasons[110]
+    assert "a number beyond the range of a double: 1e400" in reasons[111]
+    assert "a number JSON does not allow: NaN" in reasons[112]
+    assert "nested deeper than 255 levels" in reasons[113]
