@@ -786,10 +786,13 @@ def _int_or_none(value: Any) -> int | None:
 
 
 def _not_older(records: Page, cutoff: datetime) -> Page:
-    """Records updated at or after `cutoff`; ones without a readable updated_at are kept (can't judge)."""
+    """Records updated at or after `cutoff`; ones without a readable updated_at are kept (can't judge).
+
+    An entry that is not a JSON object is kept too: the warehouse quarantines it, as on a full listing.
+    """
     kept = []
     for record in records:
-        updated = parse_instant(record.get("updated_at"))
+        updated = parse_instant(record.get("updated_at")) if isinstance(record, dict) else None
         if updated is None or updated >= cutoff:
             kept.append(record)
     return kept

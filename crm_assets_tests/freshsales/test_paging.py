@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -113,6 +114,19 @@ def test_nothing_changed_costs_one_request(fake_crm: FakeCrm, make_client: Clien
     pages = list(make_client().iter_view("deals", "Open Deals", stop_before=T0 + timedelta(seconds=1)))
     assert pages == []
     assert len(fake_crm.view_requests()) == 1
+
+
+def test_stop_before_keeps_entries_that_are_not_objects_for_the_quarantine(
+    fake_crm: FakeCrm, make_client: ClientFactory
+) -> None:
+    records: list[Any] = make_records(10)
+    records[1:1] = [None, "garbage"]  # listed like records; the warehouse quarantines them on a full sync too
+    fake_crm.add_view("deals", "Open Deals", 7, records)
+    cutoff = T0 - timedelta(minutes=4)  # make_records' first five records are at or after it
+
+    pages = list(make_client().iter_view("deals", "Open Deals", stop_before=cutoff))
+
+    assert pages == [records[:7]]
 
 
 def test_stop_before_needs_a_newest_first_sort(make_client: ClientFactory) -> None:
