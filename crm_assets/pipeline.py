@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from crm_assets.domains import Domain
 from crm_assets.freshsales.client import FreshsalesClient
-from crm_assets.freshsales.errors import CrmNotFoundError
+from crm_assets.freshsales.errors import CrmListingIncompleteError, CrmNotFoundError
 from crm_assets.freshsales.progress import duration_text
 from crm_assets.warehouse.clean_guard import DEFAULT_CLEAN_GUARD, CleanGuard
 from crm_assets.warehouse.clean_load import TableChanges, clean_changes
@@ -294,11 +294,22 @@ def _scan_view(
     # (or a record purged from the bin) is caught by the periodic full reconciliation.
     pages = client.iter_view(domain.entity, view.view, stop_before=scan.since, start_page=view.next_page)
     try:
-        for page in pages:
-            checkpoints.add(page)
-        checkpoints.commit(done=True)
-    finally:
-        checkpoints.close()
+        try:
+            for page in pages:
+                checkpoints.add(page)
+            checkpoints.commit(done=True)
+        finally:
+            checkpoints.close()
+    except CrmListingIncompleteError as exc:
+        # The records missing are on a page a checkpoint may have passed: the next run must read it again.
+        _rewind_view(engine, scan, view.view, checkpoints.next_page, exc.page)
+        raise
+
+
+def _rewind_view(engine: sa.Engine, scan: Scan, view: str, next_page: int, page: int) -> None:
+    if page < next_page:
+        with engine.begin() as conn:
+            save_checkpoint(conn, scan, view, next_page, page, 0, done=False)
 
 
 def _guard(engine: sa.Engine, domain: Domain, scan: Scan, run_id: str | None, settings: ScanSettings) -> None:

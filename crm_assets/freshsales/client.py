@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import httpx
 import orjson
@@ -29,6 +29,7 @@ from crm_assets.freshsales.errors import (
     CrmAuthError,
     CrmBadRequestError,
     CrmError,
+    CrmListingIncompleteError,
     CrmNotFoundError,
     CrmPagingError,
     CrmPermissionError,
@@ -54,6 +55,14 @@ __all__ = ["ClientStats", "FreshsalesClient", "ProgressEvent"]
 
 Record = dict[str, Any]
 Page = list[Record]
+
+
+class _Answer(NamedTuple):
+    """One view page as the CRM answered it: its records and its meta (total, total_pages)."""
+
+    records: Page
+    meta: dict[str, Any]
+
 
 _RECORD_PATH = re.compile(r"^/api/[a-z_]+/\d+$")
 _BASE_URL_EXAMPLE = "https://<account>.myfreshworks.com/crm/sales"
@@ -337,20 +346,18 @@ class FreshsalesClient:
         )
         skipped = start_page - 1  # pages before start_page: the paging below counts from 1 regardless
 
-        def fetch(page: int) -> tuple[Page, dict[str, Any]]:
+        def fetch(page: int) -> _Answer:
             return self._fetch_view_page(entity, view_id, page + skipped, sort, sort_type)
 
-        first, meta = fetch(1)
-        listing = _Listing.from_meta(entity, view_name, self.per_page, meta).after_pages(skipped)
+        first = fetch(1)
+        listing = _Listing.from_meta(entity, view_name, self.per_page, first.meta).after_pages(skipped)
         tracker.set_totals(
-            _int_or_none(meta.get("total")),
-            _int_or_none(meta.get("total_pages")),
+            _int_or_none(first.meta.get("total")),
+            _int_or_none(first.meta.get("total_pages")),
             pages_before=skipped,
             per_page=self.per_page,
         )
         for page_no, records in self._pages_from(fetch, first, listing, concurrent=cutoff is None):
-            if not records:
-                break
             kept = records if cutoff is None else _not_older(records, cutoff)
             tracker.page_done(page_no + skipped, len(kept))
             if kept:
@@ -393,58 +400,85 @@ class FreshsalesClient:
 
     # -- paging ------------------------------------------------------------------------------------
 
-    def _fetch_view_page(
-        self, entity: str, view_id: int, page: int, sort: str, sort_type: str
-    ) -> tuple[Page, dict[str, Any]]:
+    def _fetch_view_page(self, entity: str, view_id: int, page: int, sort: str, sort_type: str) -> _Answer:
         path = f"/api/{entity}/view/{view_id}"
         params = {"page": page, "per_page": self.per_page, "sort": sort, "sort_type": sort_type}
         body = self._get_json(path, params=params)
         meta = body.get("meta") if isinstance(body, dict) else None
-        return self._records(body, entity, "GET", path), meta if isinstance(meta, dict) else {}
+        return _Answer(self._records(body, entity, "GET", path), meta if isinstance(meta, dict) else {})
 
     def _pages_from(
         self,
-        fetch: Callable[[int], tuple[Page, dict[str, Any]]],
-        first: Page,
+        fetch: Callable[[int], _Answer],
+        first: _Answer,
         listing: _Listing,
         *,
         concurrent: bool,
     ) -> Iterator[tuple[int, Page]]:
-        """(page number, records) from page 1 up to the last page the CRM reported, or an empty page.
+        """(page number, records) of the non-empty pages from page 1 up to the last page the CRM reported.
+
+        A page holding fewer records than its meta counts is read again first (`_settled`). When the view
+        ends, every record the CRM counted must have arrived (`_Listing.ensure_complete`).
+        """
+        for page, answer in self._answers(fetch, first, listing, concurrent=concurrent):
+            settled = self._settled(fetch, page, answer, listing)
+            listing.check(page, settled.records, settled.meta)
+            if not settled.records:
+                break
+            yield page, settled.records
+        listing.ensure_complete(self.log)
+
+    def _answers(
+        self, fetch: Callable[[int], _Answer], first: _Answer, listing: _Listing, *, concurrent: bool
+    ) -> Iterator[tuple[int, _Answer]]:
+        """The answers from page 1 on, as read; the consumer stops at an empty page.
 
         Pages past meta.total_pages are read only while fewer records than meta.total have arrived
         (short pages push records further); without meta, an empty page ends the view.
         """
-        listing.check(1, first)
         yield 1, first
-        if not first:
-            return
         page = 2
         total_pages = listing.total_pages
         if concurrent and total_pages and total_pages >= 2 and self.max_concurrency > 1:
-            for page, records in self._concurrent_pages(fetch, 2, total_pages):
-                listing.check(page, records)
-                yield page, records
-                if not records:
-                    return
+            yield from self._concurrent_pages(fetch, 2, total_pages)
             page = total_pages + 1
         # Past total_pages, or incremental: one page at a time.
         while not listing.complete_before(page):
-            records = fetch(page)[0]
-            listing.check(page, records)
-            yield page, records
-            if not records:
-                return
+            yield page, fetch(page)
             page += 1
 
+    def _settled(self, fetch: Callable[[int], _Answer], page: int, answer: _Answer, listing: _Listing) -> _Answer:
+        """The page's answer, read again (with backoff, like a server error) while it holds too few records.
+
+        Freshsales pages by offset: a page before the end holding fewer records than its own meta.total
+        puts there would lose the rest (an empty one would end the view). A CRM that answers a short page
+        the same way twice pages that way (the records come on later pages): its short pages are trusted
+        for the rest of the read, and the count at the end of the view says whether any was lost.
+        """
+        for attempt in range(1, self.max_retries + 1):
+            if not listing.worth_reading_again(page, answer):
+                break
+            delay = backoff_delay(attempt, self.backoff_base, self.backoff_max, self._rng)
+            self.log.warning(
+                f"CRM {listing.page_text(page)}: {listing.shortfall_text(page, answer)}; read again "
+                f"({attempt} of {self.max_retries}) in {delay:.1f} s"
+            )
+            self.stats.record_retry(delay)
+            self._sleep(delay)
+            again = fetch(page)
+            listing.learn_paging(page, answer, again)
+            answer = again
+        listing.settle(page, answer, self.max_retries)
+        return answer
+
     def _concurrent_pages(
-        self, fetch: Callable[[int], tuple[Page, dict[str, Any]]], first: int, last: int
-    ) -> Iterator[tuple[int, Page]]:
+        self, fetch: Callable[[int], _Answer], first: int, last: int
+    ) -> Iterator[tuple[int, _Answer]]:
         """Pages first..last with at most max_concurrency requests in flight, handed out in page order.
 
         At most max_concurrency pages are held at once, so memory stays bounded however slow the consumer.
         """
-        pending: deque[tuple[int, Future[tuple[Page, dict[str, Any]]]]] = deque()
+        pending: deque[tuple[int, Future[_Answer]]] = deque()
         next_page = first
         pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="crm-page")
         try:
@@ -453,7 +487,7 @@ class FreshsalesClient:
                     pending.append((next_page, pool.submit(fetch, next_page)))
                     next_page += 1
                 page, future = pending.popleft()
-                yield page, future.result()[0]
+                yield page, future.result()
         finally:
             # Stopped early (empty page, error, consumer gone): drop queued pages and don't wait for
             # requests still in flight, which may be sleeping off a retry backoff.
@@ -721,17 +755,108 @@ class _Listing:
     per_page: int
     total: int | None
     total_pages: int | None
+    skipped: int = 0  # pages before the first one read (a resumed scan): counts are of what is left
     received: int = 0  # records on every page so far, a record listed twice counted twice
     previous_ids: list[Any] = field(default_factory=list)
+    smallest_total: int | None = None  # the least meta.total of the pages read (the listing may shrink)
+    short_page: int | None = None  # the first page before the last one holding fewer records than meta.total puts there
+    short_pages_usual: bool = False  # a short page read again came back the same: the CRM pages that way
 
     @classmethod
     def from_meta(cls, entity: str, view: str, per_page: int, meta: dict[str, Any]) -> _Listing:
         total, total_pages = _int_or_none(meta.get("total")), _int_or_none(meta.get("total_pages"))
         return cls(entity, view, per_page, total, total_pages)
 
-    def check(self, page: int, records: Page) -> None:
+    # -- pages that hold too few records -------------------------------------------------------------
+
+    def counted(self, meta: dict[str, Any]) -> int | None:
+        """A page's meta.total, less the records of the skipped pages; without one, the first page's."""
+        total = _int_or_none(meta.get("total"))
+        if total is None:
+            return self.total
+        return max(total - self.skipped * self.per_page, 0)
+
+    def missing(self, page: int, answer: _Answer) -> int:
+        """How many records fewer the page holds than its own meta.total puts on it (offset paging)."""
+        total = self.counted(answer.meta)
+        if total is None:
+            return 0
+        due = min(self.per_page, max(total - (page - 1) * self.per_page, 0))
+        return max(due - len(answer.records), 0)
+
+    def worth_reading_again(self, page: int, answer: _Answer) -> bool:
+        return self.missing(page, answer) > 0 and not (answer.records and self.short_pages_usual)
+
+    def learn_paging(self, page: int, before: _Answer, again: _Answer) -> None:
+        """The same short page twice: the CRM serves fewer than per_page a page, and later pages hold the rest."""
+        if again.records and self.missing(page, again) and _ids_of(again.records) == _ids_of(before.records):
+            self.short_pages_usual = True
+
+    def settle(self, page: int, answer: _Answer, rereads: int) -> None:
+        """Accept a page's last answer: raise when it is empty before the last page, note it when short.
+
+        The last page may hold fewer (or no) records than meta.total puts there: a count taken before
+        records were deleted explains that, and nothing after it can be lost.
+        """
+        if not self.missing(page, answer) or not self._due_after(page, answer):
+            return
+        if not answer.records:
+            raise CrmListingIncompleteError(
+                f"{self.page_text(page)} came back empty {rereads + 1} times while the CRM counts "
+                f"{self._counts_text(answer.meta)}: reading on would skip the rest of the view, so nothing "
+                "is merged. Run again later: the scan resumes at this page",
+                page=page + self.skipped,
+                path=self._path,
+            )
+        if self.short_page is None:
+            self.short_page = page
+
+    def ensure_complete(self, log: logging.Logger) -> None:
+        """Raise when the view ended with fewer records than every page's meta.total counted, after a page
+        before the last came back short; when only the last page did, say so (records deleted meanwhile)."""
+        if self.smallest_total is None or self.received >= self.smallest_total:
+            return
+        counts = f"the {self.entity} view {self.view!r} ended after {self.received:,} of the {self.smallest_total:,}"
+        if self.short_page is None:
+            log.warning(
+                f"CRM: {counts} records the CRM counts; only the last page held fewer than its meta.total puts "
+                "there, as when records are deleted while the view is read"
+            )
+            return
+        restart = self.short_page + self.skipped
+        raise CrmListingIncompleteError(
+            f"{counts} records the CRM counts, and page {restart} held fewer records than its meta.total puts "
+            "there: records would be missing, so nothing is merged. Run again: the scan reads the view again "
+            f"from page {restart}. If this repeats, the CRM (or a proxy in front of it) drops records from its pages",
+            page=restart,
+            path=self._path,
+        )
+
+    def _due_after(self, page: int, answer: _Answer) -> bool:
+        """Whether the page's own meta.total puts records on later pages: it is not the last page."""
+        total = self.counted(answer.meta)
+        return total is not None and total > page * self.per_page
+
+    def page_text(self, page: int) -> str:
+        return f"page {page + self.skipped} of the {self.entity} view {self.view!r}"
+
+    def shortfall_text(self, page: int, answer: _Answer) -> str:
+        held = len(answer.records)
+        return f"{held} records where its meta.total puts {held + self.missing(page, answer)}"
+
+    def _counts_text(self, meta: dict[str, Any]) -> str:
+        total, pages = _int_or_none(meta.get("total")), _int_or_none(meta.get("total_pages"))
+        return f"{total if total is not None else self.total} records" + (f" ({pages} pages)" if pages else "")
+
+    @property
+    def _path(self) -> str:
+        return f"/api/{self.entity}/view"
+
+    # -- counting ------------------------------------------------------------------------------------
+
+    def check(self, page: int, records: Page, meta: dict[str, Any]) -> None:
         """Count a page; a page holding exactly the previous page's records means the CRM ignores ?page=."""
-        ids = [record.get("id") if isinstance(record, dict) else None for record in records]
+        ids = _ids_of(records)
         if ids and ids == self.previous_ids:
             raise CrmPagingError(
                 f"the CRM answered page {page} of the {self.entity} view {self.view!r} with the same "
@@ -743,6 +868,9 @@ class _Listing:
             )
         self.previous_ids = ids
         self.received += len(records)
+        total = self.counted(meta)
+        if total is not None:
+            self.smallest_total = total if self.smallest_total is None else min(self.smallest_total, total)
 
     def after_pages(self, skipped: int) -> _Listing:
         """The listing as seen by a scan resumed after `skipped` pages: its counts are of what is left."""
@@ -750,7 +878,7 @@ class _Listing:
             return self
         total = max(self.total - skipped * self.per_page, 0) if self.total is not None else None
         total_pages = max(self.total_pages - skipped, 0) if self.total_pages is not None else None
-        return replace(self, total=total, total_pages=total_pages)
+        return replace(self, total=total, total_pages=total_pages, skipped=skipped)
 
     def complete_before(self, page: int) -> bool:
         """Whether the CRM's counts say that every record arrived before `page` (past meta.total_pages).
@@ -773,6 +901,10 @@ def _parsed(content: bytes) -> Any:
         # JSON that orjson refuses for one value (a lone surrogate, 1e400, deep nesting): one record must not
         # make the page unreadable; the warehouse quarantines the records holding such values.
         return loads_lenient(content)
+
+
+def _ids_of(records: Page) -> list[Any]:
+    return [record.get("id") if isinstance(record, dict) else None for record in records]
 
 
 def _int_or_none(value: Any) -> int | None:

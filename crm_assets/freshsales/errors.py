@@ -104,6 +104,17 @@ class CrmPagingError(CrmResponseError):
     """A view's paging went wrong (e.g. a page repeating the previous one): reading on would never end."""
 
 
+class CrmListingIncompleteError(CrmPagingError):
+    """A view's pages held fewer records than the CRM counts (a page came back empty or short and stayed so).
+
+    `page` is where a new read of the view must start for the missing records to be read at all.
+    """
+
+    def __init__(self, message: str, *, page: int, path: str | None = None) -> None:
+        super().__init__(message, method="GET", path=path)
+        self.page = page
+
+
 def _as_text_list(value: Any) -> list[str]:
     if value is None:
         return []

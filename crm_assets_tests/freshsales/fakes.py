@@ -76,6 +76,9 @@ class FakeCrm:
     api_key: str = API_KEY
     views: dict[str, dict[str, FakeView]] = field(default_factory=dict)
     short_pages: dict[int, int] = field(default_factory=dict)  # page number -> records it serves
+    # page number -> records each answer leaves out, in turn (the last number repeats); unlike short_pages,
+    # later pages do not move: the records left out are lost to a client that does not read the page again
+    dropped: dict[int, list[int]] = field(default_factory=dict)
     omit_total_pages: bool = False
     ignore_page: bool = False  # every page request gets page 1, like a proxy that drops the query string
     endless: bool = False  # pages past the view's end hold made-up records instead of none
@@ -157,6 +160,10 @@ class FakeCrm:
         page = 1 if self.ignore_page else page
         start = sum(self.short_pages.get(p, per_page) for p in range(1, page))
         chunk = records[start : start + self.short_pages.get(page, per_page)]
+        drops = self.dropped.get(page)
+        if drops:
+            left_out = drops.pop(0) if len(drops) > 1 else drops[0]
+            chunk = chunk[: max(len(chunk) - left_out, 0)]
         if self.endless and not chunk:
             chunk = make_records(per_page, first_id=9_000_000_000 + page * per_page)
         meta: dict[str, Any] = {"total": len(records)}

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from crm_assets.freshsales.client import FreshsalesClient
+from crm_assets.freshsales.errors import CrmListingIncompleteError
 from crm_assets.freshsales.progress import ProgressEvent, describe
+from crm_assets_tests.freshsales.conftest import FakeSleep
 from crm_assets_tests.freshsales.fakes import T0, FakeCrm, make_records
 
 ClientFactory = Callable[..., FreshsalesClient]
@@ -33,7 +35,9 @@ def test_view_pages_arrive_in_order_through_short_pages_until_meta_total(
     assert [len(p) for p in pages] == [100, 50, 50, 50]
     assert ids(pages) == [r["id"] for r in records]
     # Past meta.total_pages (3) only while fewer than meta.total (250) records arrived: no empty page 5.
-    assert [r.page for r in fake_crm.view_requests()] == [1, 2, 3, 4]
+    # Short page 2 is read again once: the same answer says the CRM pages short (records come later), so
+    # short page 3 is trusted without another request.
+    assert sorted(r.page or 0 for r in fake_crm.view_requests()) == [1, 2, 2, 3, 4]
     first = fake_crm.view_requests()[0].params
     assert first == {"page": "1", "per_page": "100", "sort": "updated_at", "sort_type": "desc"}
 
@@ -47,7 +51,7 @@ def test_a_short_first_page_does_not_end_the_scan(fake_crm: FakeCrm, make_client
     pages = list(client.iter_view("contacts", "All Contacts"))
 
     assert [len(p) for p in pages] == [5, 10, 10]
-    assert [r.page for r in fake_crm.view_requests()] == [1, 2, 3, 4]
+    assert [r.page for r in fake_crm.view_requests()] == [1, 1, 2, 3, 4]  # the short page read again once
 
 
 def test_an_empty_view_costs_one_page_request(fake_crm: FakeCrm, make_client: ClientFactory) -> None:
@@ -84,6 +88,107 @@ def test_a_page_past_the_shrunk_end_stops_the_concurrent_scan(fake_crm: FakeCrm,
     assert (
         max(r.page or 0 for r in fake_crm.view_requests()) <= 6
     )  # stopped at the empty page 4; 5 and 6 were in flight at most
+
+
+# -- pages holding fewer records than their meta.total puts there (60 records, 6 pages of 10) ----------------
+
+
+def contacts_view(fake_crm: FakeCrm, count: int = 60) -> list[dict[str, Any]]:
+    records = make_records(count)
+    fake_crm.add_view("contacts", "All Contacts", 3, records)
+    return records
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_page_answered_empty_once_mid_view_is_read_again_and_nothing_is_lost(
+    fake_crm: FakeCrm, make_client: ClientFactory, fake_sleep: FakeSleep, concurrency: int
+) -> None:
+    records = contacts_view(fake_crm)
+    fake_crm.dropped = {3: [10, 0]}  # page 3 of 6 answers [] once, its meta still counting 60 records
+    client = make_client(per_page=10, max_concurrency=concurrency)
+
+    pages = list(client.iter_view("contacts", "All Contacts"))
+
+    assert ids(pages) == [r["id"] for r in records]
+    assert sorted(r.page or 0 for r in fake_crm.view_requests()) == [1, 2, 3, 3, 4, 5, 6, 7]
+    assert client.stats.retries == len(fake_sleep.calls) == 1  # waited like a server error
+
+
+@pytest.mark.parametrize(("start_page", "empty_page"), [(1, 3), (3, 4)], ids=["fresh", "resumed"])
+def test_a_page_that_stays_empty_mid_view_fails_naming_the_view_and_the_page(
+    fake_crm: FakeCrm, make_client: ClientFactory, start_page: int, empty_page: int
+) -> None:
+    contacts_view(fake_crm)
+    fake_crm.dropped = {empty_page: [10]}
+    client = make_client(per_page=10, max_retries=2, max_concurrency=1)
+
+    with pytest.raises(CrmListingIncompleteError) as caught:
+        list(client.iter_view("contacts", "All Contacts", start_page=start_page))
+
+    assert str(caught.value).startswith(
+        f"page {empty_page} of the contacts view 'All Contacts' came back empty 3 times while the CRM counts "
+        "60 records (6 pages): reading on would skip the rest of the view, so nothing is merged"
+    )
+    assert caught.value.page == empty_page  # where the next read must start
+    assert [r.page for r in fake_crm.view_requests()][-3:] == [empty_page] * 3
+
+
+def test_a_page_answered_short_once_is_read_again_and_nothing_is_lost(
+    fake_crm: FakeCrm, make_client: ClientFactory
+) -> None:
+    records = contacts_view(fake_crm)
+    fake_crm.dropped = {3: [4, 0]}  # page 3 leaves out 4 records once; page 4 still starts at record 30
+
+    pages = list(make_client(per_page=10, max_concurrency=1).iter_view("contacts", "All Contacts"))
+
+    assert ids(pages) == [r["id"] for r in records]
+    assert [r.page for r in fake_crm.view_requests()] == [1, 2, 3, 3, 4, 5, 6, 7]
+
+
+def test_a_page_that_stays_short_mid_view_fails_at_the_end_naming_it(
+    fake_crm: FakeCrm, make_client: ClientFactory
+) -> None:
+    contacts_view(fake_crm)
+    fake_crm.dropped = {3: [4]}  # the same 6 records each time: read again once, then the count decides
+
+    with pytest.raises(CrmListingIncompleteError) as caught:
+        list(make_client(per_page=10, max_concurrency=1).iter_view("contacts", "All Contacts"))
+
+    assert str(caught.value).startswith(
+        "the contacts view 'All Contacts' ended after 56 of the 60 records the CRM counts, and page 3 held "
+        "fewer records than its meta.total puts there: records would be missing, so nothing is merged"
+    )
+    assert caught.value.page == 3
+    assert [r.page for r in fake_crm.view_requests()] == [1, 2, 3, 3, 4, 5, 6, 7]
+
+
+def test_a_short_last_page_is_taken_with_a_warning(
+    fake_crm: FakeCrm, make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    records = contacts_view(fake_crm)
+    fake_crm.dropped = {6: [3]}  # as when meta.total was counted before records were deleted
+
+    with caplog.at_level(logging.WARNING, logger="crm_assets.freshsales"):
+        pages = list(make_client(per_page=10, max_concurrency=1).iter_view("contacts", "All Contacts"))
+
+    assert ids(pages) == [r["id"] for r in records[:57]]
+    assert any("ended after 57 of the 60 records" in m and "only the last page" in m for m in caplog.messages)
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_listing_shrinking_while_read_is_not_an_error(
+    fake_crm: FakeCrm, make_client: ClientFactory, concurrency: int
+) -> None:
+    records = contacts_view(fake_crm)
+    client = make_client(per_page=10, max_concurrency=concurrency)
+    scan = client.iter_view("contacts", "All Contacts")
+    first = next(scan)
+    del records[2:7]  # five records deleted: later pages move up, the last one holds 5
+
+    rest = list(scan)
+
+    assert len(ids([first, *rest])) >= 55
+    assert client.stats.retries == 0
 
 
 def test_stop_before_reads_only_the_changed_pages(fake_crm: FakeCrm, make_client: ClientFactory) -> None:

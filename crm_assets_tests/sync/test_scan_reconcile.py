@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from crm_assets.demo_crm import DEMO_API_KEY, DEMO_BASE_URL, DemoConfig, DemoCrm
 from crm_assets.domains import DEALS
 from crm_assets.freshsales.client import FreshsalesClient
+from crm_assets.freshsales.errors import CrmListingIncompleteError
 from crm_assets.pipeline import ExtractResult, ScanSettings, extract_domain
 from crm_assets.warehouse.scan import DeleteGuard, MassDeleteRefusedError
 from crm_assets.warehouse.schema import RAW_TABLES, raw_scans
@@ -233,4 +234,37 @@ def test_an_interrupted_scan_resumes_from_its_checkpoint_and_a_stale_one_starts_
         stale = extract(warehouse_engine, client, max_scan_age=timedelta(0))
     assert stale.scan_note.startswith("restarting: the unfinished scan started") and not stale.resumed
     assert pages[0] == 1
+    assert {i for i, d in raw_state(warehouse_engine).items() if not d} == live_in_crm(demo)
+
+
+def test_a_listing_missing_records_fails_and_the_next_run_reads_again_from_the_short_page(
+    demo: DemoCrm, warehouse_engine: Engine
+) -> None:
+    with crm_client(demo) as client:
+        open_view = client.view_id("deals", "Open Deals")
+    pages: list[int] = []
+
+    def count_pages(request: httpx.Request, response: httpx.Response) -> None:
+        page = view_page(request, open_view)
+        if page is not None:
+            pages.append(page)
+
+    def drop_from_page_2(request: httpx.Request, response: httpx.Response) -> httpx.Response | None:
+        count_pages(request, response)
+        if view_page(request, open_view) != 2:
+            return None
+        body = response.json()
+        body["deals"] = body["deals"][:-5]  # the same 5 records left out every time: later pages do not move
+        return httpx.Response(200, json=body)
+
+    with crm_client(demo, drop_from_page_2) as client, pytest.raises(CrmListingIncompleteError) as caught:
+        extract(warehouse_engine, client)  # checkpoints every 3 pages pass page 2 long before the end
+    assert caught.value.page == 2 and "'Open Deals'" in str(caught.value)
+    assert raw_state(warehouse_engine) == {}  # nothing merged
+    pages.clear()
+
+    with crm_client(demo, count_pages) as client:
+        result = extract(warehouse_engine, client)
+
+    assert result.resumed and pages[0] == 2
     assert {i for i, d in raw_state(warehouse_engine).items() if not d} == live_in_crm(demo)
