@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn, TypeVar
 
 import httpx
 import orjson
@@ -55,6 +55,7 @@ __all__ = ["ClientStats", "FreshsalesClient", "ProgressEvent"]
 
 Record = dict[str, Any]
 Page = list[Record]
+_Read = TypeVar("_Read")
 
 
 class _Answer(NamedTuple):
@@ -135,6 +136,7 @@ class _Failure:
     status: int | None = None
     response: httpx.Response | None = None
     connect: bool = False  # no connection was made at all
+    unreadable: bool = False  # a success status with a body that is not JSON
 
 
 class _DeadlineExceeded(Exception):
@@ -347,7 +349,9 @@ class FreshsalesClient:
         skipped = start_page - 1  # pages before start_page: the paging below counts from 1 regardless
 
         def fetch(page: int) -> _Answer:
-            return self._fetch_view_page(entity, view_id, page + skipped, sort, sort_type)
+            # Pages after the first are read once the CRM has answered this view well: a body that is not
+            # JSON then is a passing fault (a maintenance page, a cut answer), not a wrong CRM_BASE_URL.
+            return self._fetch_view_page(entity, view_id, page + skipped, sort, sort_type, answered_well=page > 1)
 
         first = fetch(1)
         listing = _Listing.from_meta(entity, view_name, self.per_page, first.meta).after_pages(skipped)
@@ -400,10 +404,12 @@ class FreshsalesClient:
 
     # -- paging ------------------------------------------------------------------------------------
 
-    def _fetch_view_page(self, entity: str, view_id: int, page: int, sort: str, sort_type: str) -> _Answer:
+    def _fetch_view_page(
+        self, entity: str, view_id: int, page: int, sort: str, sort_type: str, *, answered_well: bool
+    ) -> _Answer:
         path = f"/api/{entity}/view/{view_id}"
         params = {"page": page, "per_page": self.per_page, "sort": sort, "sort_type": sort_type}
-        body = self._get_json(path, params=params)
+        body = self._get_json(path, params=params, retry_unreadable=answered_well)
         meta = body.get("meta") if isinstance(body, dict) else None
         return _Answer(self._records(body, entity, "GET", path), meta if isinstance(meta, dict) else {})
 
@@ -514,7 +520,10 @@ class FreshsalesClient:
 
     # -- HTTP --------------------------------------------------------------------------------------
 
-    def _get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+    def _get_json(self, path: str, params: dict[str, Any] | None = None, *, retry_unreadable: bool = False) -> Any:
+        """The JSON body of a GET; with `retry_unreadable`, a body that is not JSON is retried like a 5xx."""
+        if retry_unreadable:
+            return self._request_read("GET", path, params=params, read=_json_or_failure)
         return self._decode(self._request("GET", path, params=params), "GET", path)
 
     def _request(
@@ -526,6 +535,18 @@ class FreshsalesClient:
         json_body: Any = None,
     ) -> httpx.Response:
         """One logical request: budgeted, retried on 429/5xx/transport errors, errors translated."""
+        return self._request_read(method, path, params=params, json_body=json_body, read=_whole_response)
+
+    def _request_read(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+        read: Callable[[httpx.Response], _Read | _Failure],
+    ) -> _Read:
+        """`_request`, then `read` of the successful response; a _Failure it returns is retried like a 5xx."""
         content = orjson.dumps(json_body) if json_body is not None else None
         headers = {"Content-Type": "application/json"} if content is not None else None
         attempt = 0
@@ -535,9 +556,11 @@ class FreshsalesClient:
             if waited:
                 self.stats.record_rate_limit_wait(waited)
             started = time.monotonic()
-            failure = self._attempt(method, path, params, content, headers)
-            if isinstance(failure, httpx.Response):
-                return failure
+            outcome = self._attempt(method, path, params, content, headers)
+            result = read(outcome) if isinstance(outcome, httpx.Response) else outcome
+            if not isinstance(result, _Failure):
+                return result
+            failure = result
             attempt += 1
             unreachable_for = unreachable_for + time.monotonic() - started if failure.connect else 0.0
             delay, why = self._retry_delay(attempt, failure)
@@ -630,6 +653,14 @@ class FreshsalesClient:
 
     def _give_up(self, method: str, path: str, failure: _Failure) -> NoReturn:
         tries = f"{self.max_retries} {'retry' if self.max_retries == 1 else 'retries'}"
+        if failure.unreadable:
+            raise CrmUnavailableError(
+                f"the CRM at {self._base.host} kept answering {method} {path} with {failure.reason} through "
+                f"{tries}, after answering this view's first page well: Freshsales (or a proxy in front of it) "
+                "may be having an outage; try again later",
+                method=method,
+                path=path,
+            )
         if failure.status == 429:
             raise CrmRateLimitError(
                 f"the CRM kept rate-limiting {method} {path} (HTTP 429) through {tries}: the account's API "
@@ -890,6 +921,19 @@ class _Listing:
         if self.total_pages is None or self.total is None or page <= self.total_pages:
             return False
         return self.received >= self.total and len(self.previous_ids) < self.per_page
+
+
+def _whole_response(response: httpx.Response) -> httpx.Response:
+    return response
+
+
+def _json_or_failure(response: httpx.Response) -> Any:
+    """The JSON body, or a _Failure to retry when the body is not JSON."""
+    try:
+        return _parsed(response.content)
+    except ValueError:
+        kind = response.headers.get("content-type", "unknown content type")
+        return _Failure(f"HTTP {response.status_code} and a body that is not JSON ({kind})", unreadable=True)
 
 
 def _parsed(content: bytes) -> Any:

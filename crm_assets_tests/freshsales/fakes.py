@@ -79,6 +79,8 @@ class FakeCrm:
     # page number -> records each answer leaves out, in turn (the last number repeats); unlike short_pages,
     # later pages do not move: the records left out are lost to a client that does not read the page again
     dropped: dict[int, list[int]] = field(default_factory=dict)
+    # page number -> answers it gives (say a 200 whose body is not JSON) before its real one, in turn
+    broken_answers: dict[int, list[httpx.Response]] = field(default_factory=dict)
     omit_total_pages: bool = False
     ignore_page: bool = False  # every page request gets page 1, like a proxy that drops the query string
     endless: bool = False  # pages past the view's end hold made-up records instead of none
@@ -158,6 +160,8 @@ class FakeCrm:
             records = self._all(entity) if view_id is None else []
         page, per_page = int(params.get("page", "1")), int(params.get("per_page", "25"))
         page = 1 if self.ignore_page else page
+        if self.broken_answers.get(page):
+            return self.broken_answers[page].pop(0)
         start = sum(self.short_pages.get(p, per_page) for p in range(1, page))
         chunk = records[start : start + self.short_pages.get(page, per_page)]
         drops = self.dropped.get(page)

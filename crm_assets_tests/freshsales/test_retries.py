@@ -132,6 +132,45 @@ def test_persistent_server_errors_raise_unavailable(deals: FakeCrm, make_client:
         make_client(max_retries=2).view_id("deals", "Open Deals")
 
 
+def not_json(kind: str) -> httpx.Response:
+    """A 200 whose body is not JSON: a maintenance page, or an answer cut half way."""
+    if kind == "html":
+        return httpx.Response(200, text="<html>Down for maintenance</html>", headers={"content-type": "text/html"})
+    return httpx.Response(200, content=b'{"deals": [{"id": 1, "na', headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize("kind", ["html", "truncated"])
+def test_a_page_that_is_not_json_after_the_first_one_is_retried_like_a_server_error(
+    fake_crm: FakeCrm, make_client: ClientFactory, fake_sleep: FakeSleep, kind: str
+) -> None:
+    records = make_records(30)
+    fake_crm.add_view("deals", "Open Deals", 7, records)
+    fake_crm.broken_answers = {2: [not_json(kind)]}
+    client = make_client(per_page=10, max_concurrency=1)
+
+    pages = list(client.iter_view("deals", "Open Deals"))
+
+    assert [r["id"] for page in pages for r in page] == [r["id"] for r in records]
+    assert client.stats.retries == len(fake_sleep.calls) == 1
+
+
+def test_a_page_that_stays_unreadable_is_an_outage_not_a_wrong_base_url(
+    fake_crm: FakeCrm, make_client: ClientFactory
+) -> None:
+    fake_crm.add_view("deals", "Open Deals", 7, make_records(30))
+    fake_crm.broken_answers = {2: [not_json("html") for _ in range(3)]}
+
+    with pytest.raises(CrmUnavailableError) as caught:
+        list(make_client(per_page=10, max_retries=2, max_concurrency=1).iter_view("deals", "Open Deals"))
+
+    message = str(caught.value)
+    assert message.startswith(
+        "the CRM at acme.myfreshworks.com kept answering GET /api/deals/view/7 with HTTP 200 and a body that is "
+        "not JSON (text/html) through 2 retries, after answering this view's first page well"
+    )
+    assert "CRM_BASE_URL" not in message
+
+
 def test_unreachable_crm_raises_unreachable_without_httpx_details(deals: FakeCrm, make_client: ClientFactory) -> None:
     deals.scripted.extend(raise_(httpx.ConnectError) for _ in range(2))
     with pytest.raises(CrmUnreachableError) as caught:
