@@ -423,15 +423,17 @@ class FreshsalesClient:
     ) -> Iterator[tuple[int, Page]]:
         """(page number, records) of the non-empty pages from page 1 up to the last page the CRM reported.
 
-        A page holding fewer records than its meta counts is read again first (`_settled`). When the view
-        ends, every record the CRM counted must have arrived (`_Listing.ensure_complete`).
+        A page holding fewer records than its meta counts is read again first (`_settled`); records that
+        moved onto the page before while the view was read come with the page (`_moved_back`). When the
+        view ends, every record the CRM counted must have arrived (`_Listing.ensure_complete`).
         """
         for page, answer in self._answers(fetch, first, listing, concurrent=concurrent):
             settled = self._settled(fetch, page, answer, listing)
-            listing.check(page, settled.records, settled.meta)
-            if not settled.records:
+            moved = self._moved_back(fetch, page, settled, listing)
+            listing.check(page, settled.records, settled.meta, recovered=len(moved))
+            if not settled.records and not moved:
                 break
-            yield page, settled.records
+            yield page, settled.records + moved
         listing.ensure_complete(self.log)
 
     def _answers(
@@ -476,6 +478,18 @@ class FreshsalesClient:
             answer = again
         listing.settle(page, answer, self.max_retries)
         return answer
+
+    def _moved_back(self, fetch: Callable[[int], _Answer], page: int, answer: _Answer, listing: _Listing) -> Page:
+        """Records that moved from this page onto the one before while the view was read, read again.
+
+        A page counting fewer records than the page before it was read after records ahead of it left the
+        view (deleted, or changed out of it): every later record moved back, and the first ones of this
+        page onto the page before, already read. Reading that page again finds them, up to a page of them.
+        """
+        if page < 2 or not listing.shrank(answer):
+            return []
+        seen = _comparable_ids(listing.previous_ids) | _comparable_ids(_ids_of(answer.records))
+        return [record for record in fetch(page - 1).records if _comparable_ids(_ids_of([record])) - seen]
 
     def _concurrent_pages(
         self, fetch: Callable[[int], _Answer], first: int, last: int
@@ -789,6 +803,7 @@ class _Listing:
     skipped: int = 0  # pages before the first one read (a resumed scan): counts are of what is left
     received: int = 0  # records on every page so far, a record listed twice counted twice
     previous_ids: list[Any] = field(default_factory=list)
+    previous_total: int | None = None  # meta.total as the previous page gave it
     smallest_total: int | None = None  # the least meta.total of the pages read (the listing may shrink)
     short_page: int | None = None  # the first page before the last one holding fewer records than meta.total puts there
     short_pages_usual: bool = False  # a short page read again came back the same: the CRM pages that way
@@ -885,8 +900,14 @@ class _Listing:
 
     # -- counting ------------------------------------------------------------------------------------
 
-    def check(self, page: int, records: Page, meta: dict[str, Any]) -> None:
-        """Count a page; a page holding exactly the previous page's records means the CRM ignores ?page=."""
+    def shrank(self, answer: _Answer) -> bool:
+        """Whether the page counts fewer records than the previous page did: the view lost some meanwhile."""
+        total = _int_or_none(answer.meta.get("total"))
+        return total is not None and self.previous_total is not None and total < self.previous_total
+
+    def check(self, page: int, records: Page, meta: dict[str, Any], *, recovered: int = 0) -> None:
+        """Count a page and the records `recovered` with it (`_moved_back`); a page holding exactly the
+        previous page's records means the CRM ignores ?page=."""
         ids = _ids_of(records)
         if ids and ids == self.previous_ids:
             raise CrmPagingError(
@@ -898,7 +919,8 @@ class _Listing:
                 path=f"/api/{self.entity}/view",
             )
         self.previous_ids = ids
-        self.received += len(records)
+        self.previous_total = _int_or_none(meta.get("total"))
+        self.received += len(records) + recovered
         total = self.counted(meta)
         if total is not None:
             self.smallest_total = total if self.smallest_total is None else min(self.smallest_total, total)
@@ -949,6 +971,11 @@ def _parsed(content: bytes) -> Any:
 
 def _ids_of(records: Page) -> list[Any]:
     return [record.get("id") if isinstance(record, dict) else None for record in records]
+
+
+def _comparable_ids(ids: list[Any]) -> set[int | str]:
+    """The ids that can be compared (a record with another kind of id the warehouse quarantines anyway)."""
+    return {crm_id for crm_id in ids if isinstance(crm_id, int | str)}
 
 
 def _int_or_none(value: Any) -> int | None:
