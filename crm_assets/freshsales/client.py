@@ -328,7 +328,8 @@ class FreshsalesClient:
 
         With `stop_before` (newest-first by updated_at only), records older than it are dropped and no
         page after the first one holding such a record is requested. Every page yielded is the next
-        page number: the k-th page yielded is page start_page + k - 1.
+        page number: the k-th page yielded is page start_page + k - 1 (with, after it, any records that
+        moved onto the page before while the view was read).
         """
         if stop_before is not None and (sort, sort_type) != ("updated_at", "desc"):
             raise ValueError("stop_before needs sort='updated_at' and sort_type='desc'")
@@ -916,7 +917,7 @@ class _Listing:
                 "never end. Check that CRM_BASE_URL points at Freshsales itself, not a proxy or cache "
                 "that drops the query string",
                 method="GET",
-                path=f"/api/{self.entity}/view",
+                path=self._path,
             )
         self.previous_ids = ids
         self.previous_total = _int_or_none(meta.get("total"))
