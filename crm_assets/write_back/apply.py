@@ -2,7 +2,9 @@
 
 Freshsales has no conditional PUT, so the check for a concurrent edit is a fresh GET right before the
 write: a record whose updated_at (or field) moved since the plan was read is planned again from what
-the CRM holds now, and skipped if it no longer matches or already has the new value.
+the CRM holds now, and skipped if it no longer matches or already has the new value. A PUT that fails
+may still have reached the CRM (its answer lost to a timeout or a dropped connection, a 5xx after the
+write), so the record is read back and what the CRM holds decides applied or failed, not the error.
 """
 
 from __future__ import annotations
@@ -49,58 +51,104 @@ def _skipped(change: PlannedChange, fresh: PlannedChange | None, note: str | Non
     )
 
 
-def _write(
-    client: FreshsalesClient, update: ValidatedUpdate, change: PlannedChange, fresh: PlannedChange, replanned: bool
+def _settled(
+    update: ValidatedUpdate,
+    change: PlannedChange,
+    fresh: PlannedChange,
+    replanned: bool,
+    record: Record,
+    holds_prefix: str,
 ) -> ChangeOutcome:
-    domain = update.domain
-    body = field_body(update.target, update.new_wire_value)
-    saved: Record = client.update_record(domain.entity, domain.singular, change.crm_id, body)
+    """The outcome of a PUT from the record the CRM holds after it: applied only when it holds the new value,
+    else failed with `holds_prefix` and the value it holds as the error."""
     outcome = ChangeOutcome(
         change.crm_id,
         Status.APPLIED,
         fresh.old_text,
         change.new_text,
         in_sync=True,
-        updated_at=parse_instant(saved.get("updated_at")),
+        updated_at=parse_instant(record.get("updated_at")),
         created_date=created_date(change.created_at),
         replanned=replanned,
-        crm_record=saved,
+        crm_record=record,
     )
-    if typed_field(saved, update.target) != update.new_value:
-        holds = field_text(saved, update.target)
-        return replace(
-            outcome, status=Status.FAILED, in_sync=False, error=f"the CRM accepted the PUT but holds {holds!r}"
-        )
+    if typed_field(record, update.target) != update.new_value:
+        holds = field_text(record, update.target)
+        return replace(outcome, status=Status.FAILED, in_sync=False, error=f"{holds_prefix} {holds!r}")
     return outcome
+
+
+def _read_back(
+    client: FreshsalesClient,
+    update: ValidatedUpdate,
+    change: PlannedChange,
+    fresh: PlannedChange,
+    replanned: bool,
+    put_error: CrmError,
+    log: logging.Logger,
+) -> ChangeOutcome:
+    """A failed PUT may still have been applied (an answer lost to a timeout or a dropped connection, a 5xx
+    after the write): what the CRM holds now decides, not the error."""
+    domain = update.domain
+    try:
+        record = client.get_record(domain.entity, domain.singular, change.crm_id)
+    except CrmError as exc:
+        log.error(f"{domain.singular} {change.crm_id}: the PUT failed ({put_error}) and reading it back too: {exc}")
+        error = (
+            f"{put_error}; reading the record back failed too ({exc}), so whether the CRM took the new value "
+            "is unknown: run the same config again"
+        )
+        return ChangeOutcome(change.crm_id, Status.FAILED, fresh.old_text, change.new_text, error=error)
+    outcome = _settled(update, change, fresh, replanned, record, f"{put_error}; read back afterwards, the record holds")
+    if outcome.status == Status.APPLIED:
+        log.warning(f"{domain.singular} {change.crm_id}: the PUT failed ({put_error}) but the CRM holds the new value")
+    else:
+        log.error(f"{domain.singular} {change.crm_id}: not updated: {outcome.error}")
+    return outcome
+
+
+def _write(
+    client: FreshsalesClient,
+    update: ValidatedUpdate,
+    change: PlannedChange,
+    fresh: PlannedChange,
+    replanned: bool,
+    log: logging.Logger,
+) -> ChangeOutcome:
+    domain = update.domain
+    body = field_body(update.target, update.new_wire_value)
+    try:
+        saved: Record = client.update_record(domain.entity, domain.singular, change.crm_id, body)
+    except CrmError as exc:
+        return _read_back(client, update, change, fresh, replanned, exc, log)
+    return _settled(update, change, fresh, replanned, saved, "the CRM accepted the PUT but holds")
 
 
 def apply_change(
     client: FreshsalesClient, update: ValidatedUpdate, change: PlannedChange, log: logging.Logger
 ) -> ChangeOutcome:
-    """One record: fresh read, re-plan when it moved, PUT; CRM errors become a 'failed' outcome."""
+    """One record: fresh read, re-plan when it moved, PUT; what the CRM then holds decides applied or failed."""
     domain = update.domain
     try:
         record = client.get_record(domain.entity, domain.singular, change.crm_id)
-        fresh = plan_record(update, record)
-        replanned = fresh is None or (fresh.updated_at, fresh.old_text) != (change.updated_at, change.old_text)
-        if fresh is None:
-            note = f"no longer has {update.key_column.name} = {update.request.value!r} in the CRM: left alone"
-            log.warning(f"{domain.singular} {change.crm_id} changed since it was read and {note}")
-            return _skipped(change, None, note, replanned=True)
-        if replanned:
-            log.warning(
-                f"{domain.singular} {change.crm_id} changed in the CRM since it was read "
-                f"(updated_at {change.updated_at} -> {fresh.updated_at}); re-planned: "
-                f"{update.target.name} {fresh.old_text!r} -> {fresh.new_text!r}"
-            )
-        if fresh.action == Action.SKIP:
-            return _skipped(change, fresh, None, replanned)
-        return _write(client, update, change, fresh, replanned)
-    except CrmError as exc:
+    except CrmError as exc:  # nothing was sent
         log.error(f"{domain.singular} {change.crm_id}: not updated: {exc}")
-        return ChangeOutcome(
-            change.crm_id, Status.FAILED, change.old_text, change.new_text, error=str(exc), created_date=None
+        return ChangeOutcome(change.crm_id, Status.FAILED, change.old_text, change.new_text, error=str(exc))
+    fresh = plan_record(update, record)
+    replanned = fresh is None or (fresh.updated_at, fresh.old_text) != (change.updated_at, change.old_text)
+    if fresh is None:
+        note = f"no longer has {update.key_column.name} = {update.request.value!r} in the CRM: left alone"
+        log.warning(f"{domain.singular} {change.crm_id} changed since it was read and {note}")
+        return _skipped(change, None, note, replanned=True)
+    if replanned:
+        log.warning(
+            f"{domain.singular} {change.crm_id} changed in the CRM since it was read "
+            f"(updated_at {change.updated_at} -> {fresh.updated_at}); re-planned: "
+            f"{update.target.name} {fresh.old_text!r} -> {fresh.new_text!r}"
         )
+    if fresh.action == Action.SKIP:
+        return _skipped(change, fresh, None, replanned)
+    return _write(client, update, change, fresh, replanned, log)
 
 
 def apply_changes(

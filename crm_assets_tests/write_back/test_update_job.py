@@ -250,6 +250,55 @@ def test_a_partial_failure_says_what_was_done_and_a_rerun_finishes_only_the_rest
     assert all(r["industry"] == "Aerospace" for r in rows(warehouse_engine, ACCOUNTS) if r["crm_id"] in europe)
 
 
+@pytest.mark.parametrize("applied", [True, False], ids=["applied-answer-lost", "dropped-before-applying"])
+def test_a_put_whose_answer_is_lost_is_read_back_and_the_crm_decides_the_outcome(
+    demo: DemoCrm,
+    crm_url: str,
+    warehouse_url: str,
+    warehouse_engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    applied: bool,
+) -> None:
+    crm_id = first_deal(demo)
+    before = deal(demo, crm_id)
+    old_text = f"{Decimal(before['amount']):.2f}"
+    seed_warehouse(warehouse_engine, demo, [crm_id])
+    original = demo.handle
+
+    def handle(request: httpx.Request, *, over_http: bool = False) -> httpx.Response:
+        response = original(request, over_http=over_http) if applied or request.method != "PUT" else None
+        if request.method == "PUT":  # the connection drops before the answer: the server hangs up
+            raise httpx.RemoteProtocolError("dropped (test)", request=request)
+        assert response is not None
+        return response
+
+    monkeypatch.setattr(demo, "handle", handle)
+    result = run_update(
+        crm_url,
+        warehouse_url,
+        domain="deals",
+        key="deal_id",
+        value=str(before["custom_field"]["cf_deal_id"]),
+        key_to_update="deal_size",
+        update_value="24456",
+    )
+
+    (entry,) = audit(warehouse_engine, result.run_id)
+    (row,) = rows(warehouse_engine, DEALS, DEALS.c.crm_id == crm_id)
+    assert entry["old_value"] == old_text
+    if applied:
+        assert result.success
+        assert (entry["status"], entry["error"]) == ("applied", None)
+        assert row["deal_size"] == Decimal("24456.00")
+        assert parse_instant(deal(demo, crm_id)["updated_at"]) == _utc(row["updated_at"])
+    else:
+        assert not result.success
+        assert entry["status"] == "failed"
+        assert f"read back afterwards, the record holds {old_text!r}" in entry["error"]
+        assert f"read back afterwards, the record holds {old_text!r}" in failure_text(result)
+        assert row["deal_size"] == Decimal(before["amount"])
+
+
 @pytest.mark.parametrize(
     ("concurrent_change", "status", "puts"),
     [
