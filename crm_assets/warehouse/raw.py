@@ -315,12 +315,15 @@ class RawWriter:
             self.add_confirmations(confirm(self.unlisted_ids(max_checks)))
         return self.apply(reconcile=reconcile)
 
-    def apply(self, *, reconcile: bool) -> RawLoadStats:
+    def apply(self, *, reconcile: bool, just_written: bool = False) -> RawLoadStats:
         """Upsert the newest staged copy of each id, delete what the CRM confirmed gone, quarantine the rest.
 
         A row a full listing merely did not show stays as it is (counted as unconfirmed): absence alone
-        never deletes. The staged rows of the scan are removed.
+        never deletes. The staged rows of the scan are removed. `just_written`: the copies are what the CRM
+        answered a write-back's own write, so one whose payload differs replaces the stored copy even at the
+        same updated_at (Freshsales counts seconds: two writes in one second share it).
         """
+        payload_wins = reconcile or just_written
         # No ANALYZE of the staging table here: it would serialize every domain's merge on its lock, and
         # autovacuum has seen the rows, committed checkpoint by checkpoint.
         table, stage = self.table, raw_scan_records
@@ -329,7 +332,7 @@ class RawWriter:
         newest = self._newest()
         matched = newest.outerjoin(table, table.c.crm_id == newest.c.crm_id)
         read_since = self._read_since()
-        changed = self._replaces(newest.c.updated_at, newest.c.is_deleted, newest.c.payload, reconcile, read_since)
+        changed = self._replaces(newest.c.updated_at, newest.c.is_deleted, newest.c.payload, payload_wins, read_since)
         counts = sa.select(
             sa.func.count().filter(table.c.crm_id.is_(None)),
             sa.func.count().filter(table.c.crm_id.is_not(None) & changed),
@@ -351,7 +354,7 @@ class RawWriter:
         insert = insert.on_conflict_do_update(
             index_elements=["crm_id"],
             set_={c: excluded[c] for c in (*RAW_STAGE_COLUMNS, "change_seq") if c != "crm_id"},
-            where=self._replaces(excluded.updated_at, excluded.is_deleted, excluded.payload, reconcile, read_since),
+            where=self._replaces(excluded.updated_at, excluded.is_deleted, excluded.payload, payload_wins, read_since),
         )
         self.conn.execute(insert)
         gone = sa.select(stage.c.crm_id).where(self._mine, stage.c.kind == GONE)
@@ -378,7 +381,7 @@ class RawWriter:
         updated_at: sa.ColumnElement[Any],
         is_deleted: sa.ColumnElement[Any],
         payload: sa.ColumnElement[Any],
-        reconcile: bool,
+        payload_wins: bool,
         read_since: datetime,
     ) -> sa.ColumnElement[bool]:
         """Whether a copy (its updated_at, is_deleted and payload), read from `read_since` on, replaces the
@@ -388,12 +391,12 @@ class RawWriter:
         the CRM's clock went back. One that may have been read before (a page of a scan begun before a
         write-back or another run stored a newer copy) would put the old values back, and the history would
         keep a change back and forth that never happened. At the same updated_at, a deletion (or restore)
-        does, and on a full listing a different payload.
+        does, and with `payload_wins` (a full listing, a write-back's own copy) a different payload.
         """
         stored = self.table.c
         same_time = sa.and_(
             stored.updated_at == updated_at,
-            sa.or_(stored.is_deleted.is_distinct_from(is_deleted), *self._payload_changed(payload, reconcile)),
+            sa.or_(stored.is_deleted.is_distinct_from(is_deleted), *self._payload_changed(payload, payload_wins)),
         )
         clock_went_back = sa.and_(
             stored.updated_at > updated_at,
@@ -402,15 +405,16 @@ class RawWriter:
         )
         return sa.or_(stored.updated_at < updated_at, same_time, clock_went_back)
 
-    def _payload_changed(self, payload: sa.ColumnElement[Any], reconcile: bool) -> list[sa.ColumnElement[bool]]:
-        """On a full listing, a copy whose payload differs replaces the stored one even at the same updated_at.
+    def _payload_changed(self, payload: sa.ColumnElement[Any], payload_wins: bool) -> list[sa.ColumnElement[bool]]:
+        """On a full listing (or a write-back's own copy), a different payload replaces the stored one even at the
+        same updated_at.
 
         A CRM field restored (or renamed back) leaves updated_at as it was; a full refresh is how the warehouse
         takes the records as the CRM returns them now. Incremental runs keep the stored copy: a record re-read
         in the overlap during a field's outage must not replace a good copy the next incremental run won't
         read again.
         """
-        return [self.table.c.payload.is_distinct_from(payload)] if reconcile else []
+        return [self.table.c.payload.is_distinct_from(payload)] if payload_wins else []
 
     def _count_staged(self, reconcile: bool) -> None:
         stage = raw_scan_records

@@ -114,7 +114,7 @@ def record_outcome(engine: Engine, update: ValidatedUpdate, run_id: str, outcome
             # The raw copy follows too, so the next clean run re-decides this record from the new value.
             writer = RawWriter(conn, update.domain, run_id)
             writer.add([outcome.crm_record])
-            writer.merge(reconcile=False)
+            writer.apply(reconcile=False, just_written=True)
         conn.execute(
             sa.update(crm_update_audit)
             .where(

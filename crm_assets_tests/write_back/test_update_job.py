@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -410,3 +410,22 @@ def test_a_later_clean_run_keeps_the_corrected_value(demo: DemoCrm, crm_url: str
         clean_changes(conn, DEALS_DOMAIN, "rebuild", rebuild=True)
     (after,) = rows(engine, DEALS, DEALS.c.deal_id == deal["deal_id"])
     assert str(after["deal_size"]) in ("4321.5", "4321.50")
+
+
+def test_two_write_backs_in_the_same_second_leave_the_second_value_for_later_clean_runs(warehouse_url: str) -> None:
+    """Freshsales' updated_at counts seconds: the raw copy of the second write must replace the first's anyway."""
+    still = DemoCrm(DemoConfig(accounts=30, contacts=10, deals=30, seed=5, today=date.today() + timedelta(days=2)))
+    engine = sa.create_engine(warehouse_url)
+    with serve_demo_crm(still) as crm_url:  # data ending after today: every write is stamped the same second
+        assert dg.materialize([*raw_assets(), *clean_assets()], resources=resources(crm_url, warehouse_url)).success
+        deal = rows(engine, DEALS)[0]
+        for deal_size in ("111", "222"):
+            config = {"domain": "deals", "key": "deal_id", "value": str(deal["deal_id"])}
+            assert run_update(
+                crm_url, warehouse_url, **config, key_to_update="deal_size", update_value=deal_size
+            ).success
+    with engine.begin() as conn:
+        clean_changes(conn, DEALS_DOMAIN, "rebuild", rebuild=True)
+    (after,) = rows(engine, DEALS, DEALS.c.deal_id == deal["deal_id"])
+    engine.dispose()
+    assert after["deal_size"] == Decimal("222.00")
