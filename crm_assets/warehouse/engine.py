@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +16,8 @@ from sqlalchemy.engine import URL, Engine, make_url
 
 from crm_assets import settings
 from crm_assets.settings import SettingsError
-from crm_assets.warehouse.dialect import is_postgres, is_private_memory
+from crm_assets.warehouse.dialect import is_postgres
+from crm_assets.warehouse.locks import sqlite_file_lock
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # Any constant works; it only has to be the same in every process that migrates this database.
@@ -150,28 +150,12 @@ def check_connection(engine: Engine) -> None:
 
 
 @contextmanager
-def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
-    """An exclusive lock on a file beside the SQLite database, held across processes until the block ends.
-
-    SQLite cannot hold its own lock over Alembic's several transactions; without this, parallel steps
-    each find an empty database and all create the tables (`table accounts already exists`).
-    """
-    if is_private_memory(engine):
-        yield
-        return
-    with open(f"{Path(str(engine.url.database)).resolve()}.migrate.lock", "a") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
-
-
-@contextmanager
 def _migration_lock(engine: Engine) -> Iterator[sa.Connection]:
     """One migrator at a time: parallel steps creating tables on a fresh database race."""
     if not is_postgres(engine):
-        with _sqlite_file_lock(engine), engine.connect() as conn:
+        # SQLite cannot hold its own lock over Alembic's several transactions; without a lock, parallel
+        # steps each find an empty database and all create the tables (`table accounts already exists`).
+        with sqlite_file_lock(engine, ".migrate.lock"), engine.connect() as conn:
             yield conn
         return
     with engine.connect() as conn:

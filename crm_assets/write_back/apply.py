@@ -21,7 +21,7 @@ from crm_assets.timestamps import parse_instant
 from crm_assets.write_back.fields import Record, field_body, field_text, typed_field
 from crm_assets.write_back.model import Action, ChangeOutcome, PlannedChange, Status, UpdatePlan, ValidatedUpdate
 from crm_assets.write_back.plan import created_date, plan_record
-from crm_assets.write_back.store import record_outcome, write_planned_audit
+from crm_assets.write_back.store import record_outcome, rows_behind, write_back_lock, write_planned_audit
 
 
 def planned_outcomes(plan: UpdatePlan) -> list[ChangeOutcome]:
@@ -159,13 +159,36 @@ def apply_changes(
     log: logging.Logger,
     max_workers: int,
 ) -> list[ChangeOutcome]:
-    """Apply every planned change, at most `max_workers` PUTs in flight; audit and warehouse as each ends."""
+    """Apply every planned change, at most `max_workers` PUTs in flight; audit and warehouse as each ends.
+
+    Holds the domain's write-back lock throughout, so that the outcomes reach the warehouse in the order
+    the CRM took the PUTs: another write-back of the domain waits, then re-reads each record it writes
+    and finds what this one left.
+    """
+    update = plan.update
+    with write_back_lock(engine, update.domain, log):
+        return _apply_locked(client, engine, plan, run_id, log, max_workers)
+
+
+def _apply_locked(
+    client: FreshsalesClient,
+    engine: Engine,
+    plan: UpdatePlan,
+    run_id: str,
+    log: logging.Logger,
+    max_workers: int,
+) -> list[ChangeOutcome]:
     update = plan.update
     write_planned_audit(engine, plan, run_id)
-    outcomes = [_record(engine, update, run_id, _skipped(c, c, None, False)) for c in plan.skipped]
+    # Planned as already set, yet not so in the warehouse: another write-back may have changed the record
+    # since the plan read it, so it is read again, like the records to update.
+    behind = rows_behind(engine, update, [c.crm_id for c in plan.skipped])
+    settled = [c for c in plan.skipped if c.crm_id not in behind]
+    to_check = [*plan.to_apply, *(c for c in plan.skipped if c.crm_id in behind)]
+    outcomes = [_record(engine, update, run_id, _skipped(c, c, None, False)) for c in settled]
     with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
         futures: list[Future[ChangeOutcome]] = [
-            pool.submit(apply_change, client, update, change, log) for change in plan.to_apply
+            pool.submit(apply_change, client, update, change, log) for change in to_check
         ]
         try:
             for done, future in enumerate(as_completed(futures), start=1):

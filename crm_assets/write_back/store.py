@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from crm_assets.domains import get_domain
+from crm_assets.domains import Domain, get_domain
 from crm_assets.warehouse.history import record_write_back
+from crm_assets.warehouse.locks import named_lock
 from crm_assets.warehouse.raw import RawWriter, lock_domain
 from crm_assets.warehouse.schema import CLEAN_TABLES, crm_update_audit
 from crm_assets.write_back.model import (
@@ -34,12 +37,41 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@contextmanager
+def write_back_lock(engine: Engine, domain: Domain, log: logging.Logger) -> Iterator[None]:
+    """One write-back of a domain at a time, across processes, for as long as the block runs.
+
+    Without it two write-backs of one record record their outcomes in the order they finish, not the
+    order the CRM took their PUTs. Not the sync's domain lock: a sync need not wait for a write-back.
+    """
+
+    def waiting() -> None:
+        log.info(f"waiting for another write-back of {domain.name} to finish")
+
+    with named_lock(engine, f"write_back.{domain.name}", waiting):
+        yield
+
+
 def warehouse_candidates(engine: Engine, update: ValidatedUpdate) -> set[int]:
     """CRM ids of clean rows whose key equals the (typed) value."""
     table = CLEAN_TABLES[update.domain.name]
     query = sa.select(table.c.crm_id).where(table.c[update.key_column.name] == update.key_value)
     with engine.connect() as conn:
         return {int(crm_id) for crm_id in conn.execute(query).scalars()}
+
+
+def rows_behind(engine: Engine, update: ValidatedUpdate, crm_ids: Sequence[int]) -> set[int]:
+    """CRM ids of clean rows among `crm_ids` that do not hold the new value."""
+    table = CLEAN_TABLES[update.domain.name]
+    column = table.c[update.target.name]
+    behind: set[int] = set()
+    with engine.connect() as conn:
+        for chunk in _chunks(crm_ids):
+            query = sa.select(table.c.crm_id).where(
+                table.c.crm_id.in_(chunk), column.is_distinct_from(update.new_value)
+            )
+            behind |= {int(crm_id) for crm_id in conn.execute(query).scalars()}
+    return behind
 
 
 def _has_rows(conn: sa.Connection, table: sa.Table, crm_ids: Sequence[int]) -> bool:

@@ -178,6 +178,8 @@ def test_a_record_already_at_the_new_value_is_skipped_without_a_put(
     assert result.success
     assert demo.put_log == []
     assert [e["status"] for e in audit(warehouse_engine, result.run_id)] == ["skipped"]
+    reads = [r for r in demo.request_log if r.method == "GET" and r.path.endswith(f"/deals/{crm_id}")]
+    assert len(reads) == 1, "set in the CRM and the warehouse alike: read once, to plan"
 
 
 def test_a_dry_run_plans_and_writes_nothing_anywhere(
