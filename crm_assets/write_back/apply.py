@@ -21,7 +21,13 @@ from crm_assets.timestamps import parse_instant
 from crm_assets.write_back.fields import Record, field_body, field_text, typed_field
 from crm_assets.write_back.model import Action, ChangeOutcome, PlannedChange, Status, UpdatePlan, ValidatedUpdate
 from crm_assets.write_back.plan import created_date, plan_record
-from crm_assets.write_back.store import record_outcome, rows_behind, write_back_lock, write_planned_audit
+from crm_assets.write_back.store import (
+    record_audit_only,
+    record_outcome,
+    rows_behind,
+    write_back_lock,
+    write_planned_audit,
+)
 
 
 def planned_outcomes(plan: UpdatePlan) -> list[ChangeOutcome]:
@@ -187,19 +193,82 @@ def _apply_locked(
     to_check = [*plan.to_apply, *(c for c in plan.skipped if c.crm_id in behind)]
     outcomes = [_record(engine, update, run_id, _skipped(c, c, None, False)) for c in settled]
     with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
-        futures: list[Future[ChangeOutcome]] = [
-            pool.submit(apply_change, client, update, change, log) for change in to_check
-        ]
-        try:
-            for done, future in enumerate(as_completed(futures), start=1):
-                outcomes.append(_record(engine, update, run_id, future.result()))
-                if done % 50 == 0 or done == len(futures):
-                    log.info(f"{done} of {len(futures)} record(s) written back")
-        except BaseException:
-            for future in futures:
-                future.cancel()  # no more CRM writes once the warehouse or audit cannot follow
-            raise
+        futures = [pool.submit(apply_change, client, update, change, log) for change in to_check]
+        outcomes += _record_as_they_end(engine, update, run_id, futures, log)
     return sorted(outcomes, key=lambda o: o.crm_id)
+
+
+def _record_as_they_end(
+    engine: Engine, update: ValidatedUpdate, run_id: str, futures: list[Future[ChangeOutcome]], log: logging.Logger
+) -> list[ChangeOutcome]:
+    """Warehouse and audit for each change as its CRM write ends.
+
+    When that fails (or the run is stopped), no further PUT starts, but the ones already sent finish
+    regardless: each of them, and the one that failed, still gets an audit row saying what the CRM did.
+    """
+    outcomes: list[ChangeOutcome] = []
+    unrecorded = set(futures)
+    try:
+        for done, future in enumerate(as_completed(futures), start=1):
+            unrecorded.discard(future)
+            outcome = future.result()
+            try:
+                outcomes.append(_record(engine, update, run_id, outcome))
+            except Exception as exc:
+                _audit_only(engine, update, run_id, outcome, exc, log)
+                raise
+            if done % 50 == 0 or done == len(futures):
+                log.info(f"{done} of {len(futures)} record(s) written back")
+    except BaseException as exc:
+        for future in unrecorded:
+            future.cancel()  # no more CRM writes once the warehouse or audit cannot follow
+        _record_in_flight(engine, update, run_id, unrecorded, exc, log)
+        raise
+    return outcomes
+
+
+def _record_in_flight(
+    engine: Engine,
+    update: ValidatedUpdate,
+    run_id: str,
+    futures: set[Future[ChangeOutcome]],
+    stopped_by: BaseException,
+    log: logging.Logger,
+) -> None:
+    """Warehouse and audit, or the audit alone, for the changes whose PUTs were sent before the run stopped."""
+    sent = [future for future in futures if not future.cancelled()]
+    for future in sent:
+        try:
+            outcome = future.result()
+        except Exception as exc:  # unknown outcome: its audit row stays 'planned', as after a crash
+            log.error(f"a write-back of {update.domain.name} ended in an error after the run stopped: {exc!r}")
+            continue
+        try:
+            _record(engine, update, run_id, outcome)
+        except Exception as exc:
+            _audit_only(engine, update, run_id, outcome, exc, log)
+    log.error(
+        f"the write-back stopped ({stopped_by!r}): {len(sent)} record(s) already sent to the CRM were recorded "
+        f"after it, as far as the warehouse allowed; {len(futures) - len(sent)} never sent stay 'planned'"
+    )
+
+
+def _audit_only(
+    engine: Engine,
+    update: ValidatedUpdate,
+    run_id: str,
+    outcome: ChangeOutcome,
+    warehouse_error: Exception,
+    log: logging.Logger,
+) -> None:
+    """The audit row of a change whose warehouse row could not follow: what the CRM did, and that."""
+    note = f"the warehouse was not updated ({warehouse_error!r}): the next sync, or the same config run again, fixes it"
+    try:
+        record_audit_only(
+            engine, update, run_id, replace(outcome, error="; ".join(filter(None, (outcome.error, note))))
+        )
+    except Exception as exc:
+        log.error(f"{update.domain.singular} {outcome.crm_id} ({outcome.status}): its audit row failed too: {exc!r}")
 
 
 def _record(engine: Engine, update: ValidatedUpdate, run_id: str, outcome: ChangeOutcome) -> ChangeOutcome:

@@ -26,7 +26,7 @@ class Action(StrEnum):
 class Status(StrEnum):
     """What happened to one record; also its `crm_update_audit.status`."""
 
-    PLANNED = "planned"  # dry run, or written before the first PUT
+    PLANNED = "planned"  # dry run, or written before the first PUT (left so when it was never sent)
     SKIPPED = "skipped"
     APPLIED = "applied"
     FAILED = "failed"

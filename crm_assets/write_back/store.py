@@ -147,18 +147,26 @@ def record_outcome(engine: Engine, update: ValidatedUpdate, run_id: str, outcome
             writer = RawWriter(conn, update.domain, run_id)
             writer.add([outcome.crm_record])
             writer.apply(reconcile=False, just_written=True)
-        conn.execute(
-            sa.update(crm_update_audit)
-            .where(
-                crm_update_audit.c.run_id == run_id,
-                crm_update_audit.c.domain == update.domain.name,
-                crm_update_audit.c.crm_id == outcome.crm_id,
-            )
-            .values(
-                status=Status(outcome.status).value, old_value=outcome.old_text, error=outcome.error, changed_at=_now()
-            )
-        )
+        _write_audit(conn, update, run_id, outcome)
     return changed
+
+
+def record_audit_only(engine: Engine, update: ValidatedUpdate, run_id: str, outcome: ChangeOutcome) -> None:
+    """The audit row of one record, when its warehouse row could not follow."""
+    with engine.begin() as conn:
+        _write_audit(conn, update, run_id, outcome)
+
+
+def _write_audit(conn: sa.Connection, update: ValidatedUpdate, run_id: str, outcome: ChangeOutcome) -> None:
+    conn.execute(
+        sa.update(crm_update_audit)
+        .where(
+            crm_update_audit.c.run_id == run_id,
+            crm_update_audit.c.domain == update.domain.name,
+            crm_update_audit.c.crm_id == outcome.crm_id,
+        )
+        .values(status=Status(outcome.status).value, old_value=outcome.old_text, error=outcome.error, changed_at=_now())
+    )
 
 
 def audit_rows(engine: Engine, run_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -20,6 +21,7 @@ from crm_assets.domains import get_domain
 from crm_assets.freshsales.client import parse_instant
 from crm_assets.warehouse.clean_load import clean_changes
 from crm_assets.warehouse.schema import CLEAN_TABLES, crm_update_audit
+from crm_assets.write_back import store
 from crm_assets.write_back.fields import typed_field
 from crm_assets_tests.write_back.conftest import resources, rows, run_update, seed_warehouse
 
@@ -299,6 +301,50 @@ def test_a_put_whose_answer_is_lost_is_read_back_and_the_crm_decides_the_outcome
         assert f"read back afterwards, the record holds {old_text!r}" in entry["error"]
         assert f"read back afterwards, the record holds {old_text!r}" in failure_text(result)
         assert row["deal_size"] == Decimal(before["amount"])
+
+
+def test_when_the_warehouse_fails_every_record_the_crm_took_is_still_audited(
+    demo: DemoCrm, crm_url: str, warehouse_url: str, warehouse_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stage = deal(demo, first_deal(demo))["custom_field"]["cf_deal_stage"]
+    matching = [i for i in demo.crm_ids("deals") if deal(demo, i)["custom_field"]["cf_deal_stage"] == stage]
+    assert len(matching) >= 3, "the demo data should hold several deals in one stage"
+    seed_warehouse(warehouse_engine, demo, matching)
+    warehouse_failed = threading.Event()
+    original = demo.handle
+
+    def handle(request: httpx.Request, *, over_http: bool = False) -> httpx.Response:
+        response = original(request, over_http=over_http)
+        if request.method == "PUT" and not request.url.path.endswith(f"/deals/{matching[0]}"):
+            warehouse_failed.wait(10)  # the CRM took it; the answer comes after the warehouse failed
+        return response
+
+    def lost_connection(conn: sa.Connection, domain: Any, crm_id: int) -> None:
+        warehouse_failed.set()
+        raise RuntimeError("warehouse connection lost (test)")
+
+    monkeypatch.setattr(demo, "handle", handle)
+    monkeypatch.setattr(store, "record_write_back", lost_connection)
+    result = run_update(
+        crm_url,
+        warehouse_url,
+        domain="deals",
+        key="deal_stage",
+        value=stage,
+        key_to_update="deal_size",
+        update_value="4242",
+    )
+
+    assert not result.success
+    assert "warehouse connection lost" in failure_text(result)
+    sent = {crm_id for _, crm_id, _ in demo.put_log}
+    assert matching[0] in sent and len(sent) > 1
+    entries = {e["crm_id"]: e for e in audit(warehouse_engine, result.run_id)}
+    assert {i: entries[i]["status"] for i in matching} == {i: "applied" if i in sent else "planned" for i in matching}
+    assert all(deal(demo, i)["amount"] == "4242.00" for i in sent)
+    assert "the warehouse was not updated" in entries[matching[0]]["error"]
+    sizes = {r["crm_id"]: r["deal_size"] for r in rows(warehouse_engine, DEALS)}
+    assert sizes[matching[0]] != Decimal("4242.00"), "its warehouse transaction rolled back"
 
 
 @pytest.mark.parametrize(
