@@ -163,7 +163,7 @@ def test_tabs_newlines_and_other_scripts_are_ordinary_text(
     crm_id = first_deal(demo)
     seed_warehouse(warehouse_engine, demo, [crm_id])
     deal_id = str((demo.get_record("deals", crm_id) or {})["custom_field"]["cf_deal_id"])
-    text = "Renewal\t2027\nÉtape 2 — 更新 🚀"
+    text = "Renewal\t2027\r\nÉtape 2 — 更新 🚀"
 
     result = run_update(
         crm_url, warehouse_url, **(DEAL | {"value": deal_id, "key_to_update": "deal_name", "update_value": text})
