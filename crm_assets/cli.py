@@ -87,7 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     dagster_home()  # one instance, and the SQLite warehouse in it, for every command
     terminal_stderr()  # before a run's log capture takes fd 2
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stopped by a supervisor as by Ctrl-C
+    # Stopped by a supervisor's SIGTERM as by Ctrl-C. SIGINT too, even when inherited as ignored (a script's
+    # `crm-assets run &`): Dagster gives SIGTERM SIGINT's handler while a run executes, and the log-capture
+    # helpers it starts inherit an ignored one, so neither the command nor they could be stopped.
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, signal.default_int_handler)
     try:
         return _exiting(_run_command(args))
     except SettingsError as exc:  # nothing ran: the variable to fix, in one line

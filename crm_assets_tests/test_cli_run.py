@@ -236,7 +236,13 @@ def _slow_crm_env(tmp_path: Path, url: str) -> dict[str, str]:
     )
 
 
-def _run_until_it_reads_the_crm(tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run_until_it_reads_the_crm(
+    tmp_path: Path, env: dict[str, str], *, sigint_ignored: bool = False
+) -> subprocess.Popen[str]:
     command = subprocess.Popen(
         [CLI, "run"],
         cwd=tmp_path,
@@ -245,6 +251,8 @@ def _run_until_it_reads_the_crm(tmp_path: Path, env: dict[str, str]) -> subproce
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        # As a script's `crm-assets run &` starts it: a shell without job control ignores SIGINT for it.
+        preexec_fn=_ignore_sigint if sigint_ignored else None,
     )
     assert command.stdout is not None
     for line in command.stdout:
@@ -285,6 +293,39 @@ def test_an_interrupted_run_stops_at_once_cancels_its_run_and_the_next_one_finis
         demo.faults = Faults()
         again = _cli(tmp_path, env, "run")
     assert "aggregation runs: 3" in again.stdout
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    """Command lines of the running processes that mention `text` (zombies have none)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # ended meanwhile
+            continue
+        if text in line:
+            found.append(line)
+    return found
+
+
+def test_sigterm_stops_a_command_started_with_sigint_ignored_and_leaves_no_helper(tmp_path: Path) -> None:
+    """Python keeps an inherited SIG_IGN for SIGINT, and Dagster gives SIGTERM SIGINT's handler while it
+    executes: the command ignored a supervisor's SIGTERM, and the log-capture `tail`s it started could not
+    be stopped either (each run then waited 2 x 30 s for them and left them behind)."""
+    demo = DemoCrm(DemoConfig(accounts=20, contacts=60, deals=200, seed=5, api_key=DEMO_API_KEY))
+    with serve_demo_crm(demo) as url:
+        env = _slow_crm_env(tmp_path, url)
+        demo.faults = Faults(slow_seconds=20)
+        command = _run_until_it_reads_the_crm(tmp_path, env, sigint_ignored=True)
+        command.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        rest = command.communicate(timeout=60)[0]
+        assert command.returncode == 130, rest
+        assert time.monotonic() - started < 10, "the command stops at once, not when the CRM answers"
+    deadline = time.monotonic() + 10
+    while _processes_mentioning(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_mentioning(str(tmp_path)) == []
 
 
 def test_a_run_whose_command_was_killed_is_marked_failed_by_the_next_command(tmp_path: Path) -> None:
