@@ -143,6 +143,8 @@ def check_connection(engine: Engine) -> None:
             conn.execute(sa.text("SELECT 1"))
     except sa.exc.OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        # The server repeats the database name it did not find, a libpq connection string's password included.
+        reason = _without_password(reason)
         raise WarehouseConnectionError(
             f"cannot connect to the warehouse database {safe_url(engine.url)}: {reason}. "
             "Check DATABASE_URL and that the server is running."

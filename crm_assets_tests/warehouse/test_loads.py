@@ -10,7 +10,7 @@ from typing import Any
 import polars as pl
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 from crm_assets.domains import ACCOUNTS
 from crm_assets.warehouse import clean_load
@@ -240,6 +240,18 @@ def test_a_password_inside_a_libpq_connection_string_is_hidden(url: str) -> None
     shown = safe_url(url)
     assert "s3cret" not in shown and "***" in shown
     assert "db" in shown  # the rest stays, to tell which database
+
+
+@pytest.mark.postgres
+def test_the_servers_refusal_does_not_repeat_a_password_inside_the_database_name(pg_url: str) -> None:
+    """PostgreSQL names the database it did not find: `database "dbname=crm password=..." does not exist`."""
+    from crm_assets.warehouse.engine import WarehouseConnectionError, check_connection
+
+    server = make_url(pg_url)
+    engine = create_warehouse_engine(server.set(database="dbname=crm password=s3cret-pw"))
+    with pytest.raises(WarehouseConnectionError) as caught:
+        check_connection(engine)
+    assert "does not exist" in str(caught.value) and "s3cret" not in str(caught.value)
 
 
 def test_every_sqlite_connection_gets_the_warehouse_settings(sqlite_url: str) -> None:
