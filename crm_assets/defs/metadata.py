@@ -76,7 +76,7 @@ AGGREGATION_SCHEMA = dg.TableSchema(
         ),
         dg.TableColumn(
             "total_deal_size",
-            "numeric(18,2)",
+            "numeric(38,2)",
             "COALESCE(SUM(deal_size), 0) of the deals created in the window",
             dg.TableColumnConstraints(nullable=False),
         ),

@@ -49,6 +49,9 @@ SurrogateKey = BigInteger().with_variant(Integer(), "sqlite")
 Payload = JSON().with_variant(JSONB(), "postgresql")
 UtcTimestamp = DateTime(timezone=True)
 Money = Numeric(18, 2, asdecimal=True)
+# A sum of Money: wide enough for the total of any realistic number of the largest deals (38 digits, the
+# widest polars Decimal). A sum of NUMERIC(18, 2) values does not fit NUMERIC(18, 2).
+MoneyTotal = Numeric(38, 2, asdecimal=True)
 
 AGGREGATION_TYPES = ("daily", "weekly", "monthly")
 
@@ -170,7 +173,7 @@ deal_aggregations = Table(
     Column("account_id", BigInteger, ForeignKey("accounts.account_id", ondelete="CASCADE"), nullable=True),
     Column("aggregation_type", String(16), nullable=False),
     Column("aggregation_date", Date, nullable=False),
-    Column("total_deal_size", Money, nullable=False),
+    Column("total_deal_size", MoneyTotal, nullable=False),
     Column("deal_count", Integer, nullable=False),
     UniqueConstraint("account_id", "aggregation_type", "aggregation_date"),
     CheckConstraint(_in_list("aggregation_type", AGGREGATION_TYPES), name="aggregation_type_domain"),
@@ -303,7 +306,7 @@ pipeline_daily = Table(
     Column("deal_stage", Text, nullable=False),
     Column("region", Text, nullable=True, comment="the account's region now; NULL when the account is gone"),
     Column("open_deal_count", Integer, nullable=False),
-    Column("open_deal_value", Money, nullable=False),
+    Column("open_deal_value", MoneyTotal, nullable=False),
     Index("ix_pipeline_daily_day", "day"),
     comment="Open deals per stage and region as of the end of each UTC day, from deal_history",
 )

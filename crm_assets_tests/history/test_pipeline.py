@@ -206,3 +206,41 @@ def test_transitions_are_rebuilt_when_the_history_was_reset(
         conn.execute(sa.delete(deal_history))
     stats = refresh_transitions(warehouse_engine)
     assert stats.deals_recomputed is None and stats.transitions == 0 and _transitions(warehouse_engine) == []
+
+
+MAX_DEAL_SIZE = Decimal("9999999999999999.99")  # the largest deals.deal_size holds: NUMERIC(18, 2)
+
+
+@pytest.mark.parametrize("deals", [2])
+def test_open_deals_of_the_largest_size_add_up(warehouse_engine: Engine, deals: int) -> None:
+    """Regression: two open max-size deals of one stage and region overflowed open_deal_value NUMERIC(18, 2) on
+    PostgreSQL."""
+    with warehouse_engine.begin() as conn:
+        conn.execute(
+            deal_history.insert(),
+            [
+                {
+                    "deal_id": i,
+                    "crm_id": 100 + i,
+                    "valid_from": instant(2),
+                    "valid_to": None,
+                    "deal_size": MAX_DEAL_SIZE,
+                    "deal_stage": "Prospecting",
+                    "account_id": None,
+                    "is_deleted": False,
+                    "first_observed_at": instant(2),
+                }
+                for i in range(deals)
+            ],
+        )
+    replace_pipeline(warehouse_engine, date(2024, 3, 2), date(2024, 3, 4))
+    with warehouse_engine.connect() as conn:
+        stored = read_pipeline(conn, date(2024, 3, 2), date(2024, 3, 4))
+    assert [(d, s, r, n) for d, s, r, n, _ in stored] == [
+        (date(2024, 3, d), "Prospecting", None, deals) for d in (2, 3)
+    ]
+    for *_, value in stored:
+        if warehouse_engine.dialect.name == "postgresql":
+            assert value == MAX_DEAL_SIZE * deals
+        else:  # SQLite keeps NUMERIC as binary floats: each deal as the nearest float, about 16 digits exact
+            assert abs(value - MAX_DEAL_SIZE * deals) <= Decimal(deals)

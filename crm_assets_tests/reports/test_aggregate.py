@@ -3,12 +3,13 @@
 import threading
 import time
 from datetime import date, timedelta
+from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from crm_assets.reports import aggregate
+from crm_assets.reports import aggregate, reconcile
 from crm_assets.reports.aggregate import replace_aggregations
 from crm_assets.reports.windows import Cadence
 from crm_assets.warehouse.bulk import suspend_for_bulk_load as suspend
@@ -269,3 +270,45 @@ def test_an_account_deleted_during_a_refresh_waits_for_it(pg_url: str, monkeypat
 def _delete_account(engine: Engine, account_id: int) -> None:
     with engine.begin() as conn:
         conn.execute(sa.delete(ACCOUNTS).where(ACCOUNTS.c.account_id == account_id))
+
+
+MAX_DEAL_SIZE = "9999999999999999.99"  # the largest deals.deal_size holds: NUMERIC(18, 2)
+
+
+def _held(engine: Engine, size: str, times: int) -> str:
+    """`times` deals of `size`, as the database can hold them: exactly on PostgreSQL; on SQLite, which keeps
+    NUMERIC as binary floats (about 16 digits), as the nearest float of each, added up."""
+    if engine.dialect.name == "postgresql":
+        return str(Decimal(size) * times)
+    return str((Decimal(float(Decimal(size))) * times).quantize(Decimal("0.01")))
+
+
+@pytest.mark.parametrize(
+    ("cadence", "start", "end"),
+    [
+        (D, date(2024, 5, 2), date(2024, 5, 3)),
+        (W, date(2024, 4, 29), date(2024, 5, 6)),
+        (M, date(2024, 5, 1), date(2024, 6, 1)),
+    ],
+)
+def test_two_deals_of_the_largest_size_add_up_in_every_window(
+    engine: Engine, cadence: Cadence, start: date, end: date
+) -> None:
+    """Regression: the sum of two max-size deals of one account overflowed total_deal_size NUMERIC(18, 2) on
+    PostgreSQL (numeric field overflow), failing every later run."""
+    add_deals(
+        engine,
+        [
+            deal_row(1, 1, "2024-05-02T10:00:00+00:00", MAX_DEAL_SIZE),
+            deal_row(2, 1, "2024-05-02T11:00:00+00:00", MAX_DEAL_SIZE),
+        ],
+    )
+    replace_aggregations(engine, cadence, start, end)
+    expected = _held(engine, MAX_DEAL_SIZE, 2)
+    assert rows(engine, cadence) == [(start.isoformat(), 1, expected, 2)]
+    assert expected == ("19999999999999999.98" if engine.dialect.name == "postgresql" else "20000000000000000.00")
+    # A refresh compares the stored rows with fresh ones of the same (wider) type, and keeps them.
+    update_deal(engine, 2, deal_name="renamed")
+    assert replace_aggregations(engine, cadence, start, end).rows_deleted == 0
+    with engine.connect() as conn:
+        assert reconcile.mismatches_with_deals(conn, cadence) == []
