@@ -15,6 +15,7 @@ from crm_assets.reports.sql import (
     date_in,
     money_sum,
     pg_advisory_xact_lock,
+    stored_money_sum,
     window_start_of,
 )
 from crm_assets.reports.windows import Cadence
@@ -99,7 +100,7 @@ def replace_aggregations(engine: Engine, cadence: Cadence, start: date, end: dat
                 sa.func.count(),
                 sa.func.count(sa.distinct(deal_aggregations.c.aggregation_date)),
                 sa.func.coalesce(sa.func.sum(deal_aggregations.c.deal_count), 0),
-                sa.func.coalesce(sa.func.sum(deal_aggregations.c.total_deal_size), 0),
+                sa.func.coalesce(stored_money_sum(conn.dialect, deal_aggregations.c.total_deal_size), 0),
             ).where(_in_range(cadence, start, end))
         ).one()
     return ReplaceStats(
@@ -199,7 +200,7 @@ def top_accounts(
     conn: sa.Connection, cadence: Cadence, start: date, end: date, limit: int = 5
 ) -> list[tuple[Any, ...]]:
     """(account_id, account_name, region, total, deals) of the largest totals in the range."""
-    total = sa.func.sum(deal_aggregations.c.total_deal_size)
+    total = stored_money_sum(conn.dialect, deal_aggregations.c.total_deal_size)
     query = (
         sa.select(
             deal_aggregations.c.account_id,

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
+from crm_assets.reports.sql import stored_money_sum
 from crm_assets.reports.windows import Cadence
 from crm_assets.warehouse.schema import CLEAN_TABLES, deal_aggregations
 
@@ -22,7 +23,7 @@ def monthly_totals_by_region(
     """{region: {month: total}} from the stored monthly rows of [first_month, last_month]."""
     a = deal_aggregations.c
     query = (
-        sa.select(ACCOUNTS.c.region, a.aggregation_date, sa.func.sum(a.total_deal_size))
+        sa.select(ACCOUNTS.c.region, a.aggregation_date, stored_money_sum(conn.dialect, a.total_deal_size))
         .join(ACCOUNTS, ACCOUNTS.c.account_id == a.account_id)
         .where(
             a.aggregation_type == Cadence.MONTHLY.value,

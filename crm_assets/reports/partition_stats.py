@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from crm_assets.reports.sql import stored_money_sum
 from crm_assets.reports.windows import Cadence
 from crm_assets.warehouse.schema import CLEAN_TABLES, deal_aggregations
 
@@ -50,7 +51,12 @@ def window_figures(
     a = deal_aggregations.c
     in_range = sa.and_(a.aggregation_type == cadence.value, a.aggregation_date >= start, a.aggregation_date < end)
     totals = conn.execute(
-        sa.select(a.aggregation_date, sa.func.count(), sa.func.sum(a.deal_count), sa.func.sum(a.total_deal_size))
+        sa.select(
+            a.aggregation_date,
+            sa.func.count(),
+            sa.func.sum(a.deal_count),
+            stored_money_sum(conn.dialect, a.total_deal_size),
+        )
         .where(in_range)
         .group_by(a.aggregation_date)
     ).all()

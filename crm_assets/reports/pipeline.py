@@ -20,7 +20,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from crm_assets.domains.deals import DEAL_STAGES
-from crm_assets.reports.sql import date_in, pg_advisory_xact_lock, window_start_of
+from crm_assets.reports.sql import (
+    cents_parts,
+    date_in,
+    money_from_cents,
+    pg_advisory_xact_lock,
+    stored_money_sum,
+    window_start_of,
+)
 from crm_assets.reports.windows import Cadence, utc_midnight
 from crm_assets.warehouse.bulk import create_stage, fill_stage
 from crm_assets.warehouse.dialect import is_postgres
@@ -67,11 +74,9 @@ def _before(dialect: sa.Dialect, column: Any, day: date) -> Any:
     return sa.type_coerce(column, sa.String) < day.isoformat()  # 'YYYY-MM-DD HH:MM:SS' text sorts as time
 
 
-def _cents(dialect: sa.Dialect, column: Any) -> Any:
-    """Money as whole cents, summed exactly on both databases (SQLite keeps NUMERIC as floats)."""
-    if is_postgres(dialect):
-        return sa.func.coalesce(column, 0) * 100
-    return sa.cast(sa.func.round(sa.func.coalesce(column, 0) * 100), sa.Integer)
+def _cents(dialect: sa.Dialect, column: Any, sign: int = 1) -> list[Any]:
+    """Money as whole cents, in parts summed exactly and without overflow on both databases (`cents_parts`)."""
+    return [(part if sign > 0 else -part).label(f"cents_{i}") for i, part in enumerate(cents_parts(dialect, column))]
 
 
 def _changes(dialect: sa.Dialect, end: date) -> sa.Subquery:
@@ -87,14 +92,14 @@ def _changes(dialect: sa.Dialect, end: date) -> sa.Subquery:
         h.deal_stage,
         h.account_id,
         sa.literal(1).label("n"),
-        _cents(dialect, h.deal_size).label("cents"),
+        *_cents(dialect, h.deal_size),
     ).where(*counted, _before(dialect, h.valid_from, end))
     closes = sa.select(
         _day_of(dialect, h.valid_to).label("day"),
         h.deal_stage,
         h.account_id,
         sa.literal(-1).label("n"),
-        -_cents(dialect, h.deal_size).label("cents"),
+        *_cents(dialect, h.deal_size, sign=-1),
     ).where(*counted, h.valid_to.is_not(None), _before(dialect, h.valid_to, end))
     events = sa.union_all(opens, closes).subquery("events")
     return (
@@ -103,7 +108,7 @@ def _changes(dialect: sa.Dialect, end: date) -> sa.Subquery:
             events.c.deal_stage,
             ACCOUNTS.c.region,
             sa.func.sum(events.c.n).label("n"),
-            sa.func.sum(events.c.cents).label("cents"),
+            *(sa.func.sum(c).label(c.name) for c in events.c if c.name.startswith("cents_")),
         )
         .select_from(events.outerjoin(ACCOUNTS, ACCOUNTS.c.account_id == events.c.account_id))
         .group_by(events.c.day, events.c.deal_stage, ACCOUNTS.c.region)
@@ -119,12 +124,16 @@ def pipeline_select(dialect: sa.Dialect, days: sa.Table, end: date) -> sa.Select
         changes.c.day,
         *group,
         sa.func.sum(changes.c.n).over(partition_by=group, order_by=changes.c.day).label("n"),
-        sa.func.sum(changes.c.cents).over(partition_by=group, order_by=changes.c.day).label("cents"),
+        *(
+            sa.func.sum(c).over(partition_by=group, order_by=changes.c.day).label(c.name)
+            for c in changes.c
+            if c.name.startswith("cents_")
+        ),
         sa.func.lead(changes.c.day).over(partition_by=group, order_by=changes.c.day).label("next_day"),
     ).subquery("running")
     # Each day takes the running totals of the last change on or before it.
     holds = sa.and_(running.c.day <= days.c.day, sa.or_(running.c.next_day.is_(None), running.c.next_day > days.c.day))
-    value = running.c.cents / 100 if is_postgres(dialect) else running.c.cents / 100.0
+    value = money_from_cents(dialect, [c for c in running.c if c.name.startswith("cents_")])
     return (
         sa.select(days.c.day, running.c.deal_stage, running.c.region, running.c.n, value)
         .select_from(days.join(running, holds))
@@ -169,7 +178,7 @@ def read_day_totals(conn: sa.Connection, start: date, end: date) -> dict[date, D
     """Open count and value per day of [start, end) from the stored rows (days without rows are absent)."""
     p = pipeline_daily.c
     query = (
-        sa.select(p.day, sa.func.sum(p.open_deal_count), sa.func.sum(p.open_deal_value))
+        sa.select(p.day, sa.func.sum(p.open_deal_count), stored_money_sum(conn.dialect, p.open_deal_value))
         .where(date_in(p.day, start, end))
         .group_by(p.day)
     )

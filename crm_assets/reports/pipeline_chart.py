@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from crm_assets.reports.sql import date_in
+from crm_assets.reports.sql import date_in, stored_money_sum
 from crm_assets.warehouse.schema import pipeline_daily
 
 
@@ -16,7 +16,7 @@ def open_value_by_stage(conn: sa.Connection, start: date, end: date) -> dict[str
     """{stage: {day: open value}} from the stored rows of the days [start, end)."""
     p = pipeline_daily.c
     query = (
-        sa.select(p.deal_stage, p.day, sa.func.sum(p.open_deal_value))
+        sa.select(p.deal_stage, p.day, stored_money_sum(conn.dialect, p.open_deal_value))
         .where(date_in(p.day, start, end))
         .group_by(p.deal_stage, p.day)
     )

@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from crm_assets.reports.sql import money_sum, window_start_of
+from crm_assets.reports.sql import money_sum, stored_money_sum, window_start_of
 from crm_assets.reports.windows import Cadence
 from crm_assets.warehouse.dialect import is_postgres
 from crm_assets.warehouse.schema import CLEAN_TABLES, deal_aggregations
@@ -92,8 +92,10 @@ def _union_grouped(want: sa.Subquery, have: sa.Subquery) -> sa.Select[Any]:
         sa.select(have.c.window, have.c.account_id, zero, zero, have.c.total, have.c.count),
     ).subquery("both_sides")
     window, account = both.c.window, both.c.account_id
+    # TOTAL() for money: a whole amount is stored as an integer, whose SUM() fails past 64 bits.
     want_total, want_count, have_total, have_count = (
-        sa.func.sum(both.c[n]) for n in ("want_total", "want_count", "have_total", "have_count")
+        (sa.func.total if n.endswith("_total") else sa.func.sum)(both.c[n])
+        for n in ("want_total", "want_count", "have_total", "have_count")
     )
     return (
         sa.select(window, account, want_total, want_count, have_total, have_count)
@@ -129,7 +131,7 @@ def mismatches_with_days(conn: sa.Connection, cadence: Cadence) -> list[Mismatch
         sa.select(
             window.label("window"),
             a.account_id.label("account_id"),
-            sa.func.sum(a.total_deal_size).label("total"),
+            stored_money_sum(conn.dialect, a.total_deal_size).label("total"),
             sa.func.sum(a.deal_count).label("count"),
         )
         .where(a.aggregation_type == Cadence.DAILY.value)

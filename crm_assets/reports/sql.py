@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
@@ -32,13 +33,43 @@ def window_start_of(dialect: sa.Dialect, cadence: Cadence, column: Any, *, times
     return sa.func.date(day, *(sa.literal(m) for m in modifiers)) if modifiers else day
 
 
+# SQLite adds cents in two parts, whole billions of cents and the rest: one 64-bit sum of cents fails the
+# statement ("integer overflow") past 92 quadrillion, ten of the largest deals; each part holds billions.
+_CENTS_SPLIT = 10**9
+
+
+def cents_parts(dialect: sa.Dialect, column: Any) -> tuple[Any, ...]:
+    """Money (NULL as 0) as whole cents, in parts that SUM() adds exactly and without overflow: one NUMERIC on
+    PostgreSQL; on SQLite, which keeps NUMERIC as binary floats, two integers (see `_CENTS_SPLIT`)."""
+    if is_postgres(dialect):
+        return (sa.func.coalesce(column, 0) * 100,)
+    cents = sa.cast(sa.func.round(sa.func.coalesce(column, 0) * 100), sa.Integer)
+    # SQLite's integer / truncates and % keeps the dividend's sign: billions * 10^9 + rest = cents, also below 0.
+    return cents.op("/")(_CENTS_SPLIT), cents.op("%")(_CENTS_SPLIT)
+
+
+def money_from_cents(dialect: sa.Dialect, parts: Sequence[Any]) -> Any:
+    """Money from (sums of) `cents_parts`."""
+    if is_postgres(dialect):
+        return parts[0] / 100
+    billions, rest = parts
+    return (billions * float(_CENTS_SPLIT) + rest) / 100.0
+
+
 def money_sum(dialect: sa.Dialect, column: Any) -> Any:
-    """COALESCE(SUM(column), 0), exact to the cent on both databases."""
+    """COALESCE(SUM(column), 0), exact to the cent on both databases (on SQLite up to about 16 digits)."""
     if is_postgres(dialect):
         return sa.func.coalesce(sa.func.sum(column), 0)
-    # SQLite keeps NUMERIC as binary floats: add whole cents as integers, then scale back once.
-    cents = sa.cast(sa.func.round(column * 100), sa.Integer)
-    return sa.func.coalesce(sa.func.sum(cents), 0) / 100.0
+    return money_from_cents(dialect, [sa.func.coalesce(sa.func.sum(p), 0) for p in cents_parts(dialect, column)])
+
+
+def stored_money_sum(dialect: sa.Dialect, column: Any) -> Any:
+    """SUM() of a stored money column. SQLite stores a whole amount as an integer, and its SUM() of integers
+    fails the statement past 64 bits ("integer overflow"): there TOTAL(), a float sum (0.0, not NULL, without
+    rows)."""
+    if is_postgres(dialect):
+        return sa.func.sum(column)
+    return sa.func.total(column, type_=column.type)
 
 
 def created_in(dialect: sa.Dialect, column: Any, start: date, end: date) -> Any:

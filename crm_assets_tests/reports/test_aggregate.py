@@ -312,3 +312,20 @@ def test_two_deals_of_the_largest_size_add_up_in_every_window(
     assert replace_aggregations(engine, cadence, start, end).rows_deleted == 0
     with engine.connect() as conn:
         assert reconcile.mismatches_with_deals(conn, cadence) == []
+
+
+def test_a_thousand_deals_of_the_largest_size_add_up(engine: Engine) -> None:
+    """Far more max-size deals than an account realistically has in a month still fit the total, on SQLite too
+    (whose integer sum of cents overflows 64 bits from ten of them on)."""
+    add_deals(engine, [deal_row(i, 1, f"2024-05-{1 + i % 28:02d}T10:00:00+00:00", MAX_DEAL_SIZE) for i in range(1000)])
+    replace_aggregations(engine, M, date(2024, 5, 1), date(2024, 6, 1))
+    replace_aggregations(engine, D, date(2024, 5, 1), date(2024, 6, 1))
+    [(window, account, total, count)] = rows(engine, M)
+    assert (window, account, count) == ("2024-05-01", 1, 1000)
+    if engine.dialect.name == "postgresql":
+        assert total == "9999999999999999990.00"
+    else:  # floats: exact to about 16 digits
+        assert abs(Decimal(total) - Decimal("1E+19")) <= Decimal("1E+4")
+    with engine.connect() as conn:
+        assert reconcile.mismatches_with_deals(conn, M) == []
+        assert reconcile.mismatches_with_days(conn, M) == []
