@@ -84,18 +84,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
         )
     from crm_assets.defs.command_process import exit_interrupted, terminal_stderr
+    from crm_assets.resources import check_settings_from_env
 
-    dagster_home()  # one instance, and the SQLite warehouse in it, for every command
-    terminal_stderr()  # before a run's log capture takes fd 2
     # Stopped by a supervisor's SIGTERM as by Ctrl-C. SIGINT too, even when inherited as ignored (a script's
     # `crm-assets run &`): Dagster gives SIGTERM SIGINT's handler while a run executes, and the log-capture
     # helpers it starts inherit an ignored one, so neither the command nor they could be stopped.
     for stop in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop, signal.default_int_handler)
     try:
+        check_settings_from_env()  # a mistake the runs would fail on stops the command before any run
+        dagster_home()  # one instance, and the SQLite warehouse in it, for every command
+        terminal_stderr()  # before a run's log capture takes fd 2
         return _exiting(_run_command(args))
     except SettingsError as exc:  # nothing ran: the variable to fix, in one line
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # between runs (during one, the run is canceled and the process ends there)
         exit_interrupted("interrupted")

@@ -12,7 +12,8 @@ from pydantic import Field
 from sqlalchemy.engine import Engine
 
 from crm_assets import settings
-from crm_assets.freshsales.client import FreshsalesClient
+from crm_assets.domains import configured_domains
+from crm_assets.freshsales.client import FreshsalesClient, validated_api_key, validated_base_url
 from crm_assets.freshsales.errors import CrmError
 from crm_assets.freshsales.ratelimit import BudgetStore
 from crm_assets.warehouse.budget import shared_budget_store
@@ -66,9 +67,13 @@ class CrmResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # Dagster
         self._check_settings()
         return self._client(self.base_url or "", self.api_key or "", log, None, limited=True)
 
-    def _check_settings(self) -> None:
+    def settings_problem(self) -> str | None:
+        """What makes these settings of a real CRM unusable, naming the setting (never quoting the key);
+        None when they are usable, and for the demo CRM."""
+        if self.uses_demo:
+            return None
         if not self.api_key:
-            raise _config_failure(
+            return (
                 "CRM_BASE_URL is set but CRM_API_KEY is not: set CRM_API_KEY to your Freshsales "
                 "API key (Profile settings > API settings)."
             )
@@ -77,11 +82,19 @@ class CrmResource(dg.ConfigurableResource):  # type: ignore[type-arg]  # Dagster
             (settings.CRM_RATE_LIMIT_PER_HOUR, self.rate_limit_per_hour),
         ):
             if value < 0:
-                raise _config_failure(f"{variable} is {value}: {settings.RATE_LIMIT_RULE}.")
+                return f"{variable} is {value}: {settings.RATE_LIMIT_RULE}."
         if self.max_concurrency < 1:
-            raise _config_failure(
-                f"the crm resource's max_concurrency is {self.max_concurrency}: it must be 1 or more."
-            )
+            return f"the crm resource's max_concurrency is {self.max_concurrency}: it must be 1 or more."
+        try:
+            validated_base_url(self.base_url or "")
+            validated_api_key(self.api_key)
+        except CrmError as exc:
+            return str(exc)
+        return None
+
+    def _check_settings(self) -> None:
+        if (problem := self.settings_problem()) is not None:
+            raise _config_failure(problem)
 
     def _client(
         self, base_url: str, api_key: str, log: logging.Logger, transport: httpx.BaseTransport | None, limited: bool
@@ -159,6 +172,23 @@ def crm_resource_from_env() -> CrmResource:
         rate_limit_per_minute=settings.rate_limit(settings.CRM_RATE_LIMIT_PER_MINUTE, DEFAULT_RATE_LIMIT_PER_MINUTE),
         rate_limit_per_hour=settings.rate_limit(settings.CRM_RATE_LIMIT_PER_HOUR, DEFAULT_RATE_LIMIT_PER_HOUR),
     )
+
+
+def check_settings_from_env() -> None:
+    """Every variable the runs of a command read, checked as their steps would check it: a SettingsError
+    naming the first unusable one, before any run starts (which would otherwise fail, in the UI too)."""
+    crm = CrmResource(
+        base_url=settings.crm_base_url(),
+        api_key=settings.crm_api_key(),
+        rate_limit_per_minute=settings.rate_limit(settings.CRM_RATE_LIMIT_PER_MINUTE, DEFAULT_RATE_LIMIT_PER_MINUTE),
+        rate_limit_per_hour=settings.rate_limit(settings.CRM_RATE_LIMIT_PER_HOUR, DEFAULT_RATE_LIMIT_PER_HOUR),
+    )
+    if (problem := crm.settings_problem()) is not None:
+        raise settings.SettingsError(problem)
+    if (url := settings.database_url()) is not None:
+        validate_database_url(url)  # a WarehouseConfigError, which is a SettingsError
+    configured_domains()  # CRM_FIELD_MAP
+    settings.reports_start_date()
 
 
 def warehouse_resource_from_env() -> WarehouseResource:

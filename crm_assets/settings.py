@@ -45,6 +45,17 @@ def is_set(name: str) -> bool:
     return _read(name) is not None
 
 
+def crm_base_url() -> str | None:
+    """CRM_BASE_URL: the Freshsales account; None for the embedded demo CRM. The resources bind it through
+    dg.EnvVar; this read is for checking it before a command starts any run."""
+    return _read(CRM_BASE_URL)
+
+
+def crm_api_key() -> str | None:
+    """CRM_API_KEY, a secret: only for checking it before a command starts any run (see crm_base_url)."""
+    return _read(CRM_API_KEY)
+
+
 def database_url() -> str | None:
     """DATABASE_URL: the warehouse; None for the SQLite file under the Dagster home."""
     return _read(DATABASE_URL)

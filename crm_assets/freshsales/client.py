@@ -171,7 +171,8 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def _validated_base_url(base_url: str) -> httpx.URL:
+def validated_base_url(base_url: str) -> httpx.URL:
+    """The API base of CRM_BASE_URL, or a CrmError naming the variable and the expected form."""
     try:
         url = httpx.URL(base_url.strip())
     except httpx.InvalidURL:
@@ -188,7 +189,8 @@ def _is_local(host: str) -> bool:
     return host in ("localhost", "127.0.0.1", "::1") or host.endswith((".invalid", ".localhost", ".test"))
 
 
-def _validated_api_key(api_key: str) -> str:
+def validated_api_key(api_key: str) -> str:
+    """CRM_API_KEY as sent, or a CrmAuthError saying what is wrong with it (never quoting it)."""
     key = api_key.strip()
     if not key:
         raise CrmAuthError("CRM_API_KEY is empty: set it to your Freshsales API key")
@@ -232,8 +234,8 @@ class FreshsalesClient:
             raise ValueError("max_concurrency and per_page must be positive, max_retries not negative")
         if timeout <= 0 or request_deadline <= 0 or connect_retry_seconds < 0:
             raise ValueError("timeout and request_deadline must be positive, connect_retry_seconds not negative")
-        self._base = _validated_base_url(base_url)
-        self._key = _Secret(_validated_api_key(api_key))
+        self._base = validated_base_url(base_url)
+        self._key = _Secret(validated_api_key(api_key))
         self.log = log or logging.getLogger("crm_assets.freshsales")
         if self._base.scheme == "http" and not _is_local(self._base.host):
             self.log.warning(f"CRM_BASE_URL {self.base_url} uses http://: the API key travels unencrypted")

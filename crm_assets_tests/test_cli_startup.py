@@ -1,0 +1,71 @@
+"""`crm-assets` refuses to start on a configuration mistake: one line on stderr naming what to fix, exit 2.
+
+The README ("Retry a configuration mistake"): every setting a command's runs read is checked before any
+run starts, so a mistake never shows as a failed run in the UI, and no message echoes a password or the key.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from crm_assets_tests.conftest import instance_at
+
+CLI = Path(sys.executable).with_name("crm-assets")
+SECRET = "s3cret-Key-42"  # in every variable that may hold a secret: never in the output
+UPDATE = ("--domain", "deals", "--key", "deal_id", "--value", "1", "--key-to-update", "deal_size")
+UPDATE_ARGS = ("update", *UPDATE, "--update-value", "5", "--dry-run")
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("CRM_", "DAGSTER_", "DATABASE_URL"))}
+    return keep | {"CRM_EXPORT_DIR": str(tmp_path / "exports"), "DAGSTER_HOME": str(tmp_path / "home")} | extra
+
+
+def _refused(tmp_path: Path, env: dict[str, str], *args: str) -> str:
+    """The command's one line on stderr, once it exited with 2 and printed nothing else."""
+    result = subprocess.run([CLI, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
+    assert result.stdout == "", result.stdout[-3000:]
+    assert SECRET not in output and "hunter2" not in output
+    return lines[0]
+
+
+def _no_run_in(home: Path) -> None:
+    if (home / "dagster.yaml").exists():
+        with instance_at(str(home)) as instance:
+            assert instance.get_runs() == [], "no run was started"
+
+
+@pytest.mark.parametrize("command", ["run", "update"])
+@pytest.mark.parametrize(
+    ("variables", "says"),
+    [
+        ({"CRM_BASE_URL": "http://127.0.0.1:18765/crm/sales"}, "CRM_BASE_URL is set but CRM_API_KEY is not"),
+        ({"CRM_BASE_URL": "ht!tp:/x y", "CRM_API_KEY": SECRET}, "CRM_BASE_URL must be an http:// or https:// URL"),
+        (
+            {"CRM_BASE_URL": "https://acme.myfreshworks.com/crm/sales", "CRM_API_KEY": f"two {SECRET}"},
+            "CRM_API_KEY contains spaces",
+        ),
+        ({"DATABASE_URL": "mysql://crm:hunter2@db.internal/crm"}, "DATABASE_URL uses mysql://"),
+        ({"DATABASE_URL": "postgresql://crm:hunter2@db.internal:x/crm"}, "DATABASE_URL is malformed"),
+        ({"CRM_RATE_LIMIT_PER_HOUR": "1.5"}, "CRM_RATE_LIMIT_PER_HOUR is '1.5': it must be a whole number"),
+        ({"CRM_REPORTS_START_DATE": "2026-02-30"}, "CRM_REPORTS_START_DATE must be a date like 2023-01-01"),
+        ({"CRM_FIELD_MAP": "/nowhere/map.json"}, "CRM_FIELD_MAP: cannot read /nowhere/map.json"),
+    ],
+    ids=["no-key", "bad-url", "bad-key", "mysql", "bad-port", "rate", "date", "field-map"],
+)
+def test_a_setting_the_runs_would_refuse_stops_the_command_before_any_run(
+    tmp_path: Path, command: str, variables: dict[str, str], says: str
+) -> None:
+    args = UPDATE_ARGS if command == "update" else ("run",)
+    line = _refused(tmp_path, _env(tmp_path, **variables), *args)
+    assert says in line, line
+    _no_run_in(tmp_path / "home")
