@@ -17,6 +17,25 @@ def _domain_names() -> list[str]:
     return list(DOMAIN_NAMES)
 
 
+def _whole_number(text: str, low: int, high: int | None, rule: str) -> int:
+    """An option's value, or argparse's usage error (exit 2) saying what it must be."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {rule}")
+    return value
+
+
+def _port(text: str) -> int:
+    return _whole_number(text, 0, 65535, "a port number (0 to 65535)")
+
+
+def _count(text: str) -> int:
+    return _whole_number(text, 0, None, "a whole number of records (0 or more)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crm-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -52,10 +71,10 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo-crm", help="serve the Freshsales-compatible demo CRM over HTTP")
     demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8765)
-    demo.add_argument("--accounts", type=int, default=None, help="number of accounts (default: a few hundred)")
-    demo.add_argument("--contacts", type=int, default=None, help="number of contacts")
-    demo.add_argument("--deals", type=int, default=None, help="number of deals")
+    demo.add_argument("--port", type=_port, default=8765, help="TCP port, 0 for any free one (default: 8765)")
+    demo.add_argument("--accounts", type=_count, default=None, help="number of accounts (default: a few hundred)")
+    demo.add_argument("--contacts", type=_count, default=None, help="number of contacts")
+    demo.add_argument("--deals", type=_count, default=None, help="number of deals")
     demo.add_argument("--seed", type=int, default=None, help="random seed of the synthetic data")
     return parser
 

@@ -69,3 +69,13 @@ def test_a_setting_the_runs_would_refuse_stops_the_command_before_any_run(
     line = _refused(tmp_path, _env(tmp_path, **variables), *args)
     assert says in line, line
     _no_run_in(tmp_path / "home")
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--port", "70000"), ("--port", "-1"), ("--accounts", "-5"), ("--deals", "many")]
+)
+def test_a_demo_crm_option_out_of_range_is_a_usage_error(option: str, value: str) -> None:
+    result = subprocess.run([CLI, "demo-crm", option, value], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("crm-assets demo-crm: error: argument " + option), result.stderr
