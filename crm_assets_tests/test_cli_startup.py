@@ -71,6 +71,44 @@ def test_a_setting_the_runs_would_refuse_stops_the_command_before_any_run(
     _no_run_in(tmp_path / "home")
 
 
+@pytest.mark.parametrize("command", ["run", "update"])
+@pytest.mark.parametrize(
+    ("home", "says"),
+    [
+        ("{tmp}/a_file", "is a file, not a folder"),
+        ("{tmp}/a_file/home", "Not a directory"),
+        ("/proc/crm-assets-test/home", "No such file or directory"),
+        ("/sys/crm-assets-test", "Operation not permitted"),
+    ],
+    ids=["file", "under-file", "proc", "sys"],
+)
+def test_a_dagster_home_that_cannot_be_a_folder_is_named_in_one_line(
+    tmp_path: Path, command: str, home: str, says: str
+) -> None:
+    (tmp_path / "a_file").write_text("not a folder")
+    path = home.format(tmp=tmp_path)
+    line = _refused(tmp_path, _env(tmp_path, DAGSTER_HOME=path), *(UPDATE_ARGS if command == "update" else ("run",)))
+    assert f"DAGSTER_HOME {path}" in line and says in line, line
+
+
+def test_a_dagster_yaml_that_is_not_yaml_is_named_in_one_line(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(f"# {SECRET}\nstorage: [\n  postgres: {{\n")
+    line = _refused(tmp_path, _env(tmp_path), "run")
+    assert f"{home / 'dagster.yaml'}" in line and "line 4" in line, line
+
+
+def test_an_instance_database_that_cannot_be_reached_is_named_in_one_line(tmp_path: Path) -> None:
+    """The repository's dagster.yaml (PostgreSQL storage, its password from DAGSTER_PG_PASSWORD), no server."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
+    pg = {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": "1", "DAGSTER_PG_USER": "crm", "DAGSTER_PG_DB": "crm"}
+    line = _refused(tmp_path, _env(tmp_path, DAGSTER_PG_PASSWORD=SECRET, **pg), "run")
+    assert f"{home / 'dagster.yaml'}" in line and "127.0.0.1" in line and "Connection refused" in line, line
+
+
 @pytest.mark.parametrize(
     ("option", "value"), [("--port", "70000"), ("--port", "-1"), ("--accounts", "-5"), ("--deals", "many")]
 )

@@ -7,7 +7,9 @@ the UI. They then execute in this process, in the foreground, like `dagster job 
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import sys
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
@@ -17,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import sqlalchemy as sa
+import yaml
+from dagster import DagsterError, DagsterInvalidConfigError
 from dagster._core.definitions.job_base import InMemoryJob
 from dagster._core.definitions.selector import JobSubsetSelector
 from dagster._core.errors import DagsterUserCodeLoadError
@@ -26,6 +31,7 @@ from dagster._core.remote_representation.code_location import InProcessCodeLocat
 from dagster._core.snap.execution_plan_snapshot import snapshot_from_execution_plan
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.utils import make_new_run_id
+from dagster_postgres.utils import DagsterPostgresException
 
 from crm_assets import settings
 from crm_assets.contracts import CODE_LOCATION_NAME, COMMAND_PROCESS_TAG
@@ -62,16 +68,37 @@ event_log_storage:
 EARLIER_LOCAL_INSTANCE_CONFIG = "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
 
 
+class InstanceConfigError(SettingsError):
+    """The Dagster home (DAGSTER_HOME) cannot be created or its dagster.yaml cannot be used: the message names
+    the folder or the file and what is wrong, in one line, without quoting the file."""
+
+
 def dagster_home() -> Path:
     """$DAGSTER_HOME, else ./.crm_assets/dagster_home: created, with LOCAL_INSTANCE_CONFIG unless it has a
-    dagster.yaml of its own; exported for this process."""
-    home = settings.dagster_home().resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists() or config.read_text() == EARLIER_LOCAL_INSTANCE_CONFIG:
-        write_bytes_atomically(config, LOCAL_INSTANCE_CONFIG.encode())
+    dagster.yaml of its own; exported for this process. An InstanceConfigError when that is impossible."""
+    given = settings.dagster_home()
+    home = given.absolute()
+    try:
+        home = home.resolve()
+        if home.exists() and not home.is_dir():
+            raise InstanceConfigError(f"{_named_home(given)} is a file, not a folder: point it at a folder")
+        home.mkdir(parents=True, exist_ok=True)
+        config = home / "dagster.yaml"
+        if not config.exists() or config.read_bytes() == EARLIER_LOCAL_INSTANCE_CONFIG.encode():
+            write_bytes_atomically(config, LOCAL_INSTANCE_CONFIG.encode())
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename not in (None, str(home)) else ""
+        raise InstanceConfigError(f"{_named_home(given)} cannot be used as the Dagster home: {reason}{where}") from None
     os.environ[settings.DAGSTER_HOME] = str(home)
     return home
+
+
+def _named_home(home: Path) -> str:
+    """The home as a message names it: by the variable, as given, when it is set; else as the default folder."""
+    if settings.is_set(settings.DAGSTER_HOME):
+        return f"{settings.DAGSTER_HOME} {home}"
+    return f"the Dagster home {home.absolute()} (DAGSTER_HOME is not set)"
 
 
 def quiet_dagster_warnings() -> None:
@@ -91,10 +118,67 @@ _STORAGE_POOL: Mapping[str, int] = {"statement_timeout": 0, "pool_recycle": 120,
 @contextmanager
 def command_instance() -> Iterator[dg.DagsterInstance]:
     """The Dagster instance of $DAGSTER_HOME for one command, its storage connections pooled."""
-    with dg.DagsterInstance.get() as instance:
+    with _open_instance() as instance:
         instance.optimize_for_webserver(**_STORAGE_POOL)
         fail_runs_of_ended_commands(instance)
         yield instance
+
+
+def _open_instance() -> dg.DagsterInstance:
+    """The instance of the Dagster home dagster_home() prepared, or an InstanceConfigError naming its
+    dagster.yaml and what is wrong: not YAML, not a Dagster instance's configuration, or storage that cannot
+    be reached (after Dagster's own retries, whose warnings would bury the cause)."""
+    config = settings.dagster_home().absolute() / "dagster.yaml"
+    quiet = _WithoutStorageRetryWarnings()
+    logging.getLogger().addFilter(quiet)
+    try:
+        return dg.DagsterInstance.get()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)  # the file's text is not quoted: it may hold a secret
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise InstanceConfigError(f"{config} is not valid YAML{where}: {problem}") from None
+    except (DagsterError, DagsterPostgresException, sa.exc.SQLAlchemyError, OSError, ImportError) as exc:
+        raise InstanceConfigError(f"cannot open the Dagster instance {config} configures: {_reason(exc)}") from None
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
+# Dagster's instance config errors, shortened to what to fix: no stack trace, schema or value (a secret?).
+_CONFIG_ERROR_NOISE = (
+    (re.compile(r" ?Stack Trace:.*"), ""),
+    (re.compile(r" of original value .*? failed: [\w.]*PostProcessingError: "), ": "),
+    (re.compile(r" In order for this execution to succeed it must be set in this environment\."), ""),
+    (re.compile(r"\. Expected: .*"), ""),
+    (re.compile(r'Value ".*?" of type "[^"]*"'), "The value"),
+)
+
+
+def _config_error(message: str) -> str:
+    message = " ".join(message.split())
+    for noise, replacement in _CONFIG_ERROR_NOISE:
+        message = noise.sub(replacement, message)
+    return message.rstrip(". ")
+
+
+class _WithoutStorageRetryWarnings(logging.Filter):
+    """Drops dagster-postgres's "Retrying failed database connection" warnings (with their tracebacks)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Retrying failed database connection")
+
+
+def _reason(exc: BaseException) -> str:
+    """Dagster's config errors, or the first line of the innermost database error under `exc` (the driver's,
+    which names the server and never the password), else of `exc` itself."""
+    if isinstance(exc, DagsterInvalidConfigError) and exc.errors:  # each error names its path in the file
+        return "; ".join(_config_error(error.message) for error in exc.errors)
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, sa.exc.DBAPIError) and cause.orig is not None:
+            return (str(cause.orig).strip().splitlines() or [type(cause.orig).__name__])[0]
+        cause = cause.__cause__
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 @dataclass(frozen=True)
