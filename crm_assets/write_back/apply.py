@@ -173,29 +173,24 @@ def apply_changes(
     """
     update = plan.update
     with write_back_lock(engine, update.domain, log):
-        return _apply_locked(client, engine, plan, run_id, log, max_workers)
+        write_planned_audit(engine, plan, run_id)
+        settled, to_check = _settled_and_to_check(engine, plan)
+        outcomes = [_record(engine, update, run_id, _skipped(c, c, None, False)) for c in settled]
+        with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
+            futures = [pool.submit(apply_change, client, update, change, log) for change in to_check]
+            outcomes += _record_as_they_end(engine, update, run_id, futures, log)
+        return sorted(outcomes, key=lambda o: o.crm_id)
 
 
-def _apply_locked(
-    client: FreshsalesClient,
-    engine: Engine,
-    plan: UpdatePlan,
-    run_id: str,
-    log: logging.Logger,
-    max_workers: int,
-) -> list[ChangeOutcome]:
-    update = plan.update
-    write_planned_audit(engine, plan, run_id)
-    # Planned as already set, yet not so in the warehouse: another write-back may have changed the record
-    # since the plan read it, so it is read again, like the records to update.
-    behind = rows_behind(engine, update, [c.crm_id for c in plan.skipped])
+def _settled_and_to_check(engine: Engine, plan: UpdatePlan) -> tuple[list[PlannedChange], list[PlannedChange]]:
+    """(changes planned as already set that the warehouse holds too, changes to read again and maybe write).
+
+    Planned as already set, yet not so in the warehouse: another write-back may have changed the record
+    since the plan read it, so it is read again, like the records to update.
+    """
+    behind = rows_behind(engine, plan.update, [c.crm_id for c in plan.skipped])
     settled = [c for c in plan.skipped if c.crm_id not in behind]
-    to_check = [*plan.to_apply, *(c for c in plan.skipped if c.crm_id in behind)]
-    outcomes = [_record(engine, update, run_id, _skipped(c, c, None, False)) for c in settled]
-    with ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
-        futures = [pool.submit(apply_change, client, update, change, log) for change in to_check]
-        outcomes += _record_as_they_end(engine, update, run_id, futures, log)
-    return sorted(outcomes, key=lambda o: o.crm_id)
+    return settled, [*plan.to_apply, *(c for c in plan.skipped if c.crm_id in behind)]
 
 
 def _record_as_they_end(
