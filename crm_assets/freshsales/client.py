@@ -31,6 +31,7 @@ from crm_assets.freshsales.errors import (
     CrmError,
     CrmListingIncompleteError,
     CrmNotFoundError,
+    CrmOutcomeUnknownError,
     CrmPagingError,
     CrmPermissionError,
     CrmRateLimitError,
@@ -137,6 +138,11 @@ class _Failure:
     response: httpx.Response | None = None
     connect: bool = False  # no connection was made at all
     unreadable: bool = False  # a success status with a body that is not JSON
+
+    @property
+    def unprocessed(self) -> bool:
+        """Whether the CRM certainly did not act on the request: never sent, or refused by the rate limit."""
+        return self.connect or self.status == 429
 
 
 class _DeadlineExceeded(Exception):
@@ -380,8 +386,14 @@ class FreshsalesClient:
     def update_record(self, entity: str, singular: str, crm_id: int, fields: dict[str, Any]) -> Record:
         """PUT the changed fields (wrapped in the singular key, as Freshsales expects); returns the record."""
         path = f"/api/{entity}/{int(crm_id)}"
-        response = self._request("PUT", path, json_body={singular: fields})
+        response = self._request_read("PUT", path, json_body={singular: fields}, read=_whole_response, write=True)
         return self._unwrap(self._decode(response, "PUT", path), singular, "PUT", path)
+
+    def pause_before_retry(self, attempt: int) -> None:
+        """Wait the client's backoff before a caller's own `attempt`-th retry (of a write it has read back)."""
+        delay = backoff_delay(attempt, self.backoff_base, self.backoff_max, self._rng)
+        self.stats.record_retry(delay)
+        self._sleep(delay)
 
     def field_settings(self, entity: str) -> list[dict[str, Any]]:
         """The entity's field metadata (GET /api/settings/<entity>/fields): name, label, type, choices, ..."""
@@ -562,8 +574,13 @@ class FreshsalesClient:
         params: dict[str, Any] | None = None,
         json_body: Any = None,
         read: Callable[[httpx.Response], _Read | _Failure],
+        write: bool = False,
     ) -> _Read:
-        """`_request`, then `read` of the successful response; a _Failure it returns is retried like a 5xx."""
+        """`_request`, then `read` of the successful response; a _Failure it returns is retried like a 5xx.
+
+        `write`: retried only while the CRM certainly did not act on it; another failure raises
+        CrmOutcomeUnknownError at once, since a retry could apply the write twice.
+        """
         content = orjson.dumps(json_body) if json_body is not None else None
         headers = {"Content-Type": "application/json"} if content is not None else None
         attempt = 0
@@ -578,6 +595,13 @@ class FreshsalesClient:
             if not isinstance(result, _Failure):
                 return result
             failure = result
+            if write and not failure.unprocessed:
+                raise CrmOutcomeUnknownError(
+                    f"CRM {method} {path}: {failure.reason}, so whether the CRM applied it is unknown",
+                    method=method,
+                    path=path,
+                    status_code=failure.status,
+                )
             attempt += 1
             unreachable_for = unreachable_for + time.monotonic() - started if failure.connect else 0.0
             delay, why = self._retry_delay(attempt, failure)

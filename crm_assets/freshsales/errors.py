@@ -72,6 +72,11 @@ class CrmUnavailableError(CrmError):
     """5xx, timeouts or dropped connections persisted through every retry."""
 
 
+class CrmOutcomeUnknownError(CrmUnavailableError):
+    """A write's answer was lost (a timeout, a dropped connection, a 5xx): the CRM may or may not have applied
+    it. Not retried by the client, since a retry would apply it again: the caller reads the record back."""
+
+
 class CrmUnreachableError(CrmError):
     """No connection could be made (refused, no route, unknown host) for the client's connect-retry time.
 

@@ -16,7 +16,7 @@ from dataclasses import replace
 from sqlalchemy.engine import Engine
 
 from crm_assets.freshsales.client import FreshsalesClient
-from crm_assets.freshsales.errors import CrmError
+from crm_assets.freshsales.errors import CrmError, CrmOutcomeUnknownError
 from crm_assets.timestamps import parse_instant
 from crm_assets.write_back.fields import Record, field_body, field_text, typed_field
 from crm_assets.write_back.model import Action, ChangeOutcome, PlannedChange, Status, UpdatePlan, ValidatedUpdate
@@ -92,9 +92,13 @@ def _read_back(
     replanned: bool,
     put_error: CrmError,
     log: logging.Logger,
-) -> ChangeOutcome:
+    *,
+    may_retry: bool,
+) -> ChangeOutcome | None:
     """A failed PUT may still have been applied (an answer lost to a timeout or a dropped connection, a 5xx
-    after the write): what the CRM holds now decides, not the error."""
+    after the write): what the CRM holds now decides, not the error. None, when `may_retry`, if the record is
+    as the fresh read left it (same updated_at and value): the PUT certainly was not applied, and can be sent again.
+    """
     domain = update.domain
     try:
         record = client.get_record(domain.entity, domain.singular, change.crm_id)
@@ -106,8 +110,13 @@ def _read_back(
         )
         return ChangeOutcome(change.crm_id, Status.FAILED, fresh.old_text, change.new_text, error=error)
     outcome = _settled(update, change, fresh, replanned, record, f"{put_error}; read back afterwards, the record holds")
+    held = plan_record(update, record)
+    untouched = held is not None and (held.updated_at, held.old_text) == (fresh.updated_at, fresh.old_text)
     if outcome.status == Status.APPLIED:
         log.warning(f"{domain.singular} {change.crm_id}: the PUT failed ({put_error}) but the CRM holds the new value")
+    elif may_retry and untouched:
+        log.warning(f"{domain.singular} {change.crm_id}: the PUT failed ({put_error}); read back, it was not applied")
+        return None
     else:
         log.error(f"{domain.singular} {change.crm_id}: not updated: {outcome.error}")
     return outcome
@@ -121,13 +130,23 @@ def _write(
     replanned: bool,
     log: logging.Logger,
 ) -> ChangeOutcome:
+    """PUT the field. A PUT whose answer was lost is read back, and sent again (after the client's backoff, at
+    most its max_retries times) only while the record is untouched: a blind retry could apply it twice."""
     domain = update.domain
     body = field_body(update.target, update.new_wire_value)
-    try:
-        saved: Record = client.update_record(domain.entity, domain.singular, change.crm_id, body)
-    except CrmError as exc:
-        return _read_back(client, update, change, fresh, replanned, exc, log)
-    return _settled(update, change, fresh, replanned, saved, "the CRM accepted the PUT but holds")
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            saved: Record = client.update_record(domain.entity, domain.singular, change.crm_id, body)
+        except CrmError as exc:
+            may_retry = isinstance(exc, CrmOutcomeUnknownError) and attempt <= client.max_retries
+            outcome = _read_back(client, update, change, fresh, replanned, exc, log, may_retry=may_retry)
+            if outcome is not None:
+                return outcome
+            client.pause_before_retry(attempt)
+            continue
+        return _settled(update, change, fresh, replanned, saved, "the CRM accepted the PUT but holds")
 
 
 def apply_change(

@@ -10,7 +10,12 @@ import httpx
 import pytest
 
 from crm_assets.freshsales.client import FreshsalesClient
-from crm_assets.freshsales.errors import CrmRateLimitError, CrmUnavailableError, CrmUnreachableError
+from crm_assets.freshsales.errors import (
+    CrmOutcomeUnknownError,
+    CrmRateLimitError,
+    CrmUnavailableError,
+    CrmUnreachableError,
+)
 from crm_assets.freshsales.retry import MAX_HINT_SECONDS, backoff_delay, reset_hint, retry_after_hint
 from crm_assets_tests.freshsales.conftest import FakeSleep
 from crm_assets_tests.freshsales.fakes import API_KEY, FakeCrm, make_records, raise_, status
@@ -209,3 +214,36 @@ def test_hint_parsing() -> None:
     assert reset_hint("86400", NOW) == reset_hint(str((NOW + 10**7) * 1000), NOW) == MAX_HINT_SECONDS  # capped
     assert retry_after_hint("86400", NOW) == MAX_HINT_SECONDS
     assert reset_hint("nan", NOW) is None
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [status(503), status(500), raise_(httpx.ReadTimeout), raise_(httpx.RemoteProtocolError)],
+    ids=["503", "500", "read-timeout", "dropped"],
+)
+def test_a_put_whose_outcome_is_unknown_is_not_retried(
+    fake_crm: FakeCrm, make_client: ClientFactory, fake_sleep: FakeSleep, failure: Callable[..., httpx.Response]
+) -> None:
+    """The request may have been applied: sent again, it would be applied twice. The caller reads it back."""
+    fake_crm.add_view("deals", "Open Deals", 7, make_records(2, first_id=40))
+    fake_crm.scripted.append(failure)
+
+    with pytest.raises(CrmOutcomeUnknownError, match=r"PUT /api/deals/41: .*whether the CRM applied it is unknown"):
+        make_client().update_record("deals", "deal", 41, {"name": "Renamed"})
+
+    assert [r.method for r in fake_crm.requests] == ["PUT"]
+    assert fake_sleep.calls == []
+
+
+@pytest.mark.parametrize("refusal", [status(429), raise_(httpx.ConnectError)], ids=["429", "not-connected"])
+def test_a_put_the_crm_certainly_did_not_act_on_is_retried(
+    fake_crm: FakeCrm, make_client: ClientFactory, fake_sleep: FakeSleep, refusal: Callable[..., httpx.Response]
+) -> None:
+    fake_crm.add_view("deals", "Open Deals", 7, make_records(2, first_id=40))
+    fake_crm.scripted.append(refusal)
+
+    record = make_client(backoff_base=0.5).update_record("deals", "deal", 41, {"name": "Renamed"})
+
+    assert [r.method for r in fake_crm.requests] == ["PUT", "PUT"]
+    assert record["name"] == "Renamed"
+    assert len(fake_sleep.calls) == 1

@@ -254,7 +254,11 @@ def test_a_partial_failure_says_what_was_done_and_a_rerun_finishes_only_the_rest
     assert all(r["industry"] == "Aerospace" for r in rows(warehouse_engine, ACCOUNTS) if r["crm_id"] in europe)
 
 
-@pytest.mark.parametrize("applied", [True, False], ids=["applied-answer-lost", "dropped-before-applying"])
+@pytest.mark.parametrize(
+    ("applied", "drops", "puts"),
+    [(True, 1, 1), (False, 1, 2), (False, 100, 7)],
+    ids=["applied-answer-lost", "dropped-once-before-applying", "always-dropped-before-applying"],
+)
 def test_a_put_whose_answer_is_lost_is_read_back_and_the_crm_decides_the_outcome(
     demo: DemoCrm,
     crm_url: str,
@@ -262,19 +266,27 @@ def test_a_put_whose_answer_is_lost_is_read_back_and_the_crm_decides_the_outcome
     warehouse_engine: Engine,
     monkeypatch: pytest.MonkeyPatch,
     applied: bool,
+    drops: int,
+    puts: int,
 ) -> None:
+    """The PUT is sent again only after a read shows the record untouched (the default 6 times at most): a blind
+    retry of a PUT the CRM applied would apply it again, move updated_at and fire the CRM's workflows again."""
     crm_id = first_deal(demo)
     before = deal(demo, crm_id)
     old_text = f"{Decimal(before['amount']):.2f}"
     seed_warehouse(warehouse_engine, demo, [crm_id])
     original = demo.handle
+    sent: list[httpx.Request] = []
 
     def handle(request: httpx.Request, *, over_http: bool = False) -> httpx.Response:
-        response = original(request, over_http=over_http) if applied or request.method != "PUT" else None
-        if request.method == "PUT":  # the connection drops before the answer: the server hangs up
-            raise httpx.RemoteProtocolError("dropped (test)", request=request)
-        assert response is not None
-        return response
+        if request.method != "PUT":
+            return original(request, over_http=over_http)
+        sent.append(request)
+        if len(sent) > drops:
+            return original(request, over_http=over_http)
+        if applied:
+            original(request, over_http=over_http)
+        raise httpx.RemoteProtocolError("dropped (test)", request=request)  # the server hangs up, no answer
 
     monkeypatch.setattr(demo, "handle", handle)
     result = run_update(
@@ -287,10 +299,11 @@ def test_a_put_whose_answer_is_lost_is_read_back_and_the_crm_decides_the_outcome
         update_value="24456",
     )
 
+    assert len(sent) == puts
     (entry,) = audit(warehouse_engine, result.run_id)
     (row,) = rows(warehouse_engine, DEALS, DEALS.c.crm_id == crm_id)
     assert entry["old_value"] == old_text
-    if applied:
+    if len(sent) > drops or applied:
         assert result.success
         assert (entry["status"], entry["error"]) == ("applied", None)
         assert row["deal_size"] == Decimal("24456.00")
