@@ -11,9 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from crm_assets_tests.conftest import instance_at
+from crm_assets_tests.conftest import PG_ADMIN_DSN, instance_at
 
 CLI = Path(sys.executable).with_name("crm-assets")
 SECRET = "s3cret-Key-42"  # in every variable that may hold a secret: never in the output
@@ -107,6 +108,23 @@ def test_an_instance_database_that_cannot_be_reached_is_named_in_one_line(tmp_pa
     pg = {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": "1", "DAGSTER_PG_USER": "crm", "DAGSTER_PG_DB": "crm"}
     line = _refused(tmp_path, _env(tmp_path, DAGSTER_PG_PASSWORD=SECRET, **pg), "run")
     assert f"{home / 'dagster.yaml'}" in line and "127.0.0.1" in line and "Connection refused" in line, line
+
+
+@pytest.mark.postgres
+def test_a_password_inside_the_instance_database_name_is_not_repeated(tmp_path: Path) -> None:
+    """The server repeats a database name it does not know, a libpq connection string's password included."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
+    admin = psycopg.conninfo.conninfo_to_dict(PG_ADMIN_DSN)
+    pg = {
+        "DAGSTER_PG_HOST": str(admin.get("host", "127.0.0.1")),
+        "DAGSTER_PG_PORT": str(admin.get("port", "5432")),
+        "DAGSTER_PG_USER": str(admin.get("user", "postgres")),
+        "DAGSTER_PG_DB": "crm_absent password=hunter2",
+    }
+    line = _refused(tmp_path, _env(tmp_path, DAGSTER_PG_PASSWORD=SECRET, **pg), "run")
+    assert "crm_absent password=***" in line and "does not exist" in line, line
 
 
 @pytest.mark.parametrize(

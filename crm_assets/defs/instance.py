@@ -39,6 +39,7 @@ from crm_assets.defs.command_process import command_process_tag, execute_until_i
 from crm_assets.defs.local_storage import PooledSqliteEventLogStorage
 from crm_assets.files import write_bytes_atomically
 from crm_assets.settings import SettingsError
+from crm_assets.warehouse.engine import without_password
 
 DEFINITIONS_MODULE = "crm_assets.definitions"
 REPOSITORY_NAME = "__repository__"  # what Dagster names the repository of a Definitions object
@@ -170,15 +171,16 @@ class _WithoutStorageRetryWarnings(logging.Filter):
 
 def _reason(exc: BaseException) -> str:
     """Dagster's config errors, or the first line of the innermost database error under `exc` (the driver's,
-    which names the server and never the password), else of `exc` itself."""
+    which names the server), else of `exc` itself; never with a password."""
     if isinstance(exc, DagsterInvalidConfigError) and exc.errors:  # each error names its path in the file
         return "; ".join(_config_error(error.message) for error in exc.errors)
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, sa.exc.DBAPIError) and cause.orig is not None:
-            return (str(cause.orig).strip().splitlines() or [type(cause.orig).__name__])[0]
+            # The server repeats a database name it does not know, a libpq connection string's password included.
+            return without_password((str(cause.orig).strip().splitlines() or [type(cause.orig).__name__])[0])
         cause = cause.__cause__
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return without_password((str(exc).strip().splitlines() or [type(exc).__name__])[0])
 
 
 @dataclass(frozen=True)

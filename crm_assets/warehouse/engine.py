@@ -89,7 +89,7 @@ def safe_url(url: str | URL) -> str:
     string given as the database name or as a parameter's value (`dbname=crm password=...`)."""
     parsed = make_url(url)
     query = {k: _HIDDEN if "password" in k.lower() else _query_value(v) for k, v in parsed.query.items()}
-    database = _without_password(parsed.database) if parsed.database else parsed.database
+    database = without_password(parsed.database) if parsed.database else parsed.database
     shown = parsed.set(database=database).update_query_dict(query).render_as_string(hide_password=True)
     return shown.replace(quote(_HIDDEN, safe=""), _HIDDEN)  # as the user part shows it, not %2A%2A%2A
 
@@ -99,13 +99,14 @@ _HIDDEN = "***"
 _CONNINFO_PASSWORD = re.compile(r"(\w*password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S+)", re.IGNORECASE)
 
 
-def _without_password(value: str) -> str:
+def without_password(value: str) -> str:
+    """`value` with any libpq connection string's password in it starred (a server repeats such a name)."""
     return _CONNINFO_PASSWORD.sub(rf"\g<1>{_HIDDEN}", value)
 
 
 def _query_value(value: str | tuple[str, ...]) -> str | tuple[str, ...]:
     """A URL parameter's value (several, when the parameter repeats) without a connection string's password."""
-    return tuple(map(_without_password, value)) if isinstance(value, tuple) else _without_password(value)
+    return tuple(map(without_password, value)) if isinstance(value, tuple) else without_password(value)
 
 
 def create_warehouse_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
@@ -144,7 +145,7 @@ def check_connection(engine: Engine) -> None:
     except sa.exc.OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
         # The server repeats the database name it did not find, a libpq connection string's password included.
-        reason = _without_password(reason)
+        reason = without_password(reason)
         raise WarehouseConnectionError(
             f"cannot connect to the warehouse database {safe_url(engine.url)}: {reason}. "
             "Check DATABASE_URL and that the server is running."
