@@ -191,6 +191,15 @@ def check_settings_from_env() -> None:
     settings.reports_start_date()
 
 
+def check_warehouse_from_env() -> None:
+    """The warehouse the runs will use can be opened (reached, its schema brought up to date): else a
+    SettingsError naming it, before any run starts. The engine stays cached for the runs of this process."""
+    try:
+        WarehouseResource().get_engine()  # no url: DATABASE_URL, or the SQLite file, as in a run
+    except dg.Failure as exc:
+        raise settings.SettingsError(exc.description or "the warehouse cannot be opened") from None
+
+
 def warehouse_resource_from_env() -> WarehouseResource:
     return WarehouseResource(url=dg.EnvVar(settings.DATABASE_URL) if settings.is_set(settings.DATABASE_URL) else None)
 

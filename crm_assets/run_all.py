@@ -185,9 +185,9 @@ def run_all(full_refresh: bool = False, rebuild_reports: bool = False, allow_mas
     os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
     try:
         engine = WarehouseResource().get_engine()  # no url: DATABASE_URL, or the SQLite file, as in a run
-    except dg.Failure as exc:  # an unreachable or malformed warehouse: nothing was run
+    except dg.Failure as exc:  # an unreachable or malformed warehouse: nothing was run (the CLI checks first)
         print(f"error: {exc.description}", file=sys.stderr)
-        return 1
+        return 2
     export_dir = ExportDirectory(path=settings.export_dir()).folder
     try:
         with command_instance() as instance, code_location(instance) as location:

@@ -37,6 +37,10 @@ SNAPSHOT_IDS = (
 )
 REPORT_JOBS = {f"deal_aggregations_{c}_job" for c in ("daily", "weekly", "monthly")}
 HISTORY_JOBS = {"deal_history_job", "pipeline_daily_job"}
+UPDATE_DRY_RUN = (
+    *("update", "--domain", "deals", "--key", "deal_id", "--value", "1"),
+    *("--key-to-update", "deal_size", "--update-value", "5", "--dry-run"),
+)
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -186,17 +190,22 @@ def test_a_failed_run_ends_with_its_cause_once_and_nothing_else(tmp_path: Path) 
         assert noise not in output
 
 
-def test_an_unreachable_warehouse_fails_before_any_run_naming_it(tmp_path: Path) -> None:
-    env = _env(
-        tmp_path, DAGSTER_HOME=str(tmp_path / "home"), DATABASE_URL="postgresql+psycopg://crm:s3cret@127.0.0.1:1/crm"
-    )
-    result = subprocess.run([CLI, "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1
-    last = _last_line(result.stderr)
-    assert last.startswith(
+@pytest.mark.parametrize("command", ["run", "update"])
+def test_an_unreachable_warehouse_fails_before_any_run_naming_it(tmp_path: Path, command: str) -> None:
+    """Exit 2, as for a setting: nothing ran. `update` used to start a run that failed (exit 1)."""
+    home = tmp_path / "home"
+    env = _env(tmp_path, DAGSTER_HOME=str(home), DATABASE_URL="postgresql+psycopg://crm:s3cret@127.0.0.1:1/crm")
+    args = ["run"] if command == "run" else [*UPDATE_DRY_RUN]
+    result = subprocess.run([CLI, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, (result.stdout + result.stderr)[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert lines[0].startswith(
         "error: cannot connect to the warehouse database postgresql+psycopg://crm:***@127.0.0.1:1/crm"
     )
-    assert "s3cret" not in result.stdout + result.stderr and "Traceback" not in result.stderr
+    assert "s3cret" not in result.stdout + result.stderr
+    with instance_at(str(home)) as instance:
+        assert instance.get_runs() == [], "no run was started"
 
 
 @pytest.mark.parametrize(
