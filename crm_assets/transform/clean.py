@@ -135,7 +135,9 @@ def _check_foreign_keys(
         if fk.domain not in loaded_keys:
             raise ValueError(f"cleaning {domain.name} needs the loaded {fk.domain} keys for {fk.column}")
         known = loaded_keys[fk.domain].cast(rows.schema[fk.column]).implode()
-        dangling = ~pl.col(fk.column).is_in(known)
+        # NULL points nowhere, as in SQL (an optional reference). Spelled out: is_in gives NULL for it, and a
+        # filter keeps neither NULL nor its negation, so the record would vanish from both outputs.
+        dangling = pl.col(fk.column).is_not_null() & ~pl.col(fk.column).is_in(known)
         orphans.append(
             rows.filter(dangling).select(
                 "crm_id",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -105,6 +106,18 @@ def test_a_winning_deal_without_a_loaded_account_is_an_orphan() -> None:
     result = clean(DEALS, frame([deal(1, account_id="99"), deal(2, deal_id="2", account_id="8")]), ACCOUNT_KEYS)
     assert result.rows["crm_id"].to_list() == [2]
     assert result.rejected.to_dicts() == [{"crm_id": 1, "reason": "orphan: account_id 99 has no loaded accounts row"}]
+
+
+def test_a_record_whose_optional_foreign_key_is_empty_is_loaded_not_lost() -> None:
+    """A domain may declare a nullable foreign key (an added module: a task with an optional deal). NULL
+    points nowhere, as in SQL: the record is neither an orphan nor dropped."""
+    columns = tuple(replace(c, nullable=True) if c.name == "account_id" else c for c in DEALS.columns)
+    optional = replace(DEALS, columns=columns)
+    rows = [deal(1, account_id=None), deal(2, deal_id="2", account_id="99"), deal(3, deal_id="3")]
+    result = clean(optional, frame(rows), ACCOUNT_KEYS)
+    assert result.rows["crm_id"].to_list() == [1, 3]
+    assert result.rows["account_id"].to_list() == [None, 7]
+    assert result.rejected.to_dicts() == [{"crm_id": 2, "reason": "orphan: account_id 99 has no loaded accounts row"}]
 
 
 def test_typed_output_schema() -> None:
