@@ -54,6 +54,11 @@ class Column:
     def source_path(self) -> tuple[str, ...]:
         return tuple(self.source.split("."))
 
+    @property
+    def settings_name(self) -> str:
+        """The name the CRM's field settings list the source under: the custom field, or the top-level key."""
+        return self.source_path[-1] if self.is_custom_field else self.source_path[0]
+
 
 @dataclass(frozen=True)
 class ForeignKey:

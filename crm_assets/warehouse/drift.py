@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from crm_assets.domains import Column, Domain
+from crm_assets.domains import Domain
 from crm_assets.warehouse.dialect import is_postgres
 from crm_assets.warehouse.schema import RAW_TABLES
 
@@ -96,16 +96,11 @@ def guard_changed_records(
         raise SchemaDriftError(drift_message(domain, missing, f"missing from all {total:,} changed records"))
 
 
-def _field_name(column: Column) -> str:
-    """The name the CRM's field settings list a column's source under: the custom field or top-level key."""
-    return column.source_path[-1] if column.is_custom_field else column.source_path[0]
-
-
 def missing_in_field_settings(domain: Domain, settings: Iterable[Mapping[str, Any]]) -> list[MissingField]:
     """Mapped fields that `GET /api/settings/<entity>/fields` no longer lists (system fields aside)."""
     listed = {str(f["name"]) for f in settings if isinstance(f, Mapping) and "name" in f}
     return [
         MissingField(c.name, c.source)
         for c in domain.columns
-        if _field_name(c) not in listed and _field_name(c) not in SYSTEM_FIELDS
+        if c.settings_name not in listed and c.settings_name not in SYSTEM_FIELDS
     ]

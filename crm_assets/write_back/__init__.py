@@ -5,6 +5,7 @@
 """
 
 from crm_assets.write_back.apply import apply_changes, planned_outcomes
+from crm_assets.write_back.choices import check_crm_choices
 from crm_assets.write_back.model import (
     Action,
     ChangeOutcome,
@@ -32,6 +33,7 @@ __all__ = [
     "apply_changes",
     "build_plan",
     "change_table",
+    "check_crm_choices",
     "count_by_status",
     "find_matching_records",
     "planned_outcomes",

@@ -54,6 +54,19 @@ DEAL = {"domain": "deals", "key": "deal_id", "value": "1", "key_to_update": "dea
             ["update_value 'yesterday'", "last_contact_date", "YYYY-MM-DD"],
             id="date-yesterday",
         ),
+        pytest.param(
+            {"key_to_update": "probability_of_closure", "update_value": " low "},
+            [
+                "update_value ' low ' is not a choice of the CRM's dropdown 'Probability of closure'",
+                "(did you mean 'Low'?); choices: Low, Medium, High",
+            ],
+            id="dropdown-spelling",
+        ),
+        pytest.param(
+            {"key_to_update": "probability_of_closure", "update_value": "Certain"},
+            ["update_value 'Certain' is not a choice", "(cf_probability_of_closure)", "choices: Low, Medium, High"],
+            id="dropdown-unknown",
+        ),
         pytest.param({"value": "999999"}, ["no deals record in the CRM has deal_id = '999999'"], id="no-match"),
         pytest.param(
             {"key": "deal_name", "value": "x' OR '1'='1"},

@@ -151,7 +151,7 @@ def test_a_partial_failure_prints_what_was_and_was_not_updated(
         "--key-to-update",
         "industry",
         "--update-value",
-        "Aerospace",
+        "Energy",  # a choice of the CRM's industry dropdown that no Asian account of the seeded demo holds
     )
 
     assert failed.returncode == 1

@@ -29,6 +29,9 @@ DEALS = CLEAN_TABLES["deals"]
 ACCOUNTS = CLEAN_TABLES["accounts"]
 DEALS_DOMAIN = get_domain("deals")
 
+# A choice of the CRM's industry dropdown that no European account of the seeded demo holds: every one is updated.
+NEW_INDUSTRY = "Media"
+
 
 def deal(demo: DemoCrm, crm_id: int) -> dict[str, Any]:
     record = demo.get_record("deals", crm_id)
@@ -198,7 +201,7 @@ def test_a_dry_run_plans_and_writes_nothing_anywhere(
         key="region",
         value="Europe",
         key_to_update="industry",
-        update_value="Aerospace",
+        update_value=NEW_INDUSTRY,
         dry_run=True,
     )
 
@@ -225,7 +228,7 @@ def test_a_partial_failure_says_what_was_done_and_a_rerun_finishes_only_the_rest
         "key": "region",
         "value": "Europe",
         "key_to_update": "industry",
-        "update_value": "Aerospace",
+        "update_value": NEW_INDUSTRY,
     }
 
     first = run_update(crm_url, warehouse_url, **config)
@@ -238,7 +241,7 @@ def test_a_partial_failure_says_what_was_done_and_a_rerun_finishes_only_the_rest
     statuses = {e["crm_id"]: e["status"] for e in audit(warehouse_engine, first.run_id)}
     assert statuses == {i: "failed" if i == broken else "applied" for i in europe}
     industry = {r["crm_id"]: r["industry"] for r in rows(warehouse_engine, ACCOUNTS)}
-    assert [industry[i] == "Aerospace" for i in europe] == [i != broken for i in europe]
+    assert [industry[i] == NEW_INDUSTRY for i in europe] == [i != broken for i in europe]
     assert {crm_id for _, crm_id, _ in demo.put_log} == set(europe) - {broken}
 
     demo.faults.fail_put_crm_ids = set()
@@ -247,11 +250,11 @@ def test_a_partial_failure_says_what_was_done_and_a_rerun_finishes_only_the_rest
 
     assert second.success
     assert demo.put_log == [
-        ("sales_accounts", broken, {"sales_account": {"custom_field": {"cf_industry": "Aerospace"}}})
+        ("sales_accounts", broken, {"sales_account": {"custom_field": {"cf_industry": NEW_INDUSTRY}}})
     ]
     statuses = {e["crm_id"]: e["status"] for e in audit(warehouse_engine, second.run_id)}
     assert statuses == {i: "applied" if i == broken else "skipped" for i in europe}
-    assert all(r["industry"] == "Aerospace" for r in rows(warehouse_engine, ACCOUNTS) if r["crm_id"] in europe)
+    assert all(r["industry"] == NEW_INDUSTRY for r in rows(warehouse_engine, ACCOUNTS) if r["crm_id"] in europe)
 
 
 @pytest.mark.parametrize(

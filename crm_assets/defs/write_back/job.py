@@ -22,6 +22,7 @@ from crm_assets.write_back import (
     apply_changes,
     build_plan,
     change_table,
+    check_crm_choices,
     count_by_status,
     find_matching_records,
     planned_outcomes,
@@ -73,6 +74,10 @@ def plan_update(
         raise _fail(f"nothing was written: {exc}") from None
     engine = warehouse.get_engine()
     with crm.get_client(context.log) as client:
+        try:
+            check_crm_choices(client, update)
+        except UpdateRequestError as exc:
+            raise _fail(f"nothing was written: {exc}") from None
         records = find_matching_records(client, engine, update, context.log)
     plan = build_plan(update, records)
     if not plan.changes:
