@@ -24,6 +24,7 @@ from crm_assets.freshsales.progress import duration_text
 from crm_assets.warehouse.clean_guard import DEFAULT_CLEAN_GUARD, CleanGuard
 from crm_assets.warehouse.clean_load import TableChanges, clean_changes
 from crm_assets.warehouse.dialect import is_postgres
+from crm_assets.warehouse.locks import named_lock
 from crm_assets.warehouse.raw import RawLoadStats, RawWriter, read_cursor, save_cursor
 from crm_assets.warehouse.scan import (
     DeleteGuard,
@@ -113,22 +114,29 @@ def extract_domain(
     """
     log = log or logging.getLogger(__name__)
     settings = settings or ScanSettings()
-    scan, resumed, note = _open_scan(engine, domain, run_id, full_refresh, reconcile_every, overlap, settings)
-    log.info(f"{domain.name}: {note}")
-    for view in scan.views.values():
-        if not view.done:
-            _scan_view(engine, domain, client, scan, view, settings)
-    with engine.connect() as conn:
-        scan = _reload(conn, domain)
-    _guard(engine, domain, scan, run_id, settings)
-    if scan.full:
-        _confirm_unlisted(engine, domain, client, scan, run_id, settings, log)
-    with engine.begin() as conn:
-        state = read_cursor(conn, domain)
-        stats = RawWriter(conn, domain, run_id, scan.scan_id).apply(reconcile=scan.full)
-        cursor = _next_cursor(state.cursor, stats.max_updated_at, scan.started_at)
-        save_cursor(conn, domain, cursor, full=scan.full)
-        finish_scan(conn, domain, scan)
+
+    def waiting() -> None:
+        log.warning(f"{domain.name}: another sync is extracting it now; waiting for it to end, then reading the rest")
+
+    # One extraction of a domain at a time, across processes: a second one (a second `crm-assets run`, a
+    # manual run beside the schedule) would resume the same scan and spend the request budget twice.
+    with named_lock(engine, f"extract.{domain.name}", waiting):
+        scan, resumed, note = _open_scan(engine, domain, run_id, full_refresh, reconcile_every, overlap, settings)
+        log.info(f"{domain.name}: {note}")
+        for view in scan.views.values():
+            if not view.done:
+                _scan_view(engine, domain, client, scan, view, settings)
+        with engine.connect() as conn:
+            scan = _reload(conn, domain)
+        _guard(engine, domain, scan, run_id, settings)
+        if scan.full:
+            _confirm_unlisted(engine, domain, client, scan, run_id, settings, log)
+        with engine.begin() as conn:
+            state = read_cursor(conn, domain)
+            stats = RawWriter(conn, domain, run_id, scan.scan_id).apply(reconcile=scan.full)
+            cursor = _next_cursor(state.cursor, stats.max_updated_at, scan.started_at)
+            save_cursor(conn, domain, cursor, full=scan.full)
+            finish_scan(conn, domain, scan)
     _log_outcome(domain, stats, log)
     plan = SyncPlan(scan.full, scan.reason, scan.since)
     return ExtractResult(plan=plan, stats=stats, cursor=cursor, resumed=resumed, scan_note=note)
