@@ -389,8 +389,8 @@ class FreshsalesClient:
         response = self._request_read("PUT", path, json_body={singular: fields}, read=_whole_response, write=True)
         return self._unwrap(self._decode(response, "PUT", path), singular, "PUT", path)
 
-    def pause_before_retry(self, attempt: int) -> None:
-        """Wait the client's backoff before a caller's own `attempt`-th retry (of a write it has read back)."""
+    def back_off(self, attempt: int) -> None:
+        """Wait the client's backoff for a caller's own `attempt`-th try (a write it reads back, then resends)."""
         delay = backoff_delay(attempt, self.backoff_base, self.backoff_max, self._rng)
         self.stats.record_retry(delay)
         self._sleep(delay)

@@ -76,6 +76,16 @@ class CrmOutcomeUnknownError(CrmUnavailableError):
     """A write's answer was lost (a timeout, a dropped connection, a 5xx): the CRM may or may not have applied
     it. Not retried by the client, since a retry would apply it again: the caller reads the record back."""
 
+    # A gateway's answers: the CRM behind it may still be working on the request.
+    _GATEWAY_STATUSES = frozenset({502, 504})
+
+    @property
+    def ended_at_crm(self) -> bool:
+        """Whether the CRM itself answered (a 5xx other than a gateway's), so the request is over there: a record
+        read back untouched was not written, and sending the request again cannot apply it twice. A timeout or a
+        dropped connection may leave it still under way."""
+        return self.status_code is not None and self.status_code not in self._GATEWAY_STATUSES
+
 
 class CrmUnreachableError(CrmError):
     """No connection could be made (refused, no route, unknown host) for the client's connect-retry time.

@@ -29,6 +29,9 @@ from crm_assets.write_back.store import (
     write_planned_audit,
 )
 
+# After a timeout or a dropped connection, a record read back untouched may still be written by the CRM.
+STILL_UNDER_WAY = "the CRM may still apply it: run the same config again later (records already set are skipped)"
+
 
 def planned_outcomes(plan: UpdatePlan) -> list[ChangeOutcome]:
     """The outcome of a dry run: every change as planned, nothing written."""
@@ -93,11 +96,11 @@ def _read_back(
     put_error: CrmError,
     log: logging.Logger,
     *,
-    may_retry: bool,
+    may_resend: bool,
 ) -> ChangeOutcome | None:
     """A failed PUT may still have been applied (an answer lost to a timeout or a dropped connection, a 5xx
-    after the write): what the CRM holds now decides, not the error. None, when `may_retry`, if the record is
-    as the fresh read left it (same updated_at and value): the PUT certainly was not applied, and can be sent again.
+    after the write): what the CRM holds now decides, not the error. None, when `may_resend`, if the record is
+    as the fresh read left it (same updated_at and value): the PUT was not applied, and can be sent again.
     """
     domain = update.domain
     try:
@@ -114,11 +117,13 @@ def _read_back(
     untouched = held is not None and (held.updated_at, held.old_text) == (fresh.updated_at, fresh.old_text)
     if outcome.status == Status.APPLIED:
         log.warning(f"{domain.singular} {change.crm_id}: the PUT failed ({put_error}) but the CRM holds the new value")
-    elif may_retry and untouched:
+        return outcome
+    if untouched and may_resend:
         log.warning(f"{domain.singular} {change.crm_id}: the PUT failed ({put_error}); read back, it was not applied")
         return None
-    else:
-        log.error(f"{domain.singular} {change.crm_id}: not updated: {outcome.error}")
+    if untouched and isinstance(put_error, CrmOutcomeUnknownError) and not put_error.ended_at_crm:
+        outcome = replace(outcome, error=f"{outcome.error}; {STILL_UNDER_WAY}")
+    log.error(f"{domain.singular} {change.crm_id}: not updated: {outcome.error}")
     return outcome
 
 
@@ -130,8 +135,9 @@ def _write(
     replanned: bool,
     log: logging.Logger,
 ) -> ChangeOutcome:
-    """PUT the field. A PUT whose answer was lost is read back, and sent again (after the client's backoff, at
-    most its max_retries times) only while the record is untouched: a blind retry could apply it twice."""
+    """PUT the field. A PUT whose answer was lost is read back (after the client's backoff, so that a write
+    still under way lands first); it is sent again, at most max_retries times, only when the CRM itself
+    answered (a 5xx, not a timeout) and the record is untouched: a blind retry could apply it twice."""
     domain = update.domain
     body = field_body(update.target, update.new_wire_value)
     attempt = 0
@@ -140,11 +146,12 @@ def _write(
         try:
             saved: Record = client.update_record(domain.entity, domain.singular, change.crm_id, body)
         except CrmError as exc:
-            may_retry = isinstance(exc, CrmOutcomeUnknownError) and attempt <= client.max_retries
-            outcome = _read_back(client, update, change, fresh, replanned, exc, log, may_retry=may_retry)
+            if isinstance(exc, CrmOutcomeUnknownError):
+                client.back_off(attempt)
+            may_resend = isinstance(exc, CrmOutcomeUnknownError) and exc.ended_at_crm and attempt <= client.max_retries
+            outcome = _read_back(client, update, change, fresh, replanned, exc, log, may_resend=may_resend)
             if outcome is not None:
                 return outcome
-            client.pause_before_retry(attempt)
             continue
         return _settled(update, change, fresh, replanned, saved, "the CRM accepted the PUT but holds")
 

@@ -217,19 +217,33 @@ def test_hint_parsing() -> None:
 
 
 @pytest.mark.parametrize(
-    "failure",
-    [status(503), status(500), raise_(httpx.ReadTimeout), raise_(httpx.RemoteProtocolError)],
-    ids=["503", "500", "read-timeout", "dropped"],
+    ("failure", "ended_at_crm"),
+    [
+        (status(503), True),
+        (status(500), True),
+        (status(504), False),
+        (raise_(httpx.ReadTimeout), False),
+        (raise_(httpx.RemoteProtocolError), False),
+    ],
+    ids=["503", "500", "504-gateway", "read-timeout", "dropped"],
 )
 def test_a_put_whose_outcome_is_unknown_is_not_retried(
-    fake_crm: FakeCrm, make_client: ClientFactory, fake_sleep: FakeSleep, failure: Callable[..., httpx.Response]
+    fake_crm: FakeCrm,
+    make_client: ClientFactory,
+    fake_sleep: FakeSleep,
+    failure: Callable[..., httpx.Response],
+    ended_at_crm: bool,
 ) -> None:
-    """The request may have been applied: sent again, it would be applied twice. The caller reads it back."""
+    """The request may have been applied: sent again, it would be applied twice. The caller reads it back, and
+    may send it again only when the CRM itself answered (the request is over there, not still under way)."""
     fake_crm.add_view("deals", "Open Deals", 7, make_records(2, first_id=40))
     fake_crm.scripted.append(failure)
 
-    with pytest.raises(CrmOutcomeUnknownError, match=r"PUT /api/deals/41: .*whether the CRM applied it is unknown"):
+    unknown = r"PUT /api/deals/41: .*whether the CRM applied it is unknown"
+    with pytest.raises(CrmOutcomeUnknownError, match=unknown) as e:
         make_client().update_record("deals", "deal", 41, {"name": "Renamed"})
+
+    assert e.value.ended_at_crm is ended_at_crm
 
     assert [r.method for r in fake_crm.requests] == ["PUT"]
     assert fake_sleep.calls == []

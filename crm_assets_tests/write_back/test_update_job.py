@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
@@ -257,10 +258,28 @@ def test_a_partial_failure_says_what_was_done_and_a_rerun_finishes_only_the_rest
     assert all(r["industry"] == NEW_INDUSTRY for r in rows(warehouse_engine, ACCOUNTS) if r["crm_id"] in europe)
 
 
+class PutFailure(enum.Enum):
+    DROPPED = "the connection drops before the answer"
+    TIMEOUT = "no answer within the client's timeout"
+    SERVER_ERROR = "HTTP 503 from the CRM itself"
+
+
 @pytest.mark.parametrize(
-    ("applied", "drops", "puts"),
-    [(True, 1, 1), (False, 1, 2), (False, 100, 7)],
-    ids=["applied-answer-lost", "dropped-once-before-applying", "always-dropped-before-applying"],
+    ("failure", "applied", "failures", "puts", "outcome"),
+    [
+        (PutFailure.DROPPED, True, 1, 1, "applied"),
+        (PutFailure.DROPPED, False, 1, 1, "failed"),
+        (PutFailure.TIMEOUT, False, 1, 1, "failed"),
+        (PutFailure.SERVER_ERROR, False, 1, 2, "applied"),
+        (PutFailure.SERVER_ERROR, False, 100, 7, "failed"),
+    ],
+    ids=[
+        "dropped-after-applying",
+        "dropped-before-applying",
+        "timed-out-then-applied-late",
+        "server-error-once",
+        "server-error-always",
+    ],
 )
 def test_a_put_whose_answer_is_lost_is_read_back_and_the_crm_decides_the_outcome(
     demo: DemoCrm,
@@ -268,28 +287,38 @@ def test_a_put_whose_answer_is_lost_is_read_back_and_the_crm_decides_the_outcome
     warehouse_url: str,
     warehouse_engine: Engine,
     monkeypatch: pytest.MonkeyPatch,
+    failure: PutFailure,
     applied: bool,
-    drops: int,
+    failures: int,
     puts: int,
+    outcome: str,
 ) -> None:
-    """The PUT is sent again only after a read shows the record untouched (the default 6 times at most): a blind
-    retry of a PUT the CRM applied would apply it again, move updated_at and fire the CRM's workflows again."""
+    """The PUT is sent again only when the CRM itself answered (a 5xx, so the request is over there) and a read
+    shows the record untouched (the default 6 times at most). After a timeout or a dropped connection it may
+    still be under way: sent again, it could be applied twice, moving updated_at and firing the CRM's workflows."""
     crm_id = first_deal(demo)
     before = deal(demo, crm_id)
     old_text = f"{Decimal(before['amount']):.2f}"
     seed_warehouse(warehouse_engine, demo, [crm_id])
     original = demo.handle
     sent: list[httpx.Request] = []
+    late: list[threading.Timer] = []
 
     def handle(request: httpx.Request, *, over_http: bool = False) -> httpx.Response:
         if request.method != "PUT":
             return original(request, over_http=over_http)
         sent.append(request)
-        if len(sent) > drops:
+        if len(sent) > failures:
             return original(request, over_http=over_http)
         if applied:
             original(request, over_http=over_http)
-        raise httpx.RemoteProtocolError("dropped (test)", request=request)  # the server hangs up, no answer
+        if failure is PutFailure.SERVER_ERROR:
+            return httpx.Response(503, json={"errors": {"code": 503, "message": ["unavailable"]}})
+        if failure is PutFailure.TIMEOUT:  # the CRM applies it after the client gave up waiting
+            late.append(threading.Timer(0.5, original, args=(request,), kwargs={"over_http": over_http}))
+            late[-1].start()
+            raise httpx.ReadTimeout("timed out (test)", request=request)
+        raise httpx.RemoteProtocolError("dropped (test)", request=request)
 
     monkeypatch.setattr(demo, "handle", handle)
     result = run_update(
@@ -301,21 +330,23 @@ def test_a_put_whose_answer_is_lost_is_read_back_and_the_crm_decides_the_outcome
         key_to_update="deal_size",
         update_value="24456",
     )
+    for timer in late:
+        timer.join()
 
     assert len(sent) == puts
     (entry,) = audit(warehouse_engine, result.run_id)
     (row,) = rows(warehouse_engine, DEALS, DEALS.c.crm_id == crm_id)
-    assert entry["old_value"] == old_text
-    if len(sent) > drops or applied:
+    assert (entry["old_value"], entry["status"]) == (old_text, outcome)
+    if outcome == "applied":
         assert result.success
-        assert (entry["status"], entry["error"]) == ("applied", None)
+        assert entry["error"] is None
         assert row["deal_size"] == Decimal("24456.00")
         assert parse_instant(deal(demo, crm_id)["updated_at"]) == _utc(row["updated_at"])
     else:
         assert not result.success
-        assert entry["status"] == "failed"
         assert f"read back afterwards, the record holds {old_text!r}" in entry["error"]
         assert f"read back afterwards, the record holds {old_text!r}" in failure_text(result)
+        assert ("the CRM may still apply it" in entry["error"]) == (failure is not PutFailure.SERVER_ERROR)
         assert row["deal_size"] == Decimal(before["amount"])
 
 
