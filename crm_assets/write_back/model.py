@@ -58,10 +58,11 @@ class ValidatedUpdate:
     key_value: Any
     target: Column
     new_value: Any
+    crm_spelling: str | None = None  # how the CRM's dropdown spells the choice new_value names (see choices.py)
 
     @property
     def new_wire_value(self) -> Any:
-        return to_crm_value(self.target, self.new_value)
+        return self.crm_spelling if self.crm_spelling is not None else to_crm_value(self.target, self.new_value)
 
     @property
     def new_text(self) -> str | None:

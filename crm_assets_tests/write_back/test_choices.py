@@ -1,13 +1,20 @@
-"""A write to a CRM dropdown must be one of the choices the CRM's field settings list."""
+"""A write to a CRM dropdown must be one of the choices the CRM's field settings list, spelled as the CRM does."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
 
-from crm_assets.freshsales.errors import CrmPermissionError
-from crm_assets.write_back import UpdateRequest, UpdateRequestError, check_crm_choices, validate_request
+from crm_assets.freshsales.errors import CrmPermissionError, CrmUnavailableError
+from crm_assets.write_back import (
+    UpdateRequest,
+    UpdateRequestError,
+    ValidatedUpdate,
+    check_crm_choices,
+    validate_request,
+)
 
 PROBABILITY = {
     "name": "cf_probability_of_closure",
@@ -15,6 +22,13 @@ PROBABILITY = {
     "type": "dropdown",
     "choices": [{"id": 1, "value": "Low"}, {"id": 2, "value": "Medium"}, {"id": 3, "value": "High"}],
 }
+REGION = {
+    "name": "cf_region",
+    "label": "Region",
+    "type": "dropdown",
+    "choices": [{"id": 7, "value": "North america"}, {"id": 8, "value": "Europe"}, {"id": 9, "value": "Asia"}],
+}
+LOG = logging.getLogger(__name__)
 
 
 class SettingsOnly:
@@ -24,49 +38,78 @@ class SettingsOnly:
         self.fields = fields
 
     def field_settings(self, entity: str) -> list[dict[str, Any]]:
-        assert entity == "deals"
         if isinstance(self.fields, Exception):
             raise self.fields
         return self.fields
 
 
 def _check(
-    fields: list[dict[str, Any]] | Exception, update_value: str, key_to_update: str = "probability_of_closure"
-) -> None:
-    update = validate_request(UpdateRequest("deals", "deal_id", "1", key_to_update, update_value))
-    check_crm_choices(SettingsOnly(fields), update)  # type: ignore[arg-type]  # duck-typed client
+    fields: list[dict[str, Any]] | Exception,
+    update_value: str,
+    key_to_update: str = "probability_of_closure",
+    domain: str = "deals",
+) -> ValidatedUpdate:
+    key = {"deals": "deal_id", "accounts": "account_id"}[domain]
+    update = validate_request(UpdateRequest(domain, key, "1", key_to_update, update_value))
+    return check_crm_choices(SettingsOnly(fields), update, LOG)  # type: ignore[arg-type]  # duck-typed client
 
 
 @pytest.mark.parametrize("value", ["Low", "High"])
-def test_a_choice_passes(value: str) -> None:
-    _check([PROBABILITY], value)
+def test_a_choice_passes_as_it_is(value: str) -> None:
+    assert _check([PROBABILITY], value).new_wire_value == value
 
 
-def test_another_spelling_is_refused_with_the_close_choice() -> None:
-    with pytest.raises(
-        UpdateRequestError, match=r"'low' is not a choice .* \(did you mean 'Low'\?\); choices: Low, Medium, High"
-    ):
-        _check([PROBABILITY], "low")
+def test_another_spelling_of_a_text_column_is_refused_with_the_close_choice() -> None:
+    close = r"' low ' is not a choice .* \(did you mean 'Low'\?\); choices: Low, Medium, High"
+    with pytest.raises(UpdateRequestError, match=close):
+        _check([PROBABILITY], " low ")
+
+
+def test_an_enum_value_is_sent_as_the_crm_spells_the_choice() -> None:
+    """The cleaning reads the CRM's `North america` as the domain's `North America`; a write sends it back
+    in the CRM's own spelling, which a strict match would refuse for ever."""
+    update = _check([REGION], "north AMERICA", key_to_update="region", domain="accounts")
+    assert update.new_value == "North America"  # what the warehouse keeps, as the cleaning would
+    assert update.new_wire_value == "North america"  # what the CRM is sent
+    assert update.new_text == "North america"
+
+
+def test_a_dropdown_that_holds_ids_takes_a_choice_id() -> None:
+    assert _check([PROBABILITY], "2").new_wire_value == "2"
+
+
+def test_a_number_column_names_a_choice_by_its_value() -> None:
+    amount = {"name": "amount", "type": "dropdown", "choices": [{"id": 1, "value": "10"}, {"id": 2, "value": "20.5"}]}
+    assert _check([amount], "10", key_to_update="deal_size").new_wire_value == "10"
+    assert _check([amount], "20.50", key_to_update="deal_size").new_wire_value == "20.5"
+    with pytest.raises(UpdateRequestError, match="'30' is not a choice"):
+        _check([amount], "30", key_to_update="deal_size")
 
 
 def test_a_field_the_crm_does_not_show_as_a_dropdown_takes_any_value() -> None:
-    _check([PROBABILITY | {"type": "text"}], "Certain")
-    _check([], "Certain")  # not listed at all: the sync's field check reports that
+    assert _check([PROBABILITY | {"type": "text"}], "Certain").new_wire_value == "Certain"
+    assert _check([], "Certain").new_wire_value == "Certain"  # not listed at all: the sync's field check says so
 
 
 def test_each_part_of_a_multi_select_must_be_a_choice() -> None:
     multi = PROBABILITY | {"type": "multi_select_dropdown"}
-    _check([multi], "Low;High")
+    assert _check([multi], "Low;High").new_wire_value == "Low;High"
+    assert _check([multi], "Low; High").new_wire_value == "Low;High"
     with pytest.raises(UpdateRequestError, match="'Low;Certain' is not a choice"):
         _check([multi], "Low;Certain")
 
 
-def test_unreadable_field_settings_refuse_the_write() -> None:
-    """Whether the value is allowed cannot be told: nothing is written rather than a value the CRM may not list."""
-    with pytest.raises(UpdateRequestError, match=r"cannot read the CRM's field settings of deals, .*: no access"):
-        _check(CrmPermissionError("no access"), "Low")
+def test_field_settings_the_key_may_not_read_leave_the_value_unchecked(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        assert _check(CrmPermissionError("no access"), "Certain").new_wire_value == "Certain"
+    unchecked = "field settings of deals (no access): cf_probability_of_closure is written unchecked"
+    assert unchecked in caplog.text
 
 
-def test_a_column_that_is_not_a_dropdown_in_the_crm_is_checked_by_its_own_name() -> None:
-    name = {"name": "name", "label": "Name", "type": "text"}
-    _check([PROBABILITY, name], "Any deal name", key_to_update="deal_name")
+def test_field_settings_the_crm_fails_to_answer_refuse_the_write() -> None:
+    with pytest.raises(UpdateRequestError, match=r"cannot read the CRM's field settings of deals, .*: down; try again"):
+        _check(CrmUnavailableError("down"), "Low")
+
+
+def test_clearing_a_dropdown_needs_no_choice() -> None:
+    assert _check(CrmUnavailableError("never asked"), "", key_to_update="deal_size").new_value is None

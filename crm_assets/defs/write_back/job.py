@@ -75,7 +75,7 @@ def plan_update(
     engine = warehouse.get_engine()
     with crm.get_client(context.log) as client:
         try:
-            check_crm_choices(client, update)
+            update = check_crm_choices(client, update, context.log)
         except UpdateRequestError as exc:
             raise _fail(f"nothing was written: {exc}") from None
         records = find_matching_records(client, engine, update, context.log)
