@@ -9,8 +9,9 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,10 +25,11 @@ from crm_assets.freshsales.progress import duration_text
 from crm_assets.warehouse.clean_guard import DEFAULT_CLEAN_GUARD, CleanGuard
 from crm_assets.warehouse.clean_load import TableChanges, clean_changes
 from crm_assets.warehouse.dialect import is_postgres
-from crm_assets.warehouse.locks import named_lock
+from crm_assets.warehouse.locks import LockBusyError, named_lock
 from crm_assets.warehouse.raw import RawLoadStats, RawWriter, read_cursor, save_cursor
 from crm_assets.warehouse.scan import (
     DeleteGuard,
+    ExtractionBusyError,
     MassDeleteRefusedError,
     Scan,
     ScanMovedError,
@@ -42,6 +44,8 @@ from crm_assets.warehouse.scan import (
 
 # Pages handed to the stager thread and not yet staged, at most (each holds up to per_page records).
 _PAGES_STAGING_AHEAD = 2
+# How long an extraction waits for another of the same domain to end: an incremental sync takes minutes.
+EXTRACT_LOCK_WAIT_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -116,11 +120,14 @@ def extract_domain(
     settings = settings or ScanSettings()
 
     def waiting() -> None:
-        log.warning(f"{domain.name}: another sync is extracting it now; waiting for it to end, then reading the rest")
+        log.warning(
+            f"{domain.name}: another sync is extracting it now; waiting up to {EXTRACT_LOCK_WAIT_SECONDS / 60:g} min "
+            "for it to end, then reading what changed since"
+        )
 
     # One extraction of a domain at a time, across processes: a second one (a second `crm-assets run`, a
     # manual run beside the schedule) would resume the same scan and spend the request budget twice.
-    with named_lock(engine, f"extract.{domain.name}", waiting):
+    with _extract_lock(engine, domain, waiting):
         scan, resumed, note = _open_scan(engine, domain, run_id, full_refresh, reconcile_every, overlap, settings)
         log.info(f"{domain.name}: {note}")
         for view in scan.views.values():
@@ -140,6 +147,23 @@ def extract_domain(
     _log_outcome(domain, stats, log)
     plan = SyncPlan(scan.full, scan.reason, scan.since)
     return ExtractResult(plan=plan, stats=stats, cursor=cursor, resumed=resumed, scan_note=note)
+
+
+@contextmanager
+def _extract_lock(engine: sa.Engine, domain: Domain, on_wait: Callable[[], None]) -> Iterator[None]:
+    """The domain's extract lock, waited for EXTRACT_LOCK_WAIT_SECONDS at most: a wait for a first sync of
+    hours would hold a `crm_api` pool slot that write-backs need. ExtractionBusyError names the other scan."""
+    try:
+        with named_lock(engine, f"extract.{domain.name}", on_wait, EXTRACT_LOCK_WAIT_SECONDS) as held:
+            yield held
+    except LockBusyError:
+        with engine.connect() as conn:
+            other = load_scan(conn, domain)
+        since = f", its scan started {_age(other.started_at)} ago ({other.position_text()})" if other else ""
+        raise ExtractionBusyError(
+            f"{domain.raw_table}: another sync has been extracting {domain.name} for longer than this run waits "
+            f"({EXTRACT_LOCK_WAIT_SECONDS / 60:g} min){since}. Nothing was read; run again once it ends."
+        ) from None
 
 
 def _open_scan(

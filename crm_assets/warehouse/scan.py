@@ -59,6 +59,10 @@ class ScanMovedError(RuntimeError):
     """Another process advanced or replaced this scan: two extractions of one domain ran at once."""
 
 
+class ExtractionBusyError(RuntimeError):
+    """Another extraction of the domain held it for longer than this one waits."""
+
+
 class MassDeleteRefusedError(RuntimeError):
     """A reconciliation would delete so much that it looks like an accident; nothing was written."""
 
@@ -157,8 +161,8 @@ def save_checkpoint(
     if moved != 1 or current != 1:
         raise ScanMovedError(
             f"raw_{scan.domain}: the scan of view {view!r} was advanced or replaced by another process while "
-            "this one read it; two extractions of the same domain must not run at once (keep the crm_api pool "
-            "at one step). Run again: the next run resumes from the last checkpoint."
+            "this one read it (an extraction that did not take the domain's extract lock: a release before this "
+            "one?). Run again: the next run resumes from the last checkpoint."
         )
 
 

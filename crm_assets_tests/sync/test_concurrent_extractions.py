@@ -13,11 +13,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from crm_assets import pipeline
 from crm_assets.demo_crm import DEMO_API_KEY, DemoConfig, DemoCrm
 from crm_assets.demo_crm.server import serve_demo_crm
 from crm_assets.domains import DEALS
 from crm_assets.freshsales.client import FreshsalesClient
 from crm_assets.pipeline import ExtractResult, extract_domain
+from crm_assets.warehouse.scan import ExtractionBusyError
 from crm_assets.warehouse.schema import RAW_TABLES
 
 PER_PAGE = 10
@@ -106,3 +108,38 @@ def test_a_second_extraction_of_a_domain_waits_for_the_first(
     assert done_first.stats.fetched == 60 and done_second.stats.fetched < 60
     with warehouse_engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(RAW_TABLES["deals"])).scalar_one() == 60
+
+
+def test_a_second_extraction_gives_up_after_its_wait_naming_the_other_scan(
+    demo: DemoCrm, crm_url: str, warehouse_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first sync of hours must not hold a crm_api pool slot (wanted by write-backs) for its whole length."""
+    first_page_answered = threading.Event()
+    release = threading.Event()
+    original = demo.handle
+
+    def hold_the_first_page(request: httpx.Request, *, over_http: bool = False) -> httpx.Response:
+        response = original(request, over_http=over_http)
+        if "/view/" in request.url.path and not first_page_answered.is_set():
+            first_page_answered.set()
+            assert release.wait(30), "the test never released the first extraction"
+        return response
+
+    monkeypatch.setattr(demo, "handle", hold_the_first_page)
+    monkeypatch.setattr(pipeline, "EXTRACT_LOCK_WAIT_SECONDS", 0.6)
+    first_log, _ = _logger("holder")
+    first_results: list[ExtractResult] = []
+    first = threading.Thread(target=_extract, args=(crm_url, warehouse_engine, first_log, first_results, True))
+    first.start()
+    try:
+        assert first_page_answered.wait(30)
+        second_log, _ = _logger("gives-up")
+        busy = r"raw_deals: another sync has been extracting deals for longer than this run waits \(0.01 min\)"
+        with pytest.raises(ExtractionBusyError, match=busy + ", its scan started .* ago .*Nothing was read"):
+            _extract(crm_url, warehouse_engine, second_log, [], False)
+        assert _page_requests(demo) == 1
+    finally:
+        release.set()
+        first.join(60)
+    (done,) = first_results
+    assert done.stats.fetched == 60

@@ -24,6 +24,7 @@ from crm_assets.warehouse.scan import (
     DEFAULT_MAX_DELETE_SHARE,
     DEFAULT_MIN_MASS_DELETE,
     DeleteGuard,
+    ExtractionBusyError,
     MassDeleteRefusedError,
 )
 
@@ -170,6 +171,8 @@ def build_raw_asset(domain: Domain) -> dg.AssetsDefinition:
         except MassDeleteRefusedError as exc:
             # The same scan would be refused again: a retry only waits; a person decides.
             raise dg.Failure(description=str(exc), allow_retries=False) from None
+        except ExtractionBusyError as exc:  # the step's retry (after its delay) may find the other one done
+            raise dg.Failure(description=str(exc), allow_retries=True) from None
 
     return raw_asset
 
