@@ -8,6 +8,8 @@ from pathlib import Path
 
 import dagster as dg
 import httpx
+import sqlalchemy as sa
+from alembic.util.exc import CommandError as AlembicCommandError
 from pydantic import Field
 from sqlalchemy.engine import Engine
 
@@ -25,6 +27,7 @@ from crm_assets.warehouse.engine import (
     migrate,
     safe_url,
     validate_database_url,
+    without_password,
 )
 
 DEFAULT_RATE_LIMIT_PER_MINUTE = 400  # Freshsales Growth plan
@@ -194,10 +197,17 @@ def check_settings_from_env() -> None:
 def check_warehouse_from_env() -> None:
     """The warehouse the runs will use can be opened (reached, its schema brought up to date): else a
     SettingsError naming it, before any run starts. The engine stays cached for the runs of this process."""
+    warehouse = WarehouseResource()  # no url: DATABASE_URL, or the SQLite file, as in a run
     try:
-        WarehouseResource().get_engine()  # no url: DATABASE_URL, or the SQLite file, as in a run
+        warehouse.get_engine()
     except dg.Failure as exc:
         raise settings.SettingsError(exc.description or "the warehouse cannot be opened") from None
+    except (sa.exc.SQLAlchemyError, AlembicCommandError) as exc:  # e.g. a revision only a newer release knows
+        cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
+        reason = without_password((str(cause).strip().splitlines() or [type(cause).__name__])[0])
+        raise settings.SettingsError(
+            f"cannot bring the warehouse schema of {warehouse.display_url} up to date: {reason}"
+        ) from None
 
 
 def warehouse_resource_from_env() -> WarehouseResource:

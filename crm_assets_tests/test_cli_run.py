@@ -191,6 +191,25 @@ def test_a_failed_run_ends_with_its_cause_once_and_nothing_else(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("command", ["run", "update"])
+def test_a_warehouse_a_newer_release_migrated_stops_the_command_in_one_line(tmp_path: Path, command: str) -> None:
+    """Going back to an older crm-assets: its migrations do not know the schema's revision."""
+    warehouse = tmp_path / "warehouse.db"
+    with sa.create_engine(f"sqlite:///{warehouse}").begin() as conn:
+        conn.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)"))
+        conn.execute(sa.text("INSERT INTO alembic_version VALUES ('9999_from_a_newer_release')"))
+    home = tmp_path / "home"
+    env = _env(tmp_path, DAGSTER_HOME=str(home), DATABASE_URL=f"sqlite:///{warehouse}")
+    args = ["run"] if command == "run" else [*UPDATE_DRY_RUN]
+    result = subprocess.run([CLI, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, (result.stdout + result.stderr)[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [
+        f"error: cannot bring the warehouse schema of sqlite:///{warehouse} up to date: "
+        "Can't locate revision identified by '9999_from_a_newer_release'"
+    ], result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("command", ["run", "update"])
 def test_an_unreachable_warehouse_fails_before_any_run_naming_it(tmp_path: Path, command: str) -> None:
     """Exit 2, as for a setting: nothing ran. `update` used to start a run that failed (exit 1)."""
     home = tmp_path / "home"
