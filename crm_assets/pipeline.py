@@ -11,7 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -153,17 +153,18 @@ def extract_domain(
 def _extract_lock(engine: sa.Engine, domain: Domain, on_wait: Callable[[], None]) -> Iterator[None]:
     """The domain's extract lock, waited for EXTRACT_LOCK_WAIT_SECONDS at most: a wait for a first sync of
     hours would hold a `crm_api` pool slot that write-backs need. ExtractionBusyError names the other scan."""
-    try:
-        with named_lock(engine, f"extract.{domain.name}", on_wait, EXTRACT_LOCK_WAIT_SECONDS) as held:
-            yield held
-    except LockBusyError:
-        with engine.connect() as conn:
-            other = load_scan(conn, domain)
-        since = f", its scan started {_age(other.started_at)} ago ({other.position_text()})" if other else ""
-        raise ExtractionBusyError(
-            f"{domain.raw_table}: another sync has been extracting {domain.name} for longer than this run waits "
-            f"({EXTRACT_LOCK_WAIT_SECONDS / 60:g} min){since}. Nothing was read; run again once it ends."
-        ) from None
+    with ExitStack() as held:
+        try:  # only the taking: a LockBusyError from inside the block would not be this lock's
+            held.enter_context(named_lock(engine, f"extract.{domain.name}", on_wait, EXTRACT_LOCK_WAIT_SECONDS))
+        except LockBusyError:
+            with engine.connect() as conn:
+                other = load_scan(conn, domain)
+            since = f", its scan started {_age(other.started_at)} ago ({other.position_text()})" if other else ""
+            raise ExtractionBusyError(
+                f"{domain.raw_table}: another sync has been extracting {domain.name} for longer than this run "
+                f"waits ({EXTRACT_LOCK_WAIT_SECONDS / 60:g} min){since}. Nothing was read; run again once it ends."
+            ) from None
+        yield
 
 
 def _open_scan(

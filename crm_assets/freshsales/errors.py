@@ -76,15 +76,16 @@ class CrmOutcomeUnknownError(CrmUnavailableError):
     """A write's answer was lost (a timeout, a dropped connection, a 5xx): the CRM may or may not have applied
     it. Not retried by the client, since a retry would apply it again: the caller reads the record back."""
 
-    # A gateway's answers: the CRM behind it may still be working on the request.
-    _GATEWAY_STATUSES = frozenset({502, 504})
+    # Answers that end a request where it is: an error of the CRM's own (500, 501) or a refusal (503). Not a
+    # gateway's or a CDN's (502, 504, Cloudflare's 520-524): the CRM behind it may still be working on it.
+    _ENDED_STATUSES = frozenset({500, 501, 503})
 
     @property
     def ended_at_crm(self) -> bool:
-        """Whether the CRM itself answered (a 5xx other than a gateway's), so the request is over there: a record
-        read back untouched was not written, and sending the request again cannot apply it twice. A timeout or a
-        dropped connection may leave it still under way."""
-        return self.status_code is not None and self.status_code not in self._GATEWAY_STATUSES
+        """Whether the request is over at the CRM (see _ENDED_STATUSES): a record read back untouched was not
+        written, and sending the request again cannot apply it twice. A timeout or a dropped connection may
+        leave it still under way."""
+        return self.status_code in self._ENDED_STATUSES
 
 
 class CrmUnreachableError(CrmError):

@@ -75,7 +75,10 @@ def _pg_session_lock(
     with engine.connect() as conn:
 
         def taken() -> bool:
-            return bool(conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar_one())
+            if conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar_one():
+                return True
+            conn.rollback()  # not idle in a transaction between tries: the lock would be the session's anyway
+            return False
 
         if not taken():
             on_wait()

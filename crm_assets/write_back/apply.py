@@ -121,7 +121,7 @@ def _read_back(
     if untouched and may_resend:
         log.warning(f"{domain.singular} {change.crm_id}: the PUT failed ({put_error}); read back, it was not applied")
         return None
-    if untouched and isinstance(put_error, CrmOutcomeUnknownError) and not put_error.ended_at_crm:
+    if isinstance(put_error, CrmOutcomeUnknownError) and not put_error.ended_at_crm:
         outcome = replace(outcome, error=f"{outcome.error}; {STILL_UNDER_WAY}")
     log.error(f"{domain.singular} {change.crm_id}: not updated: {outcome.error}")
     return outcome

@@ -2,7 +2,7 @@
 
 The domain declares a column's type, not whether the CRM shows it as a dropdown (`probability_of_closure`
 is TEXT here, a dropdown there), and the CRM may store any string it is sent: the settings decide. A value
-is sent as the CRM spells the choice it names: its label, or its id for a dropdown that holds ids.
+is sent as the CRM spells the choice it names: its label, or its id for a dropdown that holds ids (`*_id`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from typing import Any
 from crm_assets.domains import ColumnType
 from crm_assets.freshsales.client import FreshsalesClient
 from crm_assets.freshsales.errors import CrmError, CrmNotFoundError, CrmPermissionError
+from crm_assets.transform.coerce import cast_value
 from crm_assets.write_back.model import UpdateRequestError, ValidatedUpdate
 
 DROPDOWN = "dropdown"
 MULTI_SELECT = "multi_select_dropdown"
 MULTI_SELECT_SEPARATOR = ";"  # how Freshsales joins a multi-select field's choices
+ID_SUFFIX = "_id"  # Freshsales' own dropdowns that hold a choice's id are named so (deal_stage_id, territory_id)
 _NUMERIC = (ColumnType.DECIMAL, ColumnType.INTEGER, ColumnType.BIGINT)
 
 
@@ -36,18 +38,23 @@ def check_crm_choices(client: FreshsalesClient, update: ValidatedUpdate, log: lo
     value = str(update.new_wire_value)
     multi = field.get("type") == MULTI_SELECT
     parts = [p.strip() for p in value.split(MULTI_SELECT_SEPARATOR)] if multi else [value]
-    spelled = [_spelling(update, part, choices) for part in parts]
+    by_id = not update.target.is_custom_field and update.target.settings_name.endswith(ID_SUFFIX)
+    spelled = [_spelling(update, part, choices, by_id) for part in parts]
     unknown = [part for part, spelling in zip(parts, spelled, strict=True) if spelling is None]
     if unknown:
         name = update.target.settings_name
         labels = [label for label, _ in choices]
+        listed = [f"{choice_id} ({label})" for label, choice_id in choices] if by_id else labels
         raise UpdateRequestError(
             f"update_value {update.request.update_value!r} is not a choice of the CRM's dropdown "
             f"{field.get('label') or name!r} ({name}), which {update.target.name} is written to"
-            f"{_suggestion(unknown[0], labels)}; choices: {', '.join(labels)}"
+            f"{_suggestion(unknown[0], labels)}; choices: {', '.join(listed)}"
         )
     wire = MULTI_SELECT_SEPARATOR.join(s for s in spelled if s is not None)
-    return update if wire == value else replace(update, crm_spelling=wire)
+    if wire == value:
+        return update
+    # The value the CRM will hold, typed as a read of it is: "already set" and the applied check compare with it.
+    return replace(update, new_value=cast_value(update.target, wire), crm_spelling=wire)
 
 
 def _field(client: FreshsalesClient, update: ValidatedUpdate, log: logging.Logger) -> Mapping[str, Any] | None:
@@ -67,25 +74,28 @@ def _field(client: FreshsalesClient, update: ValidatedUpdate, log: logging.Logge
     return next((f for f in fields if isinstance(f, Mapping) and f.get("name") == name), None)
 
 
-def _choices(field: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(label, id) of each choice."""
+def _choices(field: Mapping[str, Any]) -> list[tuple[str, str | None]]:
+    """(label, id) of each choice; the id None when the settings give none."""
     listed = field.get("choices")
     if not isinstance(listed, Sequence):
         return []
     return [
-        (str(c["value"]), str(c.get("id"))) for c in listed if isinstance(c, Mapping) and c.get("value") is not None
+        (str(c["value"]), None if c.get("id") is None else str(c["id"]))
+        for c in listed
+        if isinstance(c, Mapping) and c.get("value") is not None
     ]
 
 
-def _spelling(update: ValidatedUpdate, part: str, choices: list[tuple[str, str]]) -> str | None:
+def _spelling(update: ValidatedUpdate, part: str, choices: list[tuple[str, str | None]], by_id: bool) -> str | None:
     """How the CRM spells the choice `part` names, or None when it names none.
 
-    A label or an id as is; for an enum column, a label as the cleaning reads it (case and spaces aside); for
-    a number column, the same number (`10.00` names `10`).
+    A dropdown that holds ids (`by_id`) takes a choice's id; any other a label: as is, for an enum column as
+    the cleaning reads it (case and spaces aside), for a number column the same number (`10.00` names `10`).
     """
-    for label, choice_id in choices:
-        if part in (label, choice_id):
-            return part
+    if by_id:
+        return part if any(part == choice_id for _, choice_id in choices) else None
+    if any(part == label for label, _ in choices):
+        return part
     if update.target.type is ColumnType.ENUM:
         same = [label for label, _ in choices if _folded(label) == _folded(part)]
         return same[0] if len(same) == 1 else None

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from crm_assets.freshsales.errors import CrmPermissionError, CrmUnavailableError
 from crm_assets.write_back import (
+    Action,
     UpdateRequest,
     UpdateRequestError,
     ValidatedUpdate,
     check_crm_choices,
     validate_request,
 )
+from crm_assets.write_back.plan import plan_record
 
 PROBABILITY = {
     "name": "cf_probability_of_closure",
@@ -74,8 +77,28 @@ def test_an_enum_value_is_sent_as_the_crm_spells_the_choice() -> None:
     assert update.new_text == "North america"
 
 
-def test_a_dropdown_that_holds_ids_takes_a_choice_id() -> None:
-    assert _check([PROBABILITY], "2").new_wire_value == "2"
+def test_a_dropdown_that_holds_ids_takes_a_choice_id_and_only_it() -> None:
+    """Freshsales' own `*_id` dropdowns (deal_stage_id) hold a choice's id; custom dropdowns hold its label."""
+    stage = {"name": "deal_stage_id", "type": "dropdown", "choices": [{"id": 11, "value": "Won"}, {"id": 12}]}
+    update = validate_request(UpdateRequest("deals", "deal_id", "1", "probability_of_closure", "11"))
+    mapped = replace(update, target=replace(update.target, source="deal_stage_id"))  # as a CRM_FIELD_MAP may map it
+    assert check_crm_choices(SettingsOnly([stage]), mapped, LOG).new_wire_value == "11"  # type: ignore[arg-type]
+    refused = replace(mapped, new_value="Won", request=replace(update.request, update_value="Won"))
+    with pytest.raises(UpdateRequestError, match=r"'Won' is not a choice .*; choices: 11 \(Won\)$"):
+        check_crm_choices(SettingsOnly([stage]), refused, LOG)  # type: ignore[arg-type]
+    with pytest.raises(UpdateRequestError, match="'2' is not a choice"):
+        _check([PROBABILITY], "2")  # a custom dropdown: ids are no labels
+
+
+def test_a_spelled_multi_select_value_is_what_already_set_compares_with() -> None:
+    """Sent as `Low;High`, the value the CRM then holds: a record holding it is already set, not updated again."""
+    multi = PROBABILITY | {"type": "multi_select_dropdown"}
+    update = _check([multi], "Low; High")
+    assert (update.new_value, update.new_wire_value) == ("Low;High", "Low;High")
+    record = {"id": 5, "updated_at": "2024-01-01T00:00:00Z", "custom_field": {"cf_deal_id": 1}}
+    record["custom_field"]["cf_probability_of_closure"] = "Low;High"  # type: ignore[index]
+    planned = plan_record(update, record)
+    assert planned is not None and planned.action is Action.SKIP
 
 
 def test_a_number_column_names_a_choice_by_its_value() -> None:

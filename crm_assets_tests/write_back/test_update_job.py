@@ -19,7 +19,7 @@ from crm_assets.defs.sync.assets import clean_assets, raw_assets
 from crm_assets.demo_crm import DemoConfig, DemoCrm
 from crm_assets.demo_crm.server import serve_demo_crm
 from crm_assets.domains import get_domain
-from crm_assets.freshsales.client import parse_instant
+from crm_assets.freshsales.client import FreshsalesClient, parse_instant
 from crm_assets.warehouse.clean_load import clean_changes
 from crm_assets.warehouse.schema import CLEAN_TABLES, crm_update_audit
 from crm_assets.write_back import store
@@ -302,11 +302,17 @@ def test_a_put_whose_answer_is_lost_is_read_back_and_the_crm_decides_the_outcome
     seed_warehouse(warehouse_engine, demo, [crm_id])
     original = demo.handle
     sent: list[httpx.Request] = []
-    late: list[threading.Timer] = []
+    under_way: list[httpx.Request] = []  # a timed-out PUT the CRM applies once the read-back has been answered
+    backoffs: list[int] = []
+    back_off = FreshsalesClient.back_off
+    monkeypatch.setattr(FreshsalesClient, "back_off", lambda self, n: (backoffs.append(n), back_off(self, n))[1])
 
     def handle(request: httpx.Request, *, over_http: bool = False) -> httpx.Response:
         if request.method != "PUT":
-            return original(request, over_http=over_http)
+            response = original(request, over_http=over_http)
+            while under_way:
+                original(under_way.pop(), over_http=over_http)
+            return response
         sent.append(request)
         if len(sent) > failures:
             return original(request, over_http=over_http)
@@ -315,8 +321,7 @@ def test_a_put_whose_answer_is_lost_is_read_back_and_the_crm_decides_the_outcome
         if failure is PutFailure.SERVER_ERROR:
             return httpx.Response(503, json={"errors": {"code": 503, "message": ["unavailable"]}})
         if failure is PutFailure.TIMEOUT:  # the CRM applies it after the client gave up waiting
-            late.append(threading.Timer(0.5, original, args=(request,), kwargs={"over_http": over_http}))
-            late[-1].start()
+            under_way.append(request)
             raise httpx.ReadTimeout("timed out (test)", request=request)
         raise httpx.RemoteProtocolError("dropped (test)", request=request)
 
@@ -330,10 +335,11 @@ def test_a_put_whose_answer_is_lost_is_read_back_and_the_crm_decides_the_outcome
         key_to_update="deal_size",
         update_value="24456",
     )
-    for timer in late:
-        timer.join()
 
     assert len(sent) == puts
+    assert backoffs == list(range(1, min(failures, puts) + 1)), "each lost answer is waited for before the read-back"
+    if failure is PutFailure.TIMEOUT:
+        assert [crm_id for _, crm_id, _ in demo.put_log] == [crm_id], "applied once, late, never sent again"
     (entry,) = audit(warehouse_engine, result.run_id)
     (row,) = rows(warehouse_engine, DEALS, DEALS.c.crm_id == crm_id)
     assert (entry["old_value"], entry["status"]) == (old_text, outcome)
