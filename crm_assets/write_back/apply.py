@@ -29,7 +29,7 @@ from crm_assets.write_back.store import (
     write_planned_audit,
 )
 
-# After a timeout or a dropped connection, a record read back untouched may still be written by the CRM.
+# After a timeout, a dropped connection or a gateway's answer, a PUT read back unapplied may still be applied.
 STILL_UNDER_WAY = "the CRM may still apply it: run the same config again later (records already set are skipped)"
 
 
@@ -136,8 +136,8 @@ def _write(
     log: logging.Logger,
 ) -> ChangeOutcome:
     """PUT the field. A PUT whose answer was lost is read back (after the client's backoff, so that a write
-    still under way lands first); it is sent again, at most max_retries times, only when the CRM itself
-    answered (a 5xx, not a timeout) and the record is untouched: a blind retry could apply it twice."""
+    still under way lands first); it is sent again, at most max_retries times, only when the request ended at
+    the CRM (CrmOutcomeUnknownError.ended_at_crm) and the record is untouched: a blind retry could apply it twice."""
     domain = update.domain
     body = field_body(update.target, update.new_wire_value)
     attempt = 0
