@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
         )
     from crm_assets.defs.command_process import exit_interrupted, terminal_stderr
-    from crm_assets.resources import check_settings_from_env, check_warehouse_from_env
+    from crm_assets.resources import check_export_dir_from_env, check_settings_from_env, check_warehouse_from_env
 
     # Stopped by a supervisor's SIGTERM as by Ctrl-C. SIGINT too, even when inherited as ignored (a script's
     # `crm-assets run &`): Dagster gives SIGTERM SIGINT's handler while a run executes, and the log-capture
@@ -114,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_settings_from_env()  # a mistake the runs would fail on stops the command before any run
         dagster_home()  # one instance, and the SQLite warehouse in it, for every command
         check_warehouse_from_env()
+        if args.command == "run":  # the exports are its last step
+            check_export_dir_from_env()
         terminal_stderr()  # before a run's log capture takes fd 2
         return _exiting(_run_command(args))
     except SettingsError as exc:  # nothing ran: the variable to fix, in one line

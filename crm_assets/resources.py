@@ -15,6 +15,7 @@ from sqlalchemy.engine import Engine
 
 from crm_assets import settings
 from crm_assets.domains import configured_domains
+from crm_assets.files import write_bytes_atomically
 from crm_assets.freshsales.client import FreshsalesClient, validated_api_key, validated_base_url
 from crm_assets.freshsales.errors import CrmError
 from crm_assets.freshsales.ratelimit import BudgetStore
@@ -228,6 +229,17 @@ class ExportDirectory(dg.ConfigurableResource):  # type: ignore[type-arg]  # Dag
     @property
     def charts_path(self) -> Path:
         return self.folder / "charts"
+
+
+def check_export_dir_from_env() -> None:
+    """CRM_EXPORT_DIR can be created and written: else a SettingsError, before a sync of hours that ends by
+    writing there. A probe file is written and removed; the folder is left created, as the run would."""
+    probe = ExportDirectory(path=settings.export_dir()).folder / ".crm-assets-write-check"
+    try:
+        write_bytes_atomically(probe, b"")
+        probe.unlink()
+    except OSError as exc:
+        raise settings.SettingsError(f"{settings.CRM_EXPORT_DIR}: {exc}") from None
 
 
 def export_directory_from_env() -> ExportDirectory:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -175,16 +176,20 @@ def _last_line(text: str) -> str:
 
 
 def test_a_failed_run_ends_with_its_cause_once_and_nothing_else(tmp_path: Path) -> None:
-    blocker = tmp_path / "not_a_folder"
-    blocker.write_text("a file where the export folder should be")
+    """The export folder is usable when the command checks it, but a folder stands where today's accounts
+    export goes (tomorrow's too, for a run across midnight UTC): the run's last step fails."""
+    exports = tmp_path / "exports"
+    today = datetime.now(UTC).date()
+    for day in (today, today + timedelta(days=1)):
+        (exports / f"{day.isoformat()}_accounts.json").mkdir(parents=True)
     env = _env(tmp_path, DAGSTER_HOME=str(tmp_path / "home"), CRM_REPORTS_START_DATE="2026-06-01")
-    env["CRM_EXPORT_DIR"] = str(blocker / "exports")
+    env["CRM_EXPORT_DIR"] = str(exports)
     result = subprocess.run([CLI, "run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-3000:]
     last = _last_line(result.stderr)
     assert last.startswith("error: crm_sync failed: step crm_exports: cannot write "), last
-    assert f"in the folder {blocker / 'exports'}: not a directory. Fix: point CRM_EXPORT_DIR at a folder" in last
+    assert f"_accounts.json in the folder {exports}: " in last and "Fix: point CRM_EXPORT_DIR at a folder" in last
     assert output.count("cannot write ") == 1, "the cause is printed once"
     for noise in ("Traceback", "Not executing", "DagsterExecutionStepExecutionError", "see the error above"):
         assert noise not in output

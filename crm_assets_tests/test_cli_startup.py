@@ -92,6 +92,19 @@ def test_a_dagster_home_that_cannot_be_a_folder_is_named_in_one_line(
     assert f"DAGSTER_HOME {path}" in line and says in line, line
 
 
+def test_an_export_folder_that_cannot_be_written_stops_run_before_any_run(tmp_path: Path) -> None:
+    """Not after a sync of hours, at its last step. `update` writes no export: it is not stopped."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("where the export folder should be")
+    env = _env(tmp_path, CRM_EXPORT_DIR=str(blocker / "exports"))
+    line = _refused(tmp_path, env, "run")
+    assert line.startswith(f"error: CRM_EXPORT_DIR: cannot write .crm-assets-write-check in the folder {blocker}")
+    assert "not a directory" in line and "Fix: point CRM_EXPORT_DIR at a folder" in line, line
+    _no_run_in(tmp_path / "home")
+    update = subprocess.run([CLI, *UPDATE_ARGS], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert update.returncode == 0, (update.stdout + update.stderr)[-3000:]
+
+
 def test_a_dagster_yaml_that_is_not_yaml_is_named_in_one_line(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
