@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from functools import cache
 from pathlib import Path
 
@@ -234,10 +235,11 @@ class ExportDirectory(dg.ConfigurableResource):  # type: ignore[type-arg]  # Dag
 def check_export_dir_from_env() -> None:
     """CRM_EXPORT_DIR can be created and written: else a SettingsError, before a sync of hours that ends by
     writing there. A probe file is written and removed; the folder is left created, as the run would."""
-    probe = ExportDirectory(path=settings.export_dir()).folder / ".crm-assets-write-check"
+    # Named per process: two commands starting together must not remove each other's probe.
+    probe = ExportDirectory(path=settings.export_dir()).folder / f".crm-assets-write-check.{uuid.uuid4().hex}"
     try:
         write_bytes_atomically(probe, b"")
-        probe.unlink()
+        probe.unlink(missing_ok=True)
     except OSError as exc:
         raise settings.SettingsError(f"{settings.CRM_EXPORT_DIR}: {exc}") from None
 

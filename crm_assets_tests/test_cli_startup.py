@@ -98,7 +98,8 @@ def test_an_export_folder_that_cannot_be_written_stops_run_before_any_run(tmp_pa
     blocker.write_text("where the export folder should be")
     env = _env(tmp_path, CRM_EXPORT_DIR=str(blocker / "exports"))
     line = _refused(tmp_path, env, "run")
-    assert line.startswith(f"error: CRM_EXPORT_DIR: cannot write .crm-assets-write-check in the folder {blocker}")
+    assert line.startswith("error: CRM_EXPORT_DIR: cannot write .crm-assets-write-check."), line
+    assert f" in the folder {blocker / 'exports'}: " in line, line
     assert "not a directory" in line and "Fix: point CRM_EXPORT_DIR at a folder" in line, line
     _no_run_in(tmp_path / "home")
     update = subprocess.run([CLI, *UPDATE_ARGS], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

@@ -32,9 +32,15 @@ def test_a_bounded_wait_gives_up_and_leaves_the_lock_to_its_holder(warehouse_eng
     released = threading.Event()
     holder = _held_elsewhere(warehouse_engine, "test.bounded", released)
     waits: list[str] = []
+    waiting = threading.Event()
     states: list[str] = []
 
+    def on_wait() -> None:
+        waits.append("waiting")
+        waiting.set()
+
     def sample_states() -> None:  # the waiting connection between its tries, as pg_stat_activity shows it
+        assert waiting.wait(30)
         with warehouse_engine.connect() as conn:
             for _ in range(8):
                 time.sleep(0.1)
@@ -55,10 +61,10 @@ def test_a_bounded_wait_gives_up_and_leaves_the_lock_to_its_holder(warehouse_eng
             sampler.start()
         with (
             pytest.raises(LockBusyError, match=r"test\.bounded"),
-            named_lock(warehouse_engine, "test.bounded", lambda: waits.append("waiting"), wait_seconds=1.0),
+            named_lock(warehouse_engine, "test.bounded", on_wait, wait_seconds=1.5),
         ):
             pytest.fail("taken while another holds it")
-        assert 1.0 <= time.monotonic() - started < 10
+        assert 1.5 <= time.monotonic() - started < 10
         assert waits == ["waiting"]
         if sampler:
             sampler.join()
