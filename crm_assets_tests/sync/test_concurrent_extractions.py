@@ -65,21 +65,27 @@ def _page_requests(demo: DemoCrm) -> int:
     return sum(1 for r in demo.request_log if "/view/" in r.path)
 
 
-def test_a_second_extraction_of_a_domain_waits_for_the_first(
-    demo: DemoCrm, crm_url: str, warehouse_engine: Engine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    first_page_answered = threading.Event()
-    release = threading.Event()
+def _hold_the_first_page(demo: DemoCrm, monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """(answered, release): the demo CRM holds its first page's answer until `release` is set, so the
+    extraction that asked for it holds its extract lock."""
+    answered, release = threading.Event(), threading.Event()
     original = demo.handle
 
-    def hold_the_first_page(request: httpx.Request, *, over_http: bool = False) -> httpx.Response:
+    def hold(request: httpx.Request, *, over_http: bool = False) -> httpx.Response:
         response = original(request, over_http=over_http)
-        if "/view/" in request.url.path and not first_page_answered.is_set():
-            first_page_answered.set()
+        if "/view/" in request.url.path and not answered.is_set():
+            answered.set()
             assert release.wait(30), "the test never released the first extraction"
         return response
 
-    monkeypatch.setattr(demo, "handle", hold_the_first_page)
+    monkeypatch.setattr(demo, "handle", hold)
+    return answered, release
+
+
+def test_a_second_extraction_of_a_domain_waits_for_the_first(
+    demo: DemoCrm, crm_url: str, warehouse_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first_page_answered, release = _hold_the_first_page(demo, monkeypatch)
     first_log, _ = _logger("first")
     second_log, second_notes = _logger("second")
     first_results: list[ExtractResult] = []
@@ -114,18 +120,7 @@ def test_a_second_extraction_gives_up_after_its_wait_naming_the_other_scan(
     demo: DemoCrm, crm_url: str, warehouse_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A first sync of hours must not hold a crm_api pool slot (wanted by write-backs) for its whole length."""
-    first_page_answered = threading.Event()
-    release = threading.Event()
-    original = demo.handle
-
-    def hold_the_first_page(request: httpx.Request, *, over_http: bool = False) -> httpx.Response:
-        response = original(request, over_http=over_http)
-        if "/view/" in request.url.path and not first_page_answered.is_set():
-            first_page_answered.set()
-            assert release.wait(30), "the test never released the first extraction"
-        return response
-
-    monkeypatch.setattr(demo, "handle", hold_the_first_page)
+    first_page_answered, release = _hold_the_first_page(demo, monkeypatch)
     monkeypatch.setattr(pipeline, "EXTRACT_LOCK_WAIT_SECONDS", 0.6)
     first_log, _ = _logger("holder")
     first_results: list[ExtractResult] = []
