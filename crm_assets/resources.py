@@ -26,10 +26,10 @@ from crm_assets.warehouse.engine import (
     WarehouseConnectionError,
     create_warehouse_engine,
     default_database_url,
+    error_line,
     migrate,
     safe_url,
     validate_database_url,
-    without_password,
 )
 
 DEFAULT_RATE_LIMIT_PER_MINUTE = 400  # Freshsales Growth plan
@@ -206,9 +206,8 @@ def check_warehouse_from_env() -> None:
         raise settings.SettingsError(exc.description or "the warehouse cannot be opened") from None
     except (sa.exc.SQLAlchemyError, AlembicCommandError) as exc:  # e.g. a revision only a newer release knows
         cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
-        reason = without_password((str(cause).strip().splitlines() or [type(cause).__name__])[0])
         raise settings.SettingsError(
-            f"cannot bring the warehouse schema of {warehouse.display_url} up to date: {reason}"
+            f"cannot bring the warehouse schema of {warehouse.display_url} up to date: {error_line(cause)}"
         ) from None
 
 

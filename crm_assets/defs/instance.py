@@ -39,7 +39,7 @@ from crm_assets.defs.command_process import command_process_tag, execute_until_i
 from crm_assets.defs.local_storage import PooledSqliteEventLogStorage
 from crm_assets.files import write_bytes_atomically
 from crm_assets.settings import SettingsError
-from crm_assets.warehouse.engine import without_password
+from crm_assets.warehouse.engine import error_line
 
 DEFINITIONS_MODULE = "crm_assets.definitions"
 REPOSITORY_NAME = "__repository__"  # what Dagster names the repository of a Definitions object
@@ -178,9 +178,9 @@ def _reason(exc: BaseException) -> str:
     while cause is not None:
         if isinstance(cause, sa.exc.DBAPIError) and cause.orig is not None:
             # The server repeats a database name it does not know, a libpq connection string's password included.
-            return without_password((str(cause.orig).strip().splitlines() or [type(cause.orig).__name__])[0])
+            return error_line(cause.orig)
         cause = cause.__cause__
-    return without_password((str(exc).strip().splitlines() or [type(exc).__name__])[0])
+    return error_line(exc)
 
 
 @dataclass(frozen=True)

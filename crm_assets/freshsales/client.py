@@ -386,7 +386,7 @@ class FreshsalesClient:
     def update_record(self, entity: str, singular: str, crm_id: int, fields: dict[str, Any]) -> Record:
         """PUT the changed fields (wrapped in the singular key, as Freshsales expects); returns the record."""
         path = f"/api/{entity}/{int(crm_id)}"
-        response = self._request_read("PUT", path, json_body={singular: fields}, read=_whole_response, write=True)
+        response = self._request("PUT", path, json_body={singular: fields}, write=True)
         return self._unwrap(self._decode(response, "PUT", path), singular, "PUT", path)
 
     def back_off(self, attempt: int) -> None:
@@ -562,9 +562,11 @@ class FreshsalesClient:
         *,
         params: dict[str, Any] | None = None,
         json_body: Any = None,
+        write: bool = False,
     ) -> httpx.Response:
-        """One logical request: budgeted, retried on 429/5xx/transport errors, errors translated."""
-        return self._request_read(method, path, params=params, json_body=json_body, read=_whole_response)
+        """One logical request: budgeted, retried on 429/5xx/transport errors, errors translated (`write`: see
+        `_request_read`)."""
+        return self._request_read(method, path, params=params, json_body=json_body, read=_whole_response, write=write)
 
     def _request_read(
         self,

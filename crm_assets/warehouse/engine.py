@@ -104,6 +104,11 @@ def without_password(value: str) -> str:
     return _CONNINFO_PASSWORD.sub(rf"\g<1>{_HIDDEN}", value)
 
 
+def error_line(error: BaseException) -> str:
+    """The first line of an error's message (its type when it has none), any connection string's password starred."""
+    return without_password((str(error).strip().splitlines() or [type(error).__name__])[0])
+
+
 def _query_value(value: str | tuple[str, ...]) -> str | tuple[str, ...]:
     """A URL parameter's value (several, when the parameter repeats) without a connection string's password."""
     return tuple(map(without_password, value)) if isinstance(value, tuple) else without_password(value)
@@ -143,9 +148,8 @@ def check_connection(engine: Engine) -> None:
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except sa.exc.OperationalError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
         # The server repeats the database name it did not find, a libpq connection string's password included.
-        reason = without_password(reason)
+        reason = error_line(exc.orig) if exc.orig else type(exc).__name__
         raise WarehouseConnectionError(
             f"cannot connect to the warehouse database {safe_url(engine.url)}: {reason}. "
             "Check DATABASE_URL and that the server is running."
