@@ -396,6 +396,38 @@ def suspend_for_bulk_load(conn: sa.Connection, table: sa.Table, *, unique_when_e
     return restore
 
 
+def drop_keys_while_empty(conn: sa.Connection, table: sa.Table) -> list[str]:
+    """Drop an empty table's primary and unique keys before one big insert (PostgreSQL), unless a foreign key
+    references the table; returns the statements that add them back, in the same transaction.
+
+    Growing two B-trees entry by entry costs more than building each once after, in one sort that checks
+    every key at once (a duplicate fails the transaction, as the insert would have). Call it only on a table
+    `suspend_for_bulk_load` holds locked: the keys are missing until they are added back.
+    """
+    if not is_postgres(conn) or not is_empty(conn, table):
+        return []
+    name = conn.dialect.identifier_preparer.quote(table.name)
+    referenced = conn.execute(
+        sa.text("SELECT 1 FROM pg_constraint WHERE confrelid = to_regclass(:table) AND contype = 'f' LIMIT 1"),
+        {"table": name},
+    ).first()
+    if referenced:
+        return []
+    keys = conn.execute(
+        sa.text(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = to_regclass(:table) AND contype IN ('p', 'u') ORDER BY contype, conname"
+        ),
+        {"table": name},
+    ).all()
+    quote = conn.dialect.identifier_preparer.quote
+    restore: list[str] = []
+    for constraint, definition in keys:
+        conn.exec_driver_sql(f"ALTER TABLE {name} DROP CONSTRAINT {quote(constraint)}")
+        restore.append(f"ALTER TABLE {name} ADD CONSTRAINT {quote(constraint)} {definition}")
+    return restore
+
+
 def _suspend_sqlite_indexes(conn: sa.Connection, table: sa.Table, unique_when_empty: bool) -> list[str]:
     """SQLite's part of `suspend_for_bulk_load`: its indexes, not its foreign keys (dropping one rebuilds the
     table). Each index entry of a big load lands at a random place of a B-tree far larger than the page cache;

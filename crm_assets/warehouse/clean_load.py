@@ -21,7 +21,7 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from crm_assets.domains import Domain, ForeignKey, configured_domains, referencing
+from crm_assets.domains import ColumnType, Domain, ForeignKey, configured_domains, referencing
 from crm_assets.transform.clean import coerce_records, output_schema, problems, resolve, tally_kinds
 from crm_assets.warehouse.bulk import (
     analyze_after_bulk_change,
@@ -29,6 +29,7 @@ from crm_assets.warehouse.bulk import (
     analyze_stage,
     create_stage,
     delete_staged_keys,
+    drop_keys_while_empty,
     drop_stages,
     fill_stage,
     is_empty,
@@ -51,7 +52,13 @@ from crm_assets.warehouse.clean_guard import (
 )
 from crm_assets.warehouse.dialect import is_postgres, is_private_memory
 from crm_assets.warehouse.drift import guard_changed_records
-from crm_assets.warehouse.history import HISTORY_DOMAIN, earliest, first_versions, record_versions
+from crm_assets.warehouse.history import (
+    HISTORY_DOMAIN,
+    earliest,
+    first_versions,
+    record_versions,
+    touches_history,
+)
 from crm_assets.warehouse.raw import (
     latest_change_seq,
     lock_domain,
@@ -150,30 +157,34 @@ def clean_changes(
     first_versions_after = unversioned and domain.name == HISTORY_DOMAIN
     # No candidates yet (a first load): the batches (disjoint ranges of crm_id) then replace nothing.
     fresh = is_empty(conn, CANDIDATE_TABLES[domain.name])
+    on_server = fresh and _first_load_on_server(conn, domain, unversioned)
     fresh_keys: list[pl.Series] = []  # a fresh run's usable keys, batch by batch (PostgreSQL, see _add_fresh_keys)
     batches = _coerced_batches(conn, domain, after, through, batch_size, ahead=ahead)
     with probing_joins(conn, small), contextlib.closing(batches):
         for batch, coerced in batches:
             _take_changed_batch(conn, domain, batch, coerced, affected, run_id, changes, fresh=fresh)
-            if fresh and is_postgres(conn):
+            if fresh and is_postgres(conn) and not on_server:
                 fresh_keys.append(_usable_keys(domain, coerced))
             drop_stages(conn, keep=[affected])
             changes.records_read += batch.height
             log.info(f"{domain.name}: {changes.records_read:,} changed records coerced")
     _restore(conn, restore_candidates, changes)  # the contest looks candidates up by business key
-    if fresh:
-        _add_fresh_keys(conn, domain, affected, fresh_keys)
     analyze_after_bulk_change(conn, CANDIDATE_TABLES[domain.name], changes.records_read)
-    # Once, after the batches: while they add keys only the stage's primary key is used.
-    analyze_stage(conn, affected)
-    contest = _Contest(
-        domain, affected, run_id, changes, track, ReferencedKeys(domain), fresh, versions=not first_versions_after
-    )
-    with probing_joins(conn, small):
-        for first, last in _key_ranges(conn, affected, chunk_size):
-            _decide(conn, contest, first, last)
-            drop_stages(conn, keep=[affected])
-            log.info(f"{domain.name}: {changes.keys_decided:,} business keys decided")
+    if on_server:
+        _decide_first_load(conn, domain, run_id, changes, track, bulk=bulk)
+        log.info(f"{domain.name}: {changes.keys_decided:,} business keys decided")
+    else:
+        if fresh:
+            _add_fresh_keys(conn, domain, affected, fresh_keys)
+        # Once, after the batches: while they add keys only the stage's primary key is used.
+        analyze_stage(conn, affected)
+        versions = not first_versions_after
+        contest = _Contest(domain, affected, run_id, changes, track, ReferencedKeys(domain), fresh, versions)
+        with probing_joins(conn, small):
+            for first, last in _key_ranges(conn, affected, chunk_size):
+                _decide(conn, contest, first, last)
+                drop_stages(conn, keep=[affected])
+                log.info(f"{domain.name}: {changes.keys_decided:,} business keys decided")
     if first_versions_after:
         changes.history_from = first_versions(conn)
     _restore(conn, restore_table, changes)
@@ -467,6 +478,96 @@ def _decide(conn: sa.Connection, contest: _Contest, first: Any, last: Any) -> No
         changes.after.append(pl.concat([inserts.select(track), updates.select(track)]))
 
 
+# Key and foreign-key types whose text in SQL is the text polars gives them: the reasons read the same.
+_SERVER_FORMATTED = frozenset({ColumnType.TEXT, ColumnType.BIGINT, ColumnType.INTEGER})
+
+
+def _first_load_on_server(conn: sa.Connection, domain: Domain, unversioned: bool) -> bool:
+    """Whether a fresh run (no candidates before it) can decide its contest in SQL (`_decide_first_load`).
+
+    Only on PostgreSQL, into an empty clean table, when the run versions no deal chunk by chunk (the history
+    is empty, or the domain does not touch it), and when the reasons' values print alike in SQL and polars.
+    """
+    formatted = [domain.business_key, *(fk.column for fk in domain.foreign_keys)]
+    return (
+        is_postgres(conn)
+        and all(domain.column(name).type in _SERVER_FORMATTED for name in formatted)
+        and (unversioned or not touches_history(domain))
+        and is_empty(conn, CLEAN_TABLES[domain.name])
+    )
+
+
+def _decide_first_load(
+    conn: sa.Connection, domain: Domain, run_id: str | None, changes: TableChanges, track: Sequence[str], *, bulk: bool
+) -> None:
+    """A first load's contest, on the server: the rules of `resolve`, in SQL, over every candidate at once.
+
+    Newest record per business key wins (ties to the higher CRM id); a winner whose foreign key points at
+    no loaded row is an orphan. The rejected (few) come back to be quarantined; the winners go from the
+    candidates into the empty clean table without crossing the wire, which the chunked contest sends
+    twice. A test holds both ways equal on the demo CRM's dirty records.
+    """
+    candidates, table, key = CANDIDATE_TABLES[domain.name], CLEAN_TABLES[domain.name], domain.business_key
+    schema = output_schema(domain)
+    rejected = read_frame(conn, _first_load_rejections(domain), {"crm_id": pl.Int64(), "reason": pl.String()})
+    rejected_ids = create_stage(conn, candidates, ["crm_id"], primary_key=["crm_id"])
+    fill_stage(conn, rejected_ids, rejected.select("crm_id"))
+    # NOT EXISTS, an anti-join: NOT IN would hash the ids in work_mem or, past it, scan them once per candidate.
+    not_rejected = ~sa.exists().where(rejected_ids.c.crm_id == candidates.c.crm_id)
+    winners = sa.select(*(candidates.c[c] for c in schema)).where(candidates.c.error.is_(None), not_rejected)
+    started = time.perf_counter()
+    keys = drop_keys_while_empty(conn, table) if bulk else []  # the table is locked (suspend_for_bulk_load)
+    # Sorted by key, as the chunks write them: the surrogate ids then follow the business keys alike.
+    insert = table.insert().from_select(list(schema), winners.order_by(candidates.c[key]))
+    inserted = conn.execute(insert.execution_options(preserve_rowcount=True)).rowcount
+    restore_after_bulk_load(conn, keys)
+    changes.write_seconds += time.perf_counter() - started
+    add_rejections(conn, domain, rejected, run_id)
+    for child, fk in referencing(domain):  # every key is new here
+        _mark_referencing(conn, child, fk, sa.select(table.c[fk.target_column]))
+    orphans = rejected.filter(pl.col("reason").str.starts_with("orphan: ")).height
+    changes.inserted += inserted
+    changes.keys_decided += inserted + orphans  # the winners, loaded or orphaned
+    if track:
+        changes.after.append(read_frame(conn, sa.select(*(table.c[c] for c in track)), {c: schema[c] for c in track}))
+
+
+def _first_load_rejections(domain: Domain) -> sa.Select[Any]:
+    """(crm_id, reason) of every usable candidate `resolve` would reject: duplicates, then orphans."""
+    candidates, key = CANDIDATE_TABLES[domain.name], domain.business_key
+    newest_first = (candidates.c.updated_at.desc(), candidates.c.crm_id.desc())
+    ranked = (
+        sa.select(  # only the columns a verdict reads: the window sorts every column it is given
+            candidates.c.crm_id,
+            candidates.c[key],
+            *(candidates.c[fk.column] for fk in domain.foreign_keys),
+            sa.func.row_number().over(partition_by=candidates.c[key], order_by=newest_first).label("rank"),
+            sa.func.first_value(candidates.c.crm_id)
+            .over(partition_by=candidates.c[key], order_by=newest_first)
+            .label("winner"),
+        )
+        .where(candidates.c.error.is_(None))
+        .subquery("ranked")
+    )
+
+    def text(column: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+        return sa.cast(column, sa.Text)
+
+    winner = text(ranked.c.winner)
+    duplicate = sa.literal(f"duplicate {key} ") + text(ranked.c[key]) + ": CRM record " + winner + " is more recent"
+    joined: sa.FromClause = ranked
+    orphan_cases = []
+    for n, fk in enumerate(domain.foreign_keys):  # the first dangling foreign key names the reason, as in `resolve`
+        # An outer join (hashed once), not a NOT EXISTS per candidate; the target is unique, so no row doubles.
+        target = CLEAN_TABLES[fk.domain].alias(f"referenced_{n}").c[fk.target_column]
+        joined = joined.outerjoin(target.table, target == ranked.c[fk.column])
+        reason = sa.literal(f"orphan: {fk.column} ") + text(ranked.c[fk.column]) + f" has no loaded {fk.domain} row"
+        orphan_cases.append((ranked.c[fk.column].is_not(None) & target.is_(None), reason))
+    verdict = sa.case((ranked.c.rank > 1, duplicate), *orphan_cases, else_=sa.null()).label("reason")
+    verdicts = sa.select(ranked.c.crm_id, verdict).select_from(joined).subquery("verdicts")
+    return sa.select(verdicts.c.crm_id, verdicts.c.reason).where(verdicts.c.reason.is_not(None))
+
+
 def _drop_verdicts(conn: sa.Connection, domain: Domain, contenders: pl.DataFrame, chosen_ids: sa.Select[Any]) -> None:
     """Drop the contenders' old verdicts (duplicate, orphan); coercion rejects stay until their record changes.
 
@@ -567,12 +668,14 @@ def _mark_dependents(conn: sa.Connection, domain: Domain, changed_keys: pl.DataF
     for child, fk in referencing(domain):
         stage = create_stage(conn, CLEAN_TABLES[domain.name], [fk.target_column])
         fill_stage(conn, stage, changed_keys.rename({domain.business_key: fk.target_column}))
-        child_candidates = CANDIDATE_TABLES[child.name]
-        # IN: driven by the staged keys through the candidates' foreign-key index, on SQLite too.
-        dependents = sa.select(child_candidates.c.crm_id).where(
-            child_candidates.c[fk.column].in_(sa.select(stage.c[fk.target_column]))
-        )
-        mark_changed(conn, child, dependents)
+        _mark_referencing(conn, child, fk, sa.select(stage.c[fk.target_column]))
+
+
+def _mark_referencing(conn: sa.Connection, child: Domain, fk: ForeignKey, keys: sa.Select[Any]) -> None:
+    """Have the next clean run of `child` re-decide its records whose foreign key `fk` is one of `keys`."""
+    child_candidates = CANDIDATE_TABLES[child.name]
+    # IN: driven by the keys through the candidates' foreign-key index, on SQLite too.
+    mark_changed(conn, child, sa.select(child_candidates.c.crm_id).where(child_candidates.c[fk.column].in_(keys)))
 
 
 def add_rejections(conn: sa.Connection, domain: Domain, rejected: pl.DataFrame, run_id: str | None) -> None:

@@ -51,6 +51,11 @@ def record_versions(conn: sa.Connection, domain: Domain, affected: sa.Table, fir
     return None
 
 
+def touches_history(domain: Domain) -> bool:
+    """Whether a clean run of `domain` can change deal_history: the deals, or a domain they refer to."""
+    return domain.name == HISTORY_DOMAIN or bool(_foreign_keys_to(domain))
+
+
 def earliest(*moments: datetime | None) -> datetime | None:
     return min((m for m in moments if m is not None), default=None)
 

@@ -14,9 +14,11 @@ from crm_assets.domains import ACCOUNTS, DEALS, Domain
 from crm_assets.transform.clean import clean
 from crm_assets.warehouse import clean_load
 from crm_assets.warehouse.clean_load import clean_changes, read_clean_rows
+from crm_assets.warehouse.engine import create_warehouse_engine, migrate
 from crm_assets.warehouse.history import current_version_mismatches, reconcile
 from crm_assets.warehouse.raw import RawWriter, read_live_fields
 from crm_assets.warehouse.schema import CLEAN_TABLES, deal_history, rejected_records
+from crm_assets_tests.conftest import create_pg_database, drop_pg_database
 
 STAGES = ["Prospecting", "negotiation ", "Closed-Won", "Closed-Lost", "Mars"]
 
@@ -206,3 +208,68 @@ def test_memory_follows_the_batch_not_the_table(warehouse_engine: Engine) -> Non
     rows, _ = state(warehouse_engine, ACCOUNTS)
     assert [r[0] for r in rows] == list(range(1, 41))
     assert pl.DataFrame(rows, orient="row").height == 40
+
+
+def _first_load_state(engine: Engine) -> dict[str, Any]:
+    """Every table a first clean writes, with the surrogate ids and the quarantined payloads."""
+    with engine.connect() as conn:
+        tables = {name: conn.execute(sa.select(t).order_by(*t.primary_key)).all() for name, t in CLEAN_TABLES.items()}
+        columns = [c for c in rejected_records.c if c.name not in ("id", "rejected_at")]  # ids: insertion order
+        rejected = conn.execute(sa.select(*columns).order_by(rejected_records.c.domain, rejected_records.c.crm_id))
+        versioned = [c for c in deal_history.c if c.name != "first_observed_at"]  # when the run ran
+        history = conn.execute(sa.select(*versioned).order_by(deal_history.c.deal_id)).all()
+        return tables | {"rejected": rejected.all(), "history": history}
+
+
+@pytest.mark.postgres
+def test_a_first_load_decided_on_the_server_matches_the_chunked_contest(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Duplicates (ties on updated_at to the higher CRM id), orphans, coercion rejects: the SQL contest of a
+    first load gives the same rows, ids, verdicts, history and counts as the chunks of `resolve`."""
+    accounts = [account(i, i % 6, i) for i in range(1, 10)] + [account(20, "lots", 20)]
+    accounts += [account(30, 7, 30), account(31, 7, 30)]  # a tie: 31 wins
+    deals = [deal(100 + i, i % 11, i % 9, i % 13, STAGES[i % 5], i % 28 + 1) for i in range(40)]
+    deals += [deal(200, 50, 1, 60), deal(201, 50, 1, 60), deal(202, 51, None, 61)]
+
+    def first_load(engine: Engine) -> list[tuple[Any, ...]]:
+        write(engine, ACCOUNTS, accounts)
+        write(engine, DEALS, deals)
+        counts = []
+        for domain, track in ((ACCOUNTS, ("account_id",)), (DEALS, ("deal_id", "created_at"))):
+            with engine.begin() as conn:
+                changes = clean_changes(conn, domain, "run", track=track, batch_size=7, chunk_size=5)
+            after = sorted(pl.concat(changes.after).rows())
+            counts.append((changes.inserted, changes.keys_decided, changes.rows, changes.rejected, after))
+        return counts
+
+    decided_on_server = []
+    on_server = clean_load._first_load_on_server
+    monkeypatch.setattr(
+        clean_load, "_first_load_on_server", lambda *a: decided_on_server.append(on_server(*a)) or decided_on_server[-1]
+    )
+    server_engine = create_warehouse_engine(pg_url)
+    migrate(server_engine)
+    chunked_url = create_pg_database()
+    chunked_engine = create_warehouse_engine(chunked_url)
+    try:
+        migrate(chunked_engine)
+        server_counts = first_load(server_engine)
+        assert decided_on_server == [True, True]
+        monkeypatch.setattr(clean_load, "_first_load_on_server", lambda *a: False)
+        assert first_load(chunked_engine) == server_counts
+        server, chunked = _first_load_state(server_engine), _first_load_state(chunked_engine)
+        assert server == chunked
+        reasons = {r.reason.split(" ")[0] for r in server["rejected"]}
+        assert {"duplicate", "orphan:"} <= reasons and len(server["deals"]) > 5
+        assert (31, "duplicate account_id 7: CRM record 31 is more recent") not in [
+            (r.crm_id, r.reason) for r in server["rejected"]
+        ]
+        assert (30, "duplicate account_id 7: CRM record 31 is more recent") in [
+            (r.crm_id, r.reason) for r in server["rejected"]
+        ]
+        assert any(r.crm_id == 202 and "account_id" in r.reason for r in server["rejected"])  # coerced out
+    finally:
+        server_engine.dispose()
+        chunked_engine.dispose()
+        drop_pg_database(chunked_url)
