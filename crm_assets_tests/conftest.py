@@ -29,12 +29,12 @@ def _pg_unavailable(reason: str) -> None:
     pytest.skip(message)
 
 
-def create_pg_database(prefix: str = "crm_assets_test") -> str:
-    """A fresh, empty database; returns its SQLAlchemy URL."""
+def create_pg_database(prefix: str = "crm_assets_test", options: str = "") -> str:
+    """A fresh, empty database (`options`: what CREATE DATABASE takes after its name); returns its SQLAlchemy URL."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
         with psycopg.connect(PG_ADMIN_DSN, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}" {options}')
     except psycopg.OperationalError as exc:
         _pg_unavailable(str(exc).strip().splitlines()[0])
     admin = psycopg.conninfo.conninfo_to_dict(PG_ADMIN_DSN)

@@ -91,6 +91,8 @@ class Domain:
             raise ValueError(f"domain {self.name!r} declares a column twice: {names}")
         if self.business_key not in names:
             raise ValueError(f"domain {self.name!r}: business key {self.business_key!r} is not a column")
+        if self.column(self.business_key).nullable:  # a record without its key could be neither kept nor told apart
+            raise ValueError(f"domain {self.name!r}: business key {self.business_key!r} must not be nullable")
 
     @property
     def raw_table(self) -> str:

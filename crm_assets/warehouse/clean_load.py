@@ -517,8 +517,10 @@ def _decide_first_load(
     winners = sa.select(*(candidates.c[c] for c in schema)).where(candidates.c.error.is_(None), not_rejected)
     started = time.perf_counter()
     keys = drop_keys_while_empty(conn, table) if bulk else []  # the table is locked (suspend_for_bulk_load)
-    # Sorted by key, as the chunks write them: the surrogate ids then follow the business keys alike.
-    insert = table.insert().from_select(list(schema), winners.order_by(candidates.c[key]))
+    # Sorted by key as polars sorts a chunk (text in byte order, not the database's collation): the surrogate
+    # ids then follow the business keys alike.
+    order = candidates.c[key].collate("C") if domain.column(key).type is ColumnType.TEXT else candidates.c[key]
+    insert = table.insert().from_select(list(schema), winners.order_by(order))
     inserted = conn.execute(insert.execution_options(preserve_rowcount=True)).rowcount
     restore_after_bulk_load(conn, keys)
     changes.write_seconds += time.perf_counter() - started
@@ -605,9 +607,14 @@ class ReferencedKeys:
         for fk in self.domain.foreign_keys:
             wanted = rows[fk.column].drop_nulls().unique()
             if fk.domain in self._whole or len(wanted) >= self.WHOLE_COLUMN_FROM:
-                found[fk.domain] = self._whole_column(conn, fk, wanted.dtype)
+                values = self._whole_column(conn, fk, wanted.dtype)
             else:
-                found[fk.domain] = pl.Series(fk.target_column, _look_up(conn, fk, wanted.to_list()), dtype=wanted.dtype)
+                values = pl.Series(fk.target_column, _look_up(conn, fk, wanted.to_list()), dtype=wanted.dtype)
+            # Two foreign keys may point to one domain: the values either found (all exist there) count for both.
+            if fk.domain in found:
+                both = [found[fk.domain].to_frame("value"), values.to_frame("value")]
+                values = pl.concat(both, how="vertical_relaxed").to_series()
+            found[fk.domain] = values
         return found
 
     def _whole_column(self, conn: sa.Connection, fk: ForeignKey, dtype: pl.DataType) -> pl.Series:

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from crm_assets.domains import ACCOUNTS, DEALS, Domain
+from crm_assets.domains import ACCOUNTS, CONTACTS, DEALS, Column, ColumnType, Domain, ForeignKey
 from crm_assets.transform.clean import clean
 from crm_assets.warehouse import clean_load
 from crm_assets.warehouse.clean_load import clean_changes, read_clean_rows
@@ -273,3 +273,82 @@ def test_a_first_load_decided_on_the_server_matches_the_chunked_contest(
         server_engine.dispose()
         chunked_engine.dispose()
         drop_pg_database(chunked_url)
+
+
+def _contact(crm_id: int, key: str) -> dict[str, Any]:
+    return {
+        "id": crm_id,
+        "external_id": key,
+        "first_name": "F",
+        "last_name": "L",
+        "email": f"c{crm_id}@example.org",
+        "updated_at": "2024-01-01T00:00:01Z",
+        "custom_field": {"cf_lead_source": "Website"},
+    }
+
+
+@pytest.mark.postgres
+def test_a_first_load_on_the_server_numbers_text_keys_as_the_chunks_do_under_any_collation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In a database whose collation sorts 'a' before 'B' (ICU en-US), the surrogate ids still follow the byte
+    order polars sorts a chunk in, as the chunked contest gives them."""
+    keys = ["a", "B", "_x", "10", "9", "é", "Ä", "z z", "Z"]
+    ids: dict[bool, list[tuple[Any, ...]]] = {}
+    for on_server in (True, False):
+        if not on_server:
+            monkeypatch.setattr(clean_load, "_first_load_on_server", lambda *a: False)
+        url = create_pg_database(options="TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'")
+        engine = create_warehouse_engine(url)
+        try:
+            migrate(engine)
+            write(engine, CONTACTS, [_contact(10 + n, key) for n, key in enumerate(keys)])
+            with engine.begin() as conn:
+                clean_changes(conn, CONTACTS, "run")
+                table = CLEAN_TABLES["contacts"]
+                ids[on_server] = conn.execute(sa.select(table.c.id, table.c.contact_id).order_by(table.c.id)).all()
+        finally:
+            engine.dispose()
+            drop_pg_database(url)
+    assert ids[True] == ids[False]
+    assert [key for _, key in ids[True]] == sorted(keys, key=lambda k: k.encode())
+
+
+def test_two_foreign_keys_to_one_domain_each_find_their_rows(warehouse_engine: Engine) -> None:
+    """The values found for one foreign key are not forgotten when a second one points to the same domain."""
+    write(warehouse_engine, ACCOUNTS, [account(i, i, i) for i in (1, 2, 3)])
+    with warehouse_engine.begin() as conn:
+        clean_changes(conn, ACCOUNTS, "run")
+    two_ways = Domain(
+        name="shipments",
+        entity="shipments",
+        singular="shipment",
+        views=("All",),
+        business_key="shipment_no",
+        columns=(
+            Column("shipment_no", ColumnType.BIGINT, "custom_field.cf_no"),
+            Column("billing", ColumnType.BIGINT, "custom_field.cf_billing"),
+            Column("shipping", ColumnType.BIGINT, "custom_field.cf_shipping"),
+        ),
+        foreign_keys=tuple(ForeignKey(c, "accounts", "account_id") for c in ("billing", "shipping")),
+    )
+    rows = pl.DataFrame({"billing": [1, 9], "shipping": [2, 3]})
+    for whole in (False, True):
+        referenced = clean_load.ReferencedKeys(two_ways)
+        if whole:
+            referenced.WHOLE_COLUMN_FROM = 0
+        with warehouse_engine.connect() as conn:
+            found = referenced.present(conn, rows)
+        assert sorted(set(found["accounts"].to_list())) == [1, 2, 3]
+
+
+def test_a_business_key_may_not_be_nullable() -> None:
+    with pytest.raises(ValueError, match="business key 'no' must not be nullable"):
+        Domain(
+            name="things",
+            entity="things",
+            singular="thing",
+            views=("All",),
+            business_key="no",
+            columns=(Column("no", ColumnType.BIGINT, "custom_field.cf_no", nullable=True),),
+        )
