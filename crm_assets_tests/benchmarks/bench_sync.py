@@ -1,11 +1,11 @@
 """Sync benchmark: N deals (+ N/10 accounts, N/2 contacts) from the demo CRM over loopback HTTP into
 PostgreSQL (default) or the embedded SQLite warehouse (`--db sqlite`).
 
-Prints, per stage (fetch, parse and clean, load), records/s and peak RSS, each stage run alone; beside them,
-measured in the same run, a plain COPY of the same deal rows and an origin-style ORM row-by-row load of a
-5,000-row sample. Then, into a second warehouse, the full sync as the sync job's graph runs it (every
-domain's raw step at once, each clean step once its inputs are done), against the fetch alone; and a
-re-sync after 1% of the records changed. Not a test: it prints figures.
+Runs the full sync as the sync job's graph runs it (every domain's raw step at once, each clean step once its
+inputs are done); then, into a second warehouse, each stage alone (fetch, parse and clean, load), printing
+records/s and peak RSS, and the full sync against the fetch alone; beside them, a plain COPY of the same
+deal rows and an origin-style ORM row-by-row load of a 5,000-row sample; last, in the first warehouse, a
+re-sync after 1% of the records changed, as the job runs it. Not a test: it prints figures.
 
     python crm_assets_tests/benchmarks/bench_sync.py --deals 1000000
     python crm_assets_tests/benchmarks/bench_sync.py --deals 1000000 --db sqlite
