@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import date
 from typing import Any
 
@@ -18,7 +19,7 @@ from sqlalchemy.engine import Engine
 
 from crm_assets.demo_crm import DEMO_API_KEY, DEMO_BASE_URL, DemoConfig, DemoCrm
 from crm_assets.demo_crm.data import DEMO_DOMAINS, entity_spec
-from crm_assets.domains import Column, ColumnType, Domain
+from crm_assets.domains import ACCOUNTS, Column, ColumnType, Domain
 from crm_assets.domains.demo import Built, DemoRecipe, Dirt, Draw, SettingsField, ViewKind, format_date, odd_case
 from crm_assets.freshsales.client import FreshsalesClient
 from crm_assets.pipeline import clean_domain, extract_domain
@@ -153,6 +154,13 @@ def test_recipe_codes_must_differ() -> None:
         DemoCrm(DemoConfig(), domains=(*DEMO_DOMAINS, TICKETS, TICKETS))
     with pytest.raises(ValueError, match="no demo recipe"):
         entity_spec(Domain("plain", "plains", "plain", ("All",), "k", (Column("k", ColumnType.TEXT, "k"),)))
+
+
+def test_a_business_key_may_not_be_nullable() -> None:
+    key = ACCOUNTS.business_key
+    nullable_key = tuple(replace(c, nullable=True) if c.name == key else c for c in ACCOUNTS.columns)
+    with pytest.raises(ValueError, match="business key 'account_id' must not be nullable"):
+        replace(ACCOUNTS, columns=nullable_key)
 
 
 def _expected_row(record: dict[str, Any]) -> dict[str, Any] | None:

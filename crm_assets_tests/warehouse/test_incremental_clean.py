@@ -19,6 +19,7 @@ from crm_assets.warehouse.history import current_version_mismatches, reconcile
 from crm_assets.warehouse.raw import RawWriter, read_live_fields
 from crm_assets.warehouse.schema import CLEAN_TABLES, deal_history, rejected_records
 from crm_assets_tests.conftest import create_pg_database, drop_pg_database
+from crm_assets_tests.warehouse.test_loads import contact
 
 STAGES = ["Prospecting", "negotiation ", "Closed-Won", "Closed-Lost", "Mars"]
 
@@ -243,11 +244,14 @@ def test_a_first_load_decided_on_the_server_matches_the_chunked_contest(
             counts.append((changes.inserted, changes.keys_decided, changes.rows, changes.rejected, after))
         return counts
 
-    decided_on_server = []
+    decided_on_server: list[bool] = []
     on_server = clean_load._first_load_on_server
-    monkeypatch.setattr(
-        clean_load, "_first_load_on_server", lambda *a: decided_on_server.append(on_server(*a)) or decided_on_server[-1]
-    )
+
+    def spy(*args: Any) -> bool:
+        decided_on_server.append(on_server(*args))
+        return decided_on_server[-1]
+
+    monkeypatch.setattr(clean_load, "_first_load_on_server", spy)
     server_engine = create_warehouse_engine(pg_url)
     migrate(server_engine)
     chunked_url = create_pg_database()
@@ -275,18 +279,6 @@ def test_a_first_load_decided_on_the_server_matches_the_chunked_contest(
         drop_pg_database(chunked_url)
 
 
-def _contact(crm_id: int, key: str) -> dict[str, Any]:
-    return {
-        "id": crm_id,
-        "external_id": key,
-        "first_name": "F",
-        "last_name": "L",
-        "email": f"c{crm_id}@example.org",
-        "updated_at": "2024-01-01T00:00:01Z",
-        "custom_field": {"cf_lead_source": "Website"},
-    }
-
-
 @pytest.mark.postgres
 def test_a_first_load_on_the_server_numbers_text_keys_as_the_chunks_do_under_any_collation(
     monkeypatch: pytest.MonkeyPatch,
@@ -302,7 +294,7 @@ def test_a_first_load_on_the_server_numbers_text_keys_as_the_chunks_do_under_any
         engine = create_warehouse_engine(url)
         try:
             migrate(engine)
-            write(engine, CONTACTS, [_contact(10 + n, key) for n, key in enumerate(keys)])
+            write(engine, CONTACTS, [contact(10 + n, key) for n, key in enumerate(keys)])
             with engine.begin() as conn:
                 clean_changes(conn, CONTACTS, "run")
                 table = CLEAN_TABLES["contacts"]
@@ -340,15 +332,3 @@ def test_two_foreign_keys_to_one_domain_each_find_their_rows(warehouse_engine: E
         with warehouse_engine.connect() as conn:
             found = referenced.present(conn, rows)
         assert sorted(set(found["accounts"].to_list())) == [1, 2, 3]
-
-
-def test_a_business_key_may_not_be_nullable() -> None:
-    with pytest.raises(ValueError, match="business key 'no' must not be nullable"):
-        Domain(
-            name="things",
-            entity="things",
-            singular="thing",
-            views=("All",),
-            business_key="no",
-            columns=(Column("no", ColumnType.BIGINT, "custom_field.cf_no", nullable=True),),
-        )
