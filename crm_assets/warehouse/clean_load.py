@@ -157,6 +157,8 @@ def clean_changes(
     first_versions_after = unversioned and domain.name == HISTORY_DOMAIN
     # No candidates yet (a first load): the batches (disjoint ranges of crm_id) then replace nothing.
     fresh = is_empty(conn, CANDIDATE_TABLES[domain.name])
+    if bulk and fresh:  # every batch only appends: build the candidates' keys once after, not row by row
+        restore_candidates = drop_keys_while_empty(conn, CANDIDATE_TABLES[domain.name]) + restore_candidates
     on_server = fresh and _first_load_on_server(conn, domain, unversioned)
     fresh_keys: list[pl.Series] = []  # a fresh run's usable keys, batch by batch (PostgreSQL, see _add_fresh_keys)
     batches = _coerced_batches(conn, domain, after, through, batch_size, ahead=ahead)
