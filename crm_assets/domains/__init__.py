@@ -18,7 +18,31 @@ from crm_assets.domains.contacts import CONTACTS
 from crm_assets.domains.deals import DEALS
 from crm_assets.settings import SettingsError
 
-DEFAULT_DOMAINS: tuple[Domain, ...] = (ACCOUNTS, CONTACTS, DEALS)
+
+def in_load_order(domains: tuple[Domain, ...]) -> tuple[Domain, ...]:
+    """`domains`, once each foreign key is known to point to the business key of a domain declared before
+    it, with the key's own type: the cleaning pipeline matches and marks references by those keys' values
+    (a surrogate id or a narrower type would orphan valid rows or fail a load). Raises ValueError naming it."""
+    earlier: dict[str, Domain] = {}
+    for domain in domains:
+        for fk in domain.foreign_keys:
+            where = f"domain {domain.name!r}: foreign key {fk.column!r}"
+            target = earlier.get(fk.domain)
+            if target is None:
+                raise ValueError(f"{where} points to {fk.domain!r}, which must be declared before it (load order)")
+            if fk.target_column != target.business_key:
+                raise ValueError(
+                    f"{where} must point to {fk.domain}'s business key {target.business_key!r}, "
+                    f"not {fk.target_column!r}"
+                )
+            key_type = target.column(target.business_key).type
+            if domain.column(fk.column).type is not key_type:
+                raise ValueError(f"{where} must have the type of {fk.domain}.{target.business_key}, {key_type.value}")
+        earlier[domain.name] = domain
+    return domains
+
+
+DEFAULT_DOMAINS: tuple[Domain, ...] = in_load_order((ACCOUNTS, CONTACTS, DEALS))
 # Fixed by the declarations, whatever the field map: for choices and dependencies built at import.
 DOMAIN_NAMES: tuple[str, ...] = tuple(d.name for d in DEFAULT_DOMAINS)
 
@@ -86,6 +110,7 @@ __all__ = [
     "apply_field_map",
     "configured_domains",
     "get_domain",
+    "in_load_order",
     "load_field_map",
     "referencing",
 ]

@@ -91,6 +91,8 @@ class Domain:
             raise ValueError(f"domain {self.name!r} declares a column twice: {names}")
         if self.business_key not in names:
             raise ValueError(f"domain {self.name!r}: business key {self.business_key!r} is not a column")
+        if unknown := [fk.column for fk in self.foreign_keys if fk.column not in names]:
+            raise ValueError(f"domain {self.name!r}: foreign keys {unknown} are not columns")
         if self.column(self.business_key).nullable:  # a record without its key could be neither kept nor told apart
             raise ValueError(f"domain {self.name!r}: business key {self.business_key!r} must not be nullable")
 

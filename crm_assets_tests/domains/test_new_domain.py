@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 
 from crm_assets.demo_crm import DEMO_API_KEY, DEMO_BASE_URL, DemoConfig, DemoCrm
 from crm_assets.demo_crm.data import DEMO_DOMAINS, entity_spec
-from crm_assets.domains import ACCOUNTS, Column, ColumnType, Domain
+from crm_assets.domains import ACCOUNTS, DEALS, Column, ColumnType, Domain, ForeignKey, in_load_order
 from crm_assets.domains.demo import Built, DemoRecipe, Dirt, Draw, SettingsField, ViewKind, format_date, odd_case
 from crm_assets.freshsales.client import FreshsalesClient
 from crm_assets.pipeline import clean_domain, extract_domain
@@ -161,6 +161,39 @@ def test_a_business_key_may_not_be_nullable() -> None:
     nullable_key = tuple(replace(c, nullable=True) if c.name == key else c for c in ACCOUNTS.columns)
     with pytest.raises(ValueError, match="business key 'account_id' must not be nullable"):
         replace(ACCOUNTS, columns=nullable_key)
+
+
+def _deals_pointing(fk: ForeignKey, column_type: ColumnType = ColumnType.BIGINT) -> Domain:
+    columns = tuple(replace(c, type=column_type) if c.name == fk.column else c for c in DEALS.columns)
+    return replace(DEALS, columns=columns, foreign_keys=(fk,))
+
+
+@pytest.mark.parametrize(
+    ("domains", "refused"),
+    [
+        ((DEALS, ACCOUNTS), "'account_id' points to 'accounts', which must be declared before it"),
+        (
+            (ACCOUNTS, _deals_pointing(ForeignKey("account_id", "accounts", "id"))),
+            "business key 'account_id', not 'id'",
+        ),
+        (
+            (ACCOUNTS, _deals_pointing(ForeignKey("account_id", "accounts", "account_id"), ColumnType.INTEGER)),
+            "must have the type of accounts.account_id, bigint",
+        ),
+    ],
+)
+def test_a_foreign_key_points_to_an_earlier_domains_business_key_of_its_type(
+    domains: tuple[Domain, ...], refused: str
+) -> None:
+    """The pipeline matches references by the business key's values, read as the key's type."""
+    assert in_load_order((ACCOUNTS, DEALS)) == (ACCOUNTS, DEALS)
+    with pytest.raises(ValueError, match=refused):
+        in_load_order(domains)
+
+
+def test_a_foreign_key_names_a_column() -> None:
+    with pytest.raises(ValueError, match=r"foreign keys \['owner_id'\] are not columns"):
+        replace(DEALS, foreign_keys=(ForeignKey("owner_id", "accounts", "account_id"),))
 
 
 def _expected_row(record: dict[str, Any]) -> dict[str, Any] | None:
