@@ -464,6 +464,83 @@ def test_sqlite_stores_a_frame_exactly_as_sqlalchemy_binds_it(sqlite_url: str) -
     assert typed[0] == typed[1]
 
 
+@pytest.mark.postgres
+def test_postgres_copies_a_typed_frame_in_binary_exactly_as_sqlalchemy_binds_it(pg_url: str) -> None:
+    """fill_stage sends a frame typed as its table in PostgreSQL's binary format: the same rows as
+    SQLAlchemy's insert, nulls, empty text, the ends of each type and sub-second instants included."""
+    from datetime import date
+    from decimal import Decimal
+
+    from sqlalchemy.dialects.postgresql import JSONB
+
+    from crm_assets.warehouse.bulk import _binary_types, fill_stage
+
+    columns = {
+        "big": (sa.BigInteger, pl.Int64),
+        "small": (sa.Integer, pl.Int32),
+        "text": (sa.Text, pl.String),
+        "short": (sa.String(64), pl.String),
+        "money": (sa.Numeric(18, 2), pl.Decimal(18, 2)),
+        "day": (sa.Date, pl.Date),
+        "instant": (sa.DateTime(timezone=True), pl.Datetime("us", "UTC")),
+        "flag": (sa.Boolean, pl.Boolean),
+    }
+    table = sa.Table("typed", sa.MetaData(), *(sa.Column(name, kind) for name, (kind, _) in columns.items()))
+    rows = [
+        (
+            -(2**63),
+            -(2**31),
+            "Ünïcode 'quoted', \\ \"x\"\n",
+            "",
+            Decimal("-9999999999999999.99"),
+            date(1, 1, 1),
+            datetime(1, 1, 1, tzinfo=UTC),
+            True,
+        ),
+        (
+            2**63 - 1,
+            2**31 - 1,
+            "",
+            "a" * 64,
+            Decimal("0.10"),
+            date(9999, 12, 31),
+            datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+            False,
+        ),
+        (0, 0, None, None, None, None, None, None),
+        (
+            7,
+            1,
+            "x",
+            "y",
+            Decimal("364820.50"),
+            date(2024, 2, 29),
+            datetime(2024, 4, 16, 5, 15, 0, 123, tzinfo=UTC),
+            True,
+        ),
+    ]
+    frame = pl.DataFrame(rows, schema={name: dtype for name, (_, dtype) in columns.items()}, orient="row")
+    assert _binary_types(table, frame.schema) is not None
+    engine = create_warehouse_engine(pg_url)
+    with engine.begin() as conn:
+        binary, plain = (table.to_metadata(sa.MetaData(), name=name) for name in ("binary", "plain"))
+        for target in (binary, plain):
+            target.create(conn)
+        fill_stage(conn, binary, frame)
+        conn.execute(plain.insert(), frame.to_dicts())
+        stored = [conn.execute(sa.select(t).order_by(t.c.big)).all() for t in (binary, plain)]
+        # Text for a number, or a column with no binary form here: CSV, which the server parses by its rules.
+        texts = pl.DataFrame({"money": ["0.125"], "payload": ['{"a": 1}']})
+        loose = sa.Table("loose", sa.MetaData(), sa.Column("money", sa.Numeric(18, 2)), sa.Column("payload", JSONB))
+        assert _binary_types(loose, texts.schema) is None
+        loose.create(conn)
+        fill_stage(conn, loose, texts)
+        parsed = conn.execute(sa.select(loose)).one()
+    engine.dispose()
+    assert stored[0] == stored[1] and len(stored[0]) == 4
+    assert parsed == (Decimal("0.13"), {"a": 1})  # PostgreSQL rounds half away from zero, polars to even
+
+
 def test_sqlite_reads_a_frame_exactly_as_sqlalchemy_types_it(sqlite_url: str, caplog: pytest.LogCaptureFixture) -> None:
     """read_frame converts by column in polars what SQLAlchemy would convert value by value: the same frame,
     for what the warehouse writes (fill_stage, SQLAlchemy's insert) and for what SQL writes itself."""
