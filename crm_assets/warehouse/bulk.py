@@ -200,19 +200,20 @@ def _copy_frame(conn: sa.Connection, table: sa.Table, frame: pl.DataFrame) -> No
     """
     columns = ", ".join(f'"{c}"' for c in frame.columns)
     binary = _binary_types(table, frame.schema)
-    if binary is None:
-        buffer = io.BytesIO()
-        frame.write_csv(buffer, include_header=False, null_value="", quote_style="non_numeric")
-        data: bytes | memoryview = buffer.getbuffer()
-        options = "FORMAT csv, NULL ''"
-    else:
-        batches = frame.cast(binary).to_arrow()
-        encoder = ArrowToPostgresBinaryEncoder(batches.schema)
-        data = b"".join([encoder.write_header(), *map(encoder.write_batch, batches.to_batches()), encoder.finish()])
-        options = "FORMAT binary"
+    options = "FORMAT csv, NULL ''" if binary is None else "FORMAT binary"
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     with cursor.copy(f'COPY "{table.name}" ({columns}) FROM STDIN WITH ({options})') as copy:
-        copy.write(data)
+        if binary is None:
+            buffer = io.BytesIO()
+            frame.write_csv(buffer, include_header=False, null_value="", quote_style="non_numeric")
+            copy.write(buffer.getbuffer())
+            return
+        batches = frame.cast(binary).to_arrow()
+        encoder = ArrowToPostgresBinaryEncoder(batches.schema)
+        copy.write(encoder.write_header())
+        for batch in batches.to_batches():  # each encoded batch goes out before the next is encoded
+            copy.write(encoder.write_batch(batch))
+        copy.write(encoder.finish())
 
 
 def _binary_types(table: sa.Table, schema: pl.Schema) -> pl.Schema | None:
