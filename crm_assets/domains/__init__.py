@@ -23,13 +23,16 @@ def in_load_order(domains: tuple[Domain, ...]) -> tuple[Domain, ...]:
     """`domains`, once each foreign key is known to point to the business key of a domain declared before
     it, with the key's own type: the cleaning pipeline matches and marks references by those keys' values
     (a surrogate id or a narrower type would orphan valid rows or fail a load). Raises ValueError naming it."""
+    names = [d.name for d in domains]
+    if twice := sorted({name for name in names if names.count(name) > 1}):
+        raise ValueError(f"domains listed twice: {twice}")
     earlier: dict[str, Domain] = {}
     for domain in domains:
         for fk in domain.foreign_keys:
             where = f"domain {domain.name!r}: foreign key {fk.column!r}"
             target = earlier.get(fk.domain)
             if target is None:
-                raise ValueError(f"{where} points to {fk.domain!r}, which must be declared before it (load order)")
+                raise ValueError(f"{where} points to {fk.domain!r}, {_why_not_earlier(fk.domain, domain, names)}")
             if fk.target_column != target.business_key:
                 raise ValueError(
                     f"{where} must point to {fk.domain}'s business key {target.business_key!r}, "
@@ -40,6 +43,14 @@ def in_load_order(domains: tuple[Domain, ...]) -> tuple[Domain, ...]:
                 raise ValueError(f"{where} must have the type of {fk.domain}.{target.business_key}, {key_type.value}")
         earlier[domain.name] = domain
     return domains
+
+
+def _why_not_earlier(referenced: str, domain: Domain, names: list[str]) -> str:
+    if referenced == domain.name:
+        return "its own domain, which the cleaning pipeline does not support"
+    if referenced not in names:
+        return f"which is not a domain of the list {names}"
+    return "which must be listed before it (load order)"
 
 
 DEFAULT_DOMAINS: tuple[Domain, ...] = in_load_order((ACCOUNTS, CONTACTS, DEALS))

@@ -171,7 +171,10 @@ def _deals_pointing(fk: ForeignKey, column_type: ColumnType = ColumnType.BIGINT)
 @pytest.mark.parametrize(
     ("domains", "refused"),
     [
-        ((DEALS, ACCOUNTS), "'account_id' points to 'accounts', which must be declared before it"),
+        ((DEALS, ACCOUNTS), "'account_id' points to 'accounts', which must be listed before it"),
+        ((DEALS,), r"points to 'accounts', which is not a domain of the list \['deals'\]"),
+        ((_deals_pointing(ForeignKey("account_id", "deals", "deal_id")),), "its own domain"),
+        ((ACCOUNTS, ACCOUNTS, DEALS), r"domains listed twice: \['accounts'\]"),
         (
             (ACCOUNTS, _deals_pointing(ForeignKey("account_id", "accounts", "id"))),
             "business key 'account_id', not 'id'",
