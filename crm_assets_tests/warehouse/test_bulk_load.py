@@ -83,7 +83,8 @@ def test_a_big_clean_run_restores_every_index_and_validated_foreign_key(
     assert ("VALIDATE CONSTRAINT fk_deals_account_id_accounts" in statements) == is_postgres(warehouse_engine)
     assert "ix_deals_candidates_account_id" in statements and "ix_deals_created_at" in statements
     assert "ix_deals_candidates_deal_id" in statements
-    # The first load's empty tables no row references: their keys are built once after (PostgreSQL).
+    # A first load's tables are empty and no foreign key points to them: their keys are built once after
+    # (PostgreSQL).
     assert ("ADD CONSTRAINT pk_deals_candidates PRIMARY KEY" in statements) == is_postgres(warehouse_engine)
     assert ("ADD CONSTRAINT uq_deals_deal_id" in statements) == is_postgres(warehouse_engine)
     # A first load versions every deal once, after the contest: the history's indexes, its open-version
