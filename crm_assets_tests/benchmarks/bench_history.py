@@ -80,7 +80,7 @@ def _resync(engine: sa.Engine, client: FreshsalesClient, base: str) -> float:
 def resync_cost(deals: int, rounds: int) -> None:
     print(f"== 1% re-sync with and without deal_history: {deals:,} deals, {deals // 10:,} accounts ==", flush=True)
     hook = HookTimer()
-    clean_load.record_versions = hook  # type: ignore[assignment]
+    clean_load.record_versions = hook
     with throwaway_database() as url, demo_server(deals) as base:
         engine = create_warehouse_engine(url)
         migrate(engine)
@@ -102,7 +102,7 @@ def resync_cost(deals: int, rounds: int) -> None:
             versions = conn.execute(sa.text("SELECT count(*) FROM deal_history")).scalar_one()
         client.close()
         engine.dispose()
-    clean_load.record_versions = hook.original  # type: ignore[assignment]
+    clean_load.record_versions = hook.original
     off, on, spent = (statistics.median(v) for v in (timings[False], timings[True], hook_seconds))
     print(f"  re-sync, history off (median of {rounds})  {off:8.2f} s   {timings[False]}")
     print(f"  re-sync, history on  (median of {rounds})  {on:8.2f} s   {timings[True]}")

@@ -110,5 +110,6 @@ def test_the_export_asset_fails_naming_the_folder_when_the_disk_is_full(
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     description = failure.step_failure_data.user_failure_data.description  # type: ignore[union-attr]
+    assert description is not None
     assert f"in the folder {folder}: no space left on the device" in description
     assert not any(folder.iterdir())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import orjson
@@ -24,7 +25,7 @@ POISONS = {
 }
 
 
-def page_with(poison: bytes, records: list[dict]) -> Callable[[httpx.Request], httpx.Response]:
+def page_with(poison: bytes, records: list[dict[str, Any]]) -> Callable[[httpx.Request], httpx.Response]:
     """An answer to the next request: `records` as a view page, the second one's name set to `poison`."""
     records[1]["name"] = PLACEHOLDER
     body = orjson.dumps({"deals": records, "meta": {"total": len(records), "total_pages": 1}})

@@ -18,7 +18,7 @@ from crm_assets_tests.freshsales.fakes import T0, FakeCrm, make_records
 ClientFactory = Callable[..., FreshsalesClient]
 
 
-def ids(pages: list[list[dict]]) -> list[int]:
+def ids(pages: list[list[dict[str, Any]]]) -> list[int]:
     return [record["id"] for page in pages for record in page]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -75,7 +75,7 @@ def replay(engine: Engine, day: date) -> list[Row]:
         region = dict(conn.execute(sa.select(accounts.c.account_id, accounts.c.region)).all())
     end = utc_midnight(day + timedelta(days=1))
     count: Counter[tuple[str, str | None]] = Counter()
-    value: Counter[tuple[str, str | None]] = Counter()
+    value: defaultdict[tuple[str, str | None], Decimal] = defaultdict(Decimal)
     for v in versions(engine):
         valid = v["valid_from"] < end and (v["valid_to"] is None or v["valid_to"] >= end)
         if valid and not v["is_deleted"] and v["deal_stage"] in OPEN_STAGES:
@@ -133,11 +133,13 @@ def test_stage_transitions_follow_the_history(warehouse_engine: Engine, monkeypa
     stats = refresh_transitions(warehouse_engine)
     t = deal_stage_transitions.c
     with warehouse_engine.connect() as conn:
-        rows: list[Any] = conn.execute(
-            sa.select(t.deal_id, t.from_stage, t.to_stage, t.changed_at, t.days_in_from_stage).order_by(
-                t.deal_id, t.changed_at
-            )
-        ).all()
+        rows: list[Any] = list(
+            conn.execute(
+                sa.select(t.deal_id, t.from_stage, t.to_stage, t.changed_at, t.days_in_from_stage).order_by(
+                    t.deal_id, t.changed_at
+                )
+            ).all()
+        )
     simple = [(d, a, b, c.replace(tzinfo=None), None if n is None else round(n, 4)) for d, a, b, c, n in rows]
     naive = {k: instant(k).replace(tzinfo=None) for k in (4, 6, 12, 13)}
     assert simple == [

@@ -40,6 +40,7 @@ def test_a_mass_delete_fails_once_without_retry_then_the_override_applies_it(sql
         assert not refused.success
         (failure,) = [e for e in refused.all_events if e.is_step_failure]
         message = failure.step_failure_data.user_failure_data.description  # type: ignore[union-attr]
+        assert message is not None
         assert "raw_deals: refusing to merge" in message and "would delete 120 of 300 live deals" in message
         assert "allow_mass_delete: true" in message
         assert not any(e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY for e in refused.all_events)

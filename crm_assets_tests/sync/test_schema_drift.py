@@ -85,6 +85,7 @@ def test_a_renamed_custom_field_keeps_every_row_and_names_the_fix(warehouse_url:
         (failure,) = [e for e in drifted.all_events if e.is_step_failure]
         assert failure.step_key == "accounts"
         message = failure.step_failure_data.user_failure_data.description  # type: ignore[union-attr]
+        assert message is not None
         for named in ("accounts", "region", "cf_region", "CRM_FIELD_MAP", "rebuild: true"):
             assert named in message
         assert not [e for e in drifted.all_events if e.is_step_up_for_retry]

@@ -31,7 +31,8 @@ def deal(crm_id: int, deal_id: str | None = "1", **fields: Any) -> dict[str, Any
 
 
 def frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    schema = {"crm_id": pl.Int64, "updated_at": pl.Datetime("us", "UTC")} | {c: pl.String for c in DEALS.column_names}
+    schema: dict[str, pl.DataType] = {"crm_id": pl.Int64(), "updated_at": pl.Datetime("us", "UTC")}
+    schema |= {c: pl.String() for c in DEALS.column_names}
     return pl.DataFrame(rows, schema=schema)
 
 

@@ -34,7 +34,7 @@ SQLITE_CATALOG = sa.text(
 )
 
 
-def catalog(conn: sa.Connection) -> list[sa.Row[tuple[str, str, str]]]:
+def catalog(conn: sa.Connection) -> list[sa.Row[str, str, str]]:
     """Every index (and on PostgreSQL every constraint, with whether it is validated) of the loaded tables."""
     return list(conn.execute(CATALOG if is_postgres(conn) else SQLITE_CATALOG).all())
 

@@ -298,7 +298,9 @@ def test_a_first_load_on_the_server_numbers_text_keys_as_the_chunks_do_under_any
             with engine.begin() as conn:
                 clean_changes(conn, CONTACTS, "run")
                 table = CLEAN_TABLES["contacts"]
-                ids[on_server] = conn.execute(sa.select(table.c.id, table.c.contact_id).order_by(table.c.id)).all()
+                ids[on_server] = [
+                    tuple(row) for row in conn.execute(sa.select(table.c.id, table.c.contact_id).order_by(table.c.id))
+                ]
         finally:
             engine.dispose()
             drop_pg_database(url)

@@ -65,7 +65,7 @@ def load_clean(engine: Engine, domain=ACCOUNTS, **kwargs: Any):  # type: ignore[
 def raw_rows(engine: Engine) -> dict[int, bool]:
     table = RAW_TABLES["accounts"]
     with engine.connect() as conn:
-        return dict(conn.execute(sa.select(table.c.crm_id, table.c.is_deleted)).all())  # type: ignore[arg-type]
+        return dict(conn.execute(sa.select(table.c.crm_id, table.c.is_deleted)).tuples().all())
 
 
 def test_raw_merge_counts_new_and_changed_and_skips_unchanged(warehouse_engine: Engine) -> None:
@@ -364,7 +364,8 @@ def test_read_frame_binds_the_smallest_integers(warehouse_engine: Engine, value:
 
     types = {"bigint": (sa.BigInteger(), 63), "integer": (sa.Integer(), 31), "smallint": (sa.SmallInteger(), 15)}
     fitting = {name: t for name, (t, bits) in types.items() if value >= -(2**bits)}
-    query = sa.select(*(sa.literal(value, t).label(name) for name, t in fitting.items()))
+    literals: list[Any] = [sa.literal(value, t).label(name) for name, t in fitting.items()]
+    query = sa.select(*literals)
     with warehouse_engine.connect() as conn:
         frame = read_frame(conn, query, dict.fromkeys(fitting, pl.Int64()))
     assert frame.row(0) == (value,) * len(fitting)
@@ -375,8 +376,13 @@ def test_read_frame_keeps_percent_signs(warehouse_engine: Engine, bound: bool) -
     from crm_assets.warehouse.bulk import read_frame
 
     text = sa.literal("50%", sa.String) if bound else sa.literal_column("'50%'")
-    placeholder_like = sa.literal_column("'%(x)s'")  # text that reads like a parameter's placeholder
-    query = sa.select(text.label("text"), sa.literal_column("'100%'").label("other"), placeholder_like.label("like"))
+    placeholder_like = sa.literal_column("'%(x)s'", sa.String)  # text that reads like a parameter's placeholder
+    labeled: list[Any] = [
+        text.label("text"),
+        sa.literal_column("'100%'").label("other"),
+        placeholder_like.label("like"),
+    ]
+    query = sa.select(*labeled)
     with warehouse_engine.connect() as conn:
         frame = read_frame(conn, query, {"text": pl.String(), "other": pl.String(), "like": pl.String()})
     assert frame.rows() == [("50%", "100%", "%(x)s")]
@@ -475,15 +481,15 @@ def test_postgres_copies_a_typed_frame_in_binary_exactly_as_sqlalchemy_binds_it(
 
     from crm_assets.warehouse.bulk import _binary_types, fill_stage
 
-    columns = {
-        "big": (sa.BigInteger, pl.Int64),
-        "small": (sa.Integer, pl.Int32),
-        "text": (sa.Text, pl.String),
-        "short": (sa.String(64), pl.String),
+    columns: dict[str, tuple[sa.types.TypeEngine[Any], pl.DataType]] = {
+        "big": (sa.BigInteger(), pl.Int64()),
+        "small": (sa.Integer(), pl.Int32()),
+        "text": (sa.Text(), pl.String()),
+        "short": (sa.String(64), pl.String()),
         "money": (sa.Numeric(18, 2), pl.Decimal(18, 2)),
-        "day": (sa.Date, pl.Date),
+        "day": (sa.Date(), pl.Date()),
         "instant": (sa.DateTime(timezone=True), pl.Datetime("us", "UTC")),
-        "flag": (sa.Boolean, pl.Boolean),
+        "flag": (sa.Boolean(), pl.Boolean()),
     }
     table = sa.Table("typed", sa.MetaData(), *(sa.Column(name, kind) for name, (kind, _) in columns.items()))
     rows = [
@@ -571,7 +577,7 @@ def test_sqlite_reads_a_frame_exactly_as_sqlalchemy_types_it(sqlite_url: str, ca
         fill_stage(conn, fast, frame.slice(0, 3))
         conn.execute(plain.insert(), frame.slice(3).to_dicts())
         written_by_sql = base | {"deal_id": 6, "deal_size": 5, "crm_id": 16}
-        now, text = sa.func.current_timestamp(), sa.literal_column("'2024-05-01 08:30:00'")  # no fraction
+        now, text = sa.func.current_timestamp(), sa.literal_column("'2024-05-01 08:30:00'", sa.String)  # no fraction
         conn.execute(plain.insert().values(**written_by_sql, created_at=now, updated_at=text))
         for stage in (fast, plain):
             query = sa.select(*(stage.c[c] for c in schema)).order_by(stage.c.deal_id)

@@ -20,10 +20,15 @@ from crm_assets_tests.reports.helpers import add_accounts, add_deals, deal_row
 WIDENED = {("deal_aggregations", "total_deal_size"), ("pipeline_daily", "open_deal_value")}
 
 
+def _numeric(sql_type: sa.types.TypeEngine[Any]) -> sa.Numeric[Any]:
+    assert isinstance(sql_type, sa.Numeric), sql_type
+    return sql_type
+
+
 def _types(engine: sa.Engine) -> dict[tuple[str, str], tuple[int | None, int | None]]:
     inspector = sa.inspect(engine)
     return {
-        (table, column["name"]): (column["type"].precision, column["type"].scale)
+        (table, column["name"]): (_numeric(column["type"]).precision, _numeric(column["type"]).scale)
         for table, name in WIDENED
         for column in inspector.get_columns(table)
         if column["name"] == name

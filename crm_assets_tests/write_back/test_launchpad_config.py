@@ -15,8 +15,8 @@ from crm_assets_tests.write_back.conftest import resources, run_update
 def test_domain_is_an_enum_of_the_declared_domains() -> None:
     config_type = update_domain_value.run_config_schema.config_type
     domain = config_type.fields["domain"].config_type  # type: ignore[attr-defined]
-    assert domain.kind == ConfigTypeKind.ENUM  # type: ignore[attr-defined]
-    assert sorted(v.config_value for v in domain.enum_values) == ["accounts", "contacts", "deals"]  # type: ignore[attr-defined]
+    assert domain.kind == ConfigTypeKind.ENUM
+    assert sorted(v.config_value for v in domain.enum_values) == ["accounts", "contacts", "deals"]
 
 
 def test_an_unknown_domain_is_refused_by_the_config_before_the_run(crm_url: str, sqlite_url: str) -> None:

@@ -305,7 +305,12 @@ def test_a_put_whose_answer_is_lost_is_read_back_and_the_crm_decides_the_outcome
     under_way: list[httpx.Request] = []  # a timed-out PUT the CRM applies once the read-back has been answered
     backoffs: list[int] = []
     back_off = FreshsalesClient.back_off
-    monkeypatch.setattr(FreshsalesClient, "back_off", lambda self, n: (backoffs.append(n), back_off(self, n))[1])
+
+    def noted_back_off(self: FreshsalesClient, attempt: int) -> None:
+        backoffs.append(attempt)
+        back_off(self, attempt)
+
+    monkeypatch.setattr(FreshsalesClient, "back_off", noted_back_off)
 
     def handle(request: httpx.Request, *, over_http: bool = False) -> httpx.Response:
         if request.method != "PUT":
