@@ -609,14 +609,11 @@ class ReferencedKeys:
         for fk in self.domain.foreign_keys:
             wanted = rows[fk.column].drop_nulls().unique()
             if fk.domain in self._whole or len(wanted) >= self.WHOLE_COLUMN_FROM:
-                values = self._whole_column(conn, fk, wanted.dtype)
-            else:
-                values = pl.Series(fk.target_column, _look_up(conn, fk, wanted.to_list()), dtype=wanted.dtype)
+                found[fk.domain] = self._whole_column(conn, fk, wanted.dtype)  # every value: enough for any key
+                continue
+            values = pl.Series(fk.target_column, _look_up(conn, fk, wanted.to_list()), dtype=wanted.dtype)
             # Two foreign keys may point to one domain: the values either found (all exist there) count for both.
-            if fk.domain in found:
-                both = [found[fk.domain].to_frame("value"), values.to_frame("value")]
-                values = pl.concat(both, how="vertical_relaxed").to_series()
-            found[fk.domain] = values
+            found[fk.domain] = pl.concat([found[fk.domain], values]) if fk.domain in found else values
         return found
 
     def _whole_column(self, conn: sa.Connection, fk: ForeignKey, dtype: pl.DataType) -> pl.Series:
@@ -674,10 +671,14 @@ def _mark_dependents(conn: sa.Connection, domain: Domain, changed_keys: pl.DataF
     """Keys that appeared or vanished here change which records of other domains are orphans."""
     if changed_keys.is_empty():
         return
-    for child, fk in referencing(domain):
-        stage = create_stage(conn, CLEAN_TABLES[domain.name], [fk.target_column])
-        fill_stage(conn, stage, changed_keys.rename({domain.business_key: fk.target_column}))
-        _mark_referencing(conn, child, fk, sa.select(stage.c[fk.target_column]))
+    dependents = referencing(domain)
+    if not dependents:
+        return
+    key = domain.business_key  # every foreign key points to it (`in_load_order`)
+    stage = create_stage(conn, CLEAN_TABLES[domain.name], [key])  # staged once, for every referencing key
+    fill_stage(conn, stage, changed_keys.select(key))
+    for child, fk in dependents:
+        _mark_referencing(conn, child, fk, sa.select(stage.c[key]))
 
 
 def _mark_referencing(conn: sa.Connection, child: Domain, fk: ForeignKey, keys: sa.Select[Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import Any
 
 import polars as pl
@@ -313,20 +314,13 @@ def test_two_foreign_keys_to_one_domain_each_find_their_rows(warehouse_engine: E
     write(warehouse_engine, ACCOUNTS, [account(i, i, i) for i in (1, 2, 3)])
     with warehouse_engine.begin() as conn:
         clean_changes(conn, ACCOUNTS, "run")
-    two_ways = Domain(
-        name="shipments",
-        entity="shipments",
-        singular="shipment",
-        views=("All",),
-        business_key="shipment_no",
-        columns=(
-            Column("shipment_no", ColumnType.BIGINT, "custom_field.cf_no"),
-            Column("billing", ColumnType.BIGINT, "custom_field.cf_billing"),
-            Column("shipping", ColumnType.BIGINT, "custom_field.cf_shipping"),
-        ),
-        foreign_keys=tuple(ForeignKey(c, "accounts", "account_id") for c in ("billing", "shipping")),
+    shipping = Column("shipping_account_id", ColumnType.BIGINT, "custom_field.cf_shipping_account_id")
+    two_ways = replace(
+        DEALS,
+        columns=(*DEALS.columns, shipping),
+        foreign_keys=(*DEALS.foreign_keys, ForeignKey(shipping.name, "accounts", "account_id")),
     )
-    rows = pl.DataFrame({"billing": [1, 9], "shipping": [2, 3]})
+    rows = pl.DataFrame({"account_id": [1, 9], "shipping_account_id": [2, 3]})
     for whole in (False, True):
         referenced = clean_load.ReferencedKeys(two_ways)
         if whole:

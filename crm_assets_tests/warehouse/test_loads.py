@@ -477,6 +477,7 @@ def test_postgres_copies_a_typed_frame_in_binary_exactly_as_sqlalchemy_binds_it(
     from datetime import date
     from decimal import Decimal
 
+    from sqlalchemy.dialects import postgresql
     from sqlalchemy.dialects.postgresql import JSONB
 
     from crm_assets.warehouse.bulk import _binary_types, fill_stage
@@ -526,7 +527,7 @@ def test_postgres_copies_a_typed_frame_in_binary_exactly_as_sqlalchemy_binds_it(
         ),
     ]
     frame = pl.DataFrame(rows, schema={name: dtype for name, (_, dtype) in columns.items()}, orient="row")
-    assert _binary_types(table, frame.schema) is not None
+    assert _binary_types(postgresql.dialect(), table, frame.schema) is not None
     engine = create_warehouse_engine(pg_url)
     with engine.begin() as conn:
         binary, plain = (table.to_metadata(sa.MetaData(), name=name) for name in ("binary", "plain"))
@@ -538,7 +539,7 @@ def test_postgres_copies_a_typed_frame_in_binary_exactly_as_sqlalchemy_binds_it(
         # Text for a number, or a column with no binary form here: CSV, which the server parses by its rules.
         texts = pl.DataFrame({"money": ["0.125"], "payload": ['{"a": 1}']})
         loose = sa.Table("loose", sa.MetaData(), sa.Column("money", sa.Numeric(18, 2)), sa.Column("payload", JSONB))
-        assert _binary_types(loose, texts.schema) is None
+        assert _binary_types(postgresql.dialect(), loose, texts.schema) is None
         loose.create(conn)
         fill_stage(conn, loose, texts)
         parsed = conn.execute(sa.select(loose)).one()
