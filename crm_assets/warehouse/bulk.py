@@ -138,16 +138,35 @@ def probing_joins(conn: sa.Connection, enabled: bool = True) -> Iterator[None]:
             conn.execute(sa.text(f"SET LOCAL {name} = {'on' if value == 'on' else 'off'}"))
 
 
+def probed_in(conn: sa.Connection, column: sa.ColumnElement[Any], staged: sa.Select[Any]) -> sa.ColumnElement[bool]:
+    """`column IN (staged)` for a statement inside `probing_joins`: on PostgreSQL as `= ANY(ARRAY(staged))`.
+
+    With hash joins off, the planner may drive an IN's join from the big table when it misjudges its rows
+    (no or stale statistics: a plain VACUUM gives a table its size but no column statistics) and scan the
+    stage once per row, quadratic. An array of the staged values is an index condition, probed once per
+    value whatever the estimates.
+    """
+    if not is_postgres(conn):
+        return column.in_(staged)
+    return column == sa.any_(sa.func.array(staged.scalar_subquery()))
+
+
 def analyze_if_never_analyzed(conn: sa.Connection, table: sa.Table) -> None:
     """Give a table statistics if it has none yet (PostgreSQL): never analyzed, it looks nearly empty to
-    the planner, which then drives joins from it however large it is."""
+    the planner, which then drives joins from it however large it is. A table that VACUUM alone has seen
+    knows its size but nothing of its columns' values: the planner guesses those, so it is analyzed too."""
     if not is_postgres(conn):
         return
     quoted = conn.dialect.identifier_preparer.quote(table.name)
-    tuples = conn.execute(
-        sa.text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:table)"), {"table": quoted}
-    ).scalar()
-    if tuples is not None and tuples < 0:
+    tuples, has_column_statistics = conn.execute(
+        sa.text(
+            "SELECT c.reltuples, EXISTS (SELECT FROM pg_stats s WHERE s.schemaname = n.nspname "
+            "AND s.tablename = c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.oid = to_regclass(:table)"
+        ),
+        {"table": quoted},
+    ).one_or_none() or (None, False)
+    if tuples is not None and (tuples < 0 or (tuples > 0 and not has_column_statistics)):
         conn.execute(sa.text(f"ANALYZE {quoted}"))
 
 

@@ -33,6 +33,7 @@ from crm_assets.warehouse.bulk import (
     drop_stages,
     fill_stage,
     is_empty,
+    probed_in,
     probing_joins,
     read_frame,
     restore_after_bulk_load,
@@ -164,7 +165,7 @@ def clean_changes(
     batches = _coerced_batches(conn, domain, after, through, batch_size, ahead=ahead)
     with probing_joins(conn, small), contextlib.closing(batches):
         for batch, coerced in batches:
-            _take_changed_batch(conn, domain, batch, coerced, affected, run_id, changes, fresh=fresh)
+            _take_changed_batch(conn, domain, batch, coerced, affected, run_id, changes, fresh=fresh, probing=small)
             if fresh and is_postgres(conn) and not on_server:
                 fresh_keys.append(_usable_keys(domain, coerced))
             drop_stages(conn, keep=[affected])
@@ -181,7 +182,8 @@ def clean_changes(
         # Once, after the batches: while they add keys only the stage's primary key is used.
         analyze_stage(conn, affected)
         versions = not first_versions_after
-        contest = _Contest(domain, affected, run_id, changes, track, ReferencedKeys(domain), fresh, versions)
+        referenced = ReferencedKeys(domain)
+        contest = _Contest(domain, affected, run_id, changes, track, referenced, fresh, versions, probing=small)
         with probing_joins(conn, small):
             for first, last in _key_ranges(conn, affected, chunk_size):
                 _decide(conn, contest, first, last)
@@ -354,12 +356,14 @@ def _take_changed_batch(
     changes: TableChanges,
     *,
     fresh: bool = False,
+    probing: bool = False,
 ) -> None:
     """Replace the batch's candidates (`coerced`: its live records), note the keys they held and now hold,
     re-quarantine the unusable.
 
     `fresh`: the candidates table held no row when the run began, so none of the batch's records has one,
-    and the caller notes the keys once after the batches (`_add_fresh_keys`).
+    and the caller notes the keys once after the batches (`_add_fresh_keys`). `probing`: the batch runs
+    inside `probing_joins`.
     """
     candidates, key = CANDIDATE_TABLES[domain.name], domain.business_key
     ids = create_stage(conn, RAW_TABLES[domain.name], ["crm_id"])
@@ -375,7 +379,7 @@ def _take_changed_batch(
     changes.write_seconds += time.perf_counter() - started
     if not fresh:
         _note_new_keys(conn, domain, affected, coerced, in_batch)
-    _drop_rejections(conn, domain, sa.select(ids.c.crm_id))
+    _drop_rejections(conn, domain, sa.select(ids.c.crm_id), probing=probing)
     invalid = coerced.filter(pl.col("error").is_not_null()).select("crm_id", pl.col("error").alias("reason"))
     add_rejections(conn, domain, invalid, run_id)
 
@@ -429,6 +433,7 @@ class _Contest:
     referenced: ReferencedKeys
     fresh: bool  # the run began with no candidates, so no contender has an old verdict to replace
     versions: bool  # keep deal_history up to date chunk by chunk (False: first versions are written once after)
+    probing: bool  # the chunks run inside `probing_joins`
 
 
 def _decide(conn: sa.Connection, contest: _Contest, first: Any, last: Any) -> None:
@@ -455,7 +460,7 @@ def _decide(conn: sa.Connection, contest: _Contest, first: Any, last: Any) -> No
     contenders = read_frame(conn, contenders_query, schema)
     winners, rejected = resolve(domain, contenders, contest.referenced.present(conn, contenders))
     if not contest.fresh:
-        _drop_verdicts(conn, domain, contenders, chosen(candidates, candidates.c.crm_id))
+        _drop_verdicts(conn, domain, contenders, chosen(candidates, candidates.c.crm_id), probing=contest.probing)
     add_rejections(conn, domain, rejected, contest.run_id)
 
     current = read_frame(conn, chosen(table, *(table.c[c] for c in schema)), schema)
@@ -572,7 +577,9 @@ def _first_load_rejections(domain: Domain) -> sa.Select[Any]:
     return sa.select(verdicts.c.crm_id, verdicts.c.reason).where(verdicts.c.reason.is_not(None))
 
 
-def _drop_verdicts(conn: sa.Connection, domain: Domain, contenders: pl.DataFrame, chosen_ids: sa.Select[Any]) -> None:
+def _drop_verdicts(
+    conn: sa.Connection, domain: Domain, contenders: pl.DataFrame, chosen_ids: sa.Select[Any], *, probing: bool
+) -> None:
     """Drop the contenders' old verdicts (duplicate, orphan); coercion rejects stay until their record changes.
 
     `chosen_ids`: the ids of the chunk's candidates, for SQLite.
@@ -586,7 +593,7 @@ def _drop_verdicts(conn: sa.Connection, domain: Domain, contenders: pl.DataFrame
         contender_ids = sa.select(staged_ids.c.crm_id)
     else:  # SQLite: staging row by row costs more than the index probes
         contender_ids = chosen_ids.where(candidates.c.error.is_(None))
-    _drop_rejections(conn, domain, contender_ids)
+    _drop_rejections(conn, domain, contender_ids, probing=probing)
 
 
 class ReferencedKeys:
@@ -714,12 +721,11 @@ def add_rejections(conn: sa.Connection, domain: Domain, rejected: pl.DataFrame, 
     conn.execute(rejected_records.insert().from_select(columns, source))
 
 
-def _drop_rejections(conn: sa.Connection, domain: Domain, crm_ids: sa.Select[Any]) -> None:
-    conn.execute(
-        sa.delete(rejected_records).where(
-            rejected_records.c.domain == domain.name, rejected_records.c.crm_id.in_(crm_ids)
-        )
-    )
+def _drop_rejections(conn: sa.Connection, domain: Domain, crm_ids: sa.Select[Any], *, probing: bool) -> None:
+    """Delete the domain's rejections of `crm_ids`; `probing`: inside `probing_joins` (see `probed_in`)."""
+    column = rejected_records.c.crm_id
+    among = probed_in(conn, column, crm_ids) if probing else column.in_(crm_ids)
+    conn.execute(sa.delete(rejected_records).where(rejected_records.c.domain == domain.name, among))
 
 
 def _count(conn: sa.Connection, domain: Domain, changes: TableChanges) -> None:
