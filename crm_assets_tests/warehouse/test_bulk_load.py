@@ -3,7 +3,6 @@ foreign-key checks), and leaves the schema as it found it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -37,14 +36,6 @@ SQLITE_CATALOG = sa.text(
 def catalog(conn: sa.Connection) -> list[sa.Row[str, str, str]]:
     """Every index (and on PostgreSQL every constraint, with whether it is validated) of the loaded tables."""
     return list(conn.execute(CATALOG if is_postgres(conn) else SQLITE_CATALOG).all())
-
-
-@pytest.fixture
-def pg_engine(pg_url: str) -> Iterator[Engine]:
-    engine = create_warehouse_engine(pg_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 def test_a_big_clean_run_restores_every_index_and_validated_foreign_key(

@@ -8,7 +8,6 @@ re-sync of 4,900 contacts against 31,000 of their rejections took 20 s in that o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import polars as pl
@@ -20,7 +19,6 @@ from crm_assets.domains import ACCOUNTS
 from crm_assets.warehouse import clean_load
 from crm_assets.warehouse.bulk import analyze_if_never_analyzed, create_stage, fill_stage, probed_in, probing_joins
 from crm_assets.warehouse.clean_load import clean_changes
-from crm_assets.warehouse.engine import create_warehouse_engine, migrate
 from crm_assets.warehouse.schema import RAW_TABLES, rejected_records
 from crm_assets_tests.warehouse.test_incremental_clean import account, write
 
@@ -29,14 +27,6 @@ pytestmark = pytest.mark.postgres
 REJECTIONS = 30_000  # of the domain whose records are re-decided, among ...
 OTHER_REJECTIONS = 170_000  # ... these of another: the planner guesses 0.5% of all, 1,000, for the domain
 STAGED = 5_000
-
-
-@pytest.fixture
-def pg_engine(pg_url: str) -> Iterator[Engine]:
-    engine = create_warehouse_engine(pg_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 def _vacuum(engine: Engine, table: sa.Table) -> None:
