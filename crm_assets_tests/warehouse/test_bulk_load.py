@@ -47,21 +47,19 @@ def test_a_big_clean_run_restores_every_index_and_validated_foreign_key(
         assert len(before) > 10
     write(warehouse_engine, ACCOUNTS, [account(i, i, i) for i in range(1, 4)])
     write(warehouse_engine, DEALS, [deal(100 + i, i, i % 3 + 1, i) for i in range(1, 7)])
-    dropped: list[list[str]] = []
-    suspend = clean_load.suspend_for_bulk_load
+    dropped: list[list[str]] = []  # the restore statements of every suspension, in order
 
-    def spy(conn: sa.Connection, table: sa.Table, **options: bool) -> list[str]:
-        dropped.append(suspend(conn, table, **options))
-        return dropped[-1]
+    def recording(name: str) -> None:
+        original = getattr(clean_load, name)
 
-    drop_keys = clean_load.drop_keys_while_empty
+        def spy(conn: sa.Connection, table: sa.Table, **options: bool) -> list[str]:
+            dropped.append(original(conn, table, **options))
+            return dropped[-1]
 
-    def keys_spy(conn: sa.Connection, table: sa.Table) -> list[str]:
-        dropped.append(drop_keys(conn, table))
-        return dropped[-1]
+        monkeypatch.setattr(clean_load, name, spy)
 
-    monkeypatch.setattr(clean_load, "suspend_for_bulk_load", spy)
-    monkeypatch.setattr(clean_load, "drop_keys_while_empty", keys_spy)
+    recording("suspend_for_bulk_load")
+    recording("drop_keys_while_empty")
     for domain in (ACCOUNTS, DEALS):
         with warehouse_engine.begin() as conn:
             clean_changes(conn, domain, "run")

@@ -54,6 +54,18 @@ def _reject_many(engine: Engine, domain: str, n: int) -> None:
         )
 
 
+def _executed(engine: Engine, prefix: str) -> list[str]:
+    """The statements starting with `prefix` that `engine` executes from now on, as they are executed."""
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith(prefix):
+            statements.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", seen)
+    return statements
+
+
 def _plan(conn: sa.Connection, statement: sa.Delete) -> str:
     compiled = statement.compile(conn, compile_kwargs={"literal_binds": True})
     return "\n".join(conn.execute(sa.text(f"EXPLAIN {compiled}")).scalars())
@@ -74,15 +86,10 @@ def test_a_table_with_statistics_is_not_analyzed_again(pg_engine: Engine) -> Non
     _reject_many(pg_engine, "accounts", 1_000)
     with pg_engine.begin() as conn:
         conn.execute(sa.text("ANALYZE rejected_records"))
-    statements: list[str] = []
-
-    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    sa.event.listen(pg_engine, "before_cursor_execute", seen)
+    analyzed = _executed(pg_engine, "ANALYZE")
     with pg_engine.begin() as conn:
         analyze_if_never_analyzed(conn, rejected_records)
-    assert not [s for s in statements if s.startswith("ANALYZE")], statements
+    assert not analyzed, analyzed
 
 
 def test_staged_ids_are_probed_however_the_big_table_is_misjudged(pg_engine: Engine) -> None:
@@ -111,13 +118,7 @@ def test_a_small_clean_run_drops_rejections_by_probes(pg_engine: Engine, monkeyp
     write(
         pg_engine, ACCOUNTS, [account(i, i, i, cf_account_value="n/a" if i % 10 == 0 else "5") for i in range(1, 201)]
     )
-    statements: list[str] = []
-
-    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.startswith("DELETE FROM rejected_records"):
-            statements.append(statement)
-
-    sa.event.listen(pg_engine, "before_cursor_execute", seen)
+    statements = _executed(pg_engine, "DELETE FROM rejected_records")
     with pg_engine.begin() as conn:
         clean_changes(conn, ACCOUNTS, "run")
         conn.execute(sa.text("ANALYZE accounts"))
