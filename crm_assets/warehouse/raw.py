@@ -534,15 +534,15 @@ def _field_schema(domain: Domain) -> dict[str, pl.DataType]:
         "crm_id": pl.Int64(),
         "updated_at": pl.Datetime("us", "UTC"),
         "is_deleted": pl.Boolean(),
-        "synced_at": pl.Datetime("us", "UTC"),
     }
     return schema | {c.name: pl.String() for c in domain.columns}
 
 
 def _fields_query(conn: sa.Connection, domain: Domain) -> sa.Select[Any]:
+    """What cleaning reads of a raw row: no more (each column costs the server its text, the client its parse)."""
     table = RAW_TABLES[domain.name]
     fields = [json_field_as_text(conn, table.c.payload, c.source_path).label(c.name) for c in domain.columns]
-    return sa.select(table.c.crm_id, table.c.updated_at, table.c.is_deleted, table.c.synced_at, *fields)
+    return sa.select(table.c.crm_id, table.c.updated_at, table.c.is_deleted, *fields)
 
 
 def lock_domain(conn: sa.Connection, domain: Domain) -> None:

@@ -66,6 +66,18 @@ def _executed(engine: Engine, prefix: str) -> list[str]:
     return statements
 
 
+def _setting_at(engine: Engine, prefix: str, setting: str) -> list[str]:
+    """The value of `setting` in force at each statement starting with `prefix` that `engine` executes from now on."""
+    values: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith(prefix):
+            values.append(cursor.connection.execute(f"SELECT current_setting('{setting}')").fetchone()[0])
+
+    sa.event.listen(engine, "before_cursor_execute", seen)
+    return values
+
+
 def _plan(conn: sa.Connection, statement: sa.Delete) -> str:
     compiled = statement.compile(conn, compile_kwargs={"literal_binds": True})
     return "\n".join(conn.execute(sa.text(f"EXPLAIN {compiled}")).scalars())
@@ -130,3 +142,20 @@ def test_a_small_clean_run_drops_rejections_by_probes(pg_engine: Engine, monkeyp
         changes = clean_changes(conn, ACCOUNTS, "run")
     assert statements and all("ANY (array(" in s for s in statements), statements
     assert changes.rejected == 22  # 20 from the first load, and the two changed to a bad value
+
+
+@pytest.mark.parametrize(("bad_every", "probed"), [(10, "off"), (1, "on")])
+def test_few_rejections_take_their_payloads_by_probes(pg_engine: Engine, bad_every: int, probed: str) -> None:
+    """Rejections few against the raw table look their payloads up by id (merge and hash joins off); when most
+    records are rejected, a join reads the range once."""
+    records = [account(i, i, i, cf_account_value="n/a" if i % bad_every == 0 else "5") for i in range(1, 201)]
+    write(pg_engine, ACCOUNTS, records)
+    with pg_engine.begin() as conn:
+        conn.execute(sa.text("ANALYZE raw_accounts"))  # its size, which a bulk write of this few rows leaves unknown
+    merge_joins = _setting_at(pg_engine, "INSERT INTO rejected_records", "enable_mergejoin")
+    with pg_engine.begin() as conn:
+        changes = clean_changes(conn, ACCOUNTS, "run")
+        with_payload = sa.select(sa.func.count()).where(rejected_records.c.payload["name"].is_not(None))
+        payloads = conn.execute(with_payload).scalar_one()
+    assert merge_joins == [probed]
+    assert changes.rejected == payloads == 200 // bad_every
