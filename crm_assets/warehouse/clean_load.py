@@ -165,6 +165,8 @@ def clean_changes(
         restore_candidates = drop_keys_while_empty(conn, CANDIDATE_TABLES[domain.name]) + restore_candidates
     on_server = fresh and _first_load_on_server(conn, domain, unversioned)
     fresh_keys: list[pl.Series] = []  # a fresh run's usable keys, batch by batch (PostgreSQL, see _add_fresh_keys)
+    if fresh:
+        _drop_changed_rejections(conn, domain, after, through)
     batches = _coerced_batches(conn, domain, after, through, batch_size, ahead=ahead)
     with probing_joins(conn, small), contextlib.closing(batches):
         for batch, coerced in batches:
@@ -364,17 +366,17 @@ def _take_changed_batch(
     """Replace the batch's candidates (`coerced`: its live records), note the keys they held and now hold,
     re-quarantine the unusable.
 
-    `fresh`: the candidates table held no row when the run began, so none of the batch's records has one,
-    and the caller notes the keys once after the batches (`_add_fresh_keys`). `probing`: the batch runs
-    inside `probing_joins`.
+    `fresh`: the candidates table held no row when the run began, so none of the batch's records has one;
+    the caller drops their rejections once before the batches (`_drop_changed_rejections`) and notes the
+    keys once after them (`_add_fresh_keys`). `probing`: the batch runs inside `probing_joins`.
     """
     candidates, key = CANDIDATE_TABLES[domain.name], domain.business_key
-    ids = create_stage(conn, RAW_TABLES[domain.name], ["crm_id"])
-    fill_stage(conn, ids, batch.select("crm_id"))
-    # IN, not a correlated EXISTS: SQLite then probes the candidates' primary key once per staged id
-    # instead of scanning the stage once per candidate.
-    in_batch = candidates.c.crm_id.in_(sa.select(ids.c.crm_id))
     if not fresh:
+        ids = create_stage(conn, RAW_TABLES[domain.name], ["crm_id"])
+        fill_stage(conn, ids, batch.select("crm_id"))
+        # IN, not a correlated EXISTS: SQLite then probes the candidates' primary key once per staged id
+        # instead of scanning the stage once per candidate.
+        in_batch = candidates.c.crm_id.in_(sa.select(ids.c.crm_id))
         _add_keys(conn, affected, sa.select(candidates.c[key]).where(in_batch, candidates.c[key].is_not(None)))
         conn.execute(sa.delete(candidates).where(in_batch))
     started = time.perf_counter()
@@ -382,7 +384,7 @@ def _take_changed_batch(
     changes.write_seconds += time.perf_counter() - started
     if not fresh:
         _note_new_keys(conn, domain, affected, coerced, in_batch)
-    _drop_rejections(conn, domain, sa.select(ids.c.crm_id), probing=probing)
+        _drop_rejections(conn, domain, sa.select(ids.c.crm_id), probing=probing)
     invalid = coerced.filter(pl.col("error").is_not_null()).select("crm_id", pl.col("error").alias("reason"))
     add_rejections(conn, domain, invalid, run_id)
 
@@ -727,6 +729,18 @@ def add_rejections(conn: sa.Connection, domain: Domain, rejected: pl.DataFrame, 
     few = is_postgres(conn) and rejected.height * PAYLOAD_PROBE_SHARE <= _row_count(conn, raw)
     with probing_joins(conn, few):
         conn.execute(rejected_records.insert().from_select(columns, source))
+
+
+def _drop_changed_rejections(conn: sa.Connection, domain: Domain, after: int, through: int) -> None:
+    """Delete the domain's rejections of every raw row changed in (after, through], in one statement.
+
+    For a fresh run (no candidates: a first load, or a table new to the warehouse), whose records hold no
+    rejection of a clean run except such a table's leftovers: one delete, usually of nothing, instead of
+    staging each batch's ids to delete by.
+    """
+    raw = RAW_TABLES[domain.name]
+    changed = sa.select(raw.c.crm_id).where(raw.c.change_seq.between(after + 1, through))
+    _drop_rejections(conn, domain, changed, probing=False)
 
 
 def _drop_rejections(conn: sa.Connection, domain: Domain, crm_ids: sa.Select[Any], *, probing: bool) -> None:

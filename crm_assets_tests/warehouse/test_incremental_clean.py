@@ -18,7 +18,7 @@ from crm_assets.warehouse.clean_load import clean_changes, read_clean_rows
 from crm_assets.warehouse.engine import create_warehouse_engine, migrate
 from crm_assets.warehouse.history import current_version_mismatches, reconcile
 from crm_assets.warehouse.raw import RawWriter, read_live_fields
-from crm_assets.warehouse.schema import CLEAN_TABLES, deal_history, rejected_records
+from crm_assets.warehouse.schema import CANDIDATE_TABLES, CLEAN_TABLES, deal_history, rejected_records
 from crm_assets_tests.conftest import create_pg_database, drop_pg_database
 from crm_assets_tests.warehouse.test_loads import contact
 
@@ -201,6 +201,26 @@ def test_rebuild_re_decides_everything(warehouse_engine: Engine) -> None:
     with warehouse_engine.begin() as conn:
         changes = clean_changes(conn, ACCOUNTS, "run", rebuild=True)
     assert (changes.records_read, changes.inserted, changes.updated, changes.rejected) == (2, 0, 0, 1)
+
+
+@pytest.mark.parametrize(
+    ("bad_key", "reason"),
+    [("lots", "account_id: cannot use lots, expected a whole number"), (None, "account_id: missing (required)")],
+)
+def test_a_run_without_candidates_replaces_its_records_leftover_rejections(
+    warehouse_engine: Engine, bad_key: str | None, reason: str
+) -> None:
+    """A candidates table found empty (new to the warehouse, or emptied) beside rejections of its records: the
+    run re-decides the records and keeps one rejection each, with a clean table to diff or without (a first load)."""
+    write(warehouse_engine, ACCOUNTS, [account(1, 10, 1), account(2, bad_key, 2)])
+    clean_all(warehouse_engine)
+    with warehouse_engine.begin() as conn:
+        conn.execute(sa.delete(CANDIDATE_TABLES["accounts"]))
+        if bad_key is None:
+            conn.execute(sa.delete(CLEAN_TABLES["accounts"]))
+        changes = clean_changes(conn, ACCOUNTS, "run", rebuild=True)
+    assert (changes.records_read, changes.rows, changes.rejected) == (2, 1, 1)  # counted, not a set: no duplicate
+    assert state(warehouse_engine, ACCOUNTS)[1] == {(2, reason)}
 
 
 def test_memory_follows_the_batch_not_the_table(warehouse_engine: Engine) -> None:
