@@ -61,6 +61,7 @@ from crm_assets.warehouse.history import (
     touches_history,
 )
 from crm_assets.warehouse.raw import (
+    UNSTORABLE_PAYLOAD,
     latest_change_seq,
     lock_domain,
     mark_changed,
@@ -744,10 +745,16 @@ def _drop_changed_rejections(conn: sa.Connection, domain: Domain, after: int, th
 
 
 def _drop_rejections(conn: sa.Connection, domain: Domain, crm_ids: sa.Select[Any], *, probing: bool) -> None:
-    """Delete the domain's rejections of `crm_ids`; `probing`: inside `probing_joins` (see `probed_in`)."""
-    column = rejected_records.c.crm_id
-    among = probed_in(conn, column, crm_ids) if probing else column.in_(crm_ids)
-    conn.execute(sa.delete(rejected_records).where(rejected_records.c.domain == domain.name, among))
+    """Delete the domain's rejections of `crm_ids`; `probing`: inside `probing_joins` (see `probed_in`).
+
+    The raw step's quarantine of a copy it could not store goes only once a later copy is stored: a record
+    re-decided from the copy raw kept before (a rebuild, a referenced key that changed) is still unstored.
+    """
+    r, raw = rejected_records.c, RAW_TABLES[domain.name].c
+    among = probed_in(conn, r.crm_id, crm_ids) if probing else r.crm_id.in_(crm_ids)
+    stored_since = sa.exists().where(raw.crm_id == r.crm_id, raw.synced_at > r.rejected_at)
+    settled = sa.or_(~r.reason.startswith(UNSTORABLE_PAYLOAD), stored_since)
+    conn.execute(sa.delete(rejected_records).where(r.domain == domain.name, among, settled))
 
 
 def _count(conn: sa.Connection, domain: Domain, changes: TableChanges) -> None:

@@ -37,6 +37,9 @@ LISTED, DELETED, CONFIRMED, GONE, REJECTED = "listed", "deleted", "confirmed", "
 COPIES = (LISTED, DELETED, CONFIRMED)
 
 BIGINT_RANGE = (-(2**63), 2**63 - 1)
+# How the reason of a copy the warehouse cannot store (its payload is no JSON) begins. The raw row keeps the
+# last copy it could store: only a copy stored after the quarantine releases the record from it.
+UNSTORABLE_PAYLOAD = "payload: cannot be stored as JSON"
 # A quarantined payload is kept for a person to read, not to load: past this many characters it is cut.
 MAX_REJECTED_PAYLOAD_CHARS = 100_000
 _REPR = reprlib.Repr()
@@ -135,7 +138,7 @@ def check_record(record: Any) -> Storable | Unstorable:
     try:
         stored, text = _storable(record)
     except (orjson.JSONEncodeError, TypeError, RecursionError) as exc:
-        problems = [p for p in (id_problem, f"payload: cannot be stored as JSON ({_encode_problem(exc)})") if p]
+        problems = [p for p in (id_problem, f"{UNSTORABLE_PAYLOAD} ({_encode_problem(exc)})") if p]
         return Unstorable(crm_id, "; ".join(problems), _safe_text(record))
     if crm_id is None:
         payload: Any = stored if len(text) <= MAX_REJECTED_PAYLOAD_CHARS else _cut(text)

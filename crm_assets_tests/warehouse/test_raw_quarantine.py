@@ -14,7 +14,7 @@ from crm_assets.domains import ACCOUNTS
 from crm_assets.lenient_json import loads_lenient
 from crm_assets.warehouse.clean_load import clean_changes
 from crm_assets.warehouse.raw import MAX_REJECTED_PAYLOAD_CHARS, RawLoadStats, RawWriter, Unstorable, check_record
-from crm_assets.warehouse.schema import CLEAN_TABLES, RAW_TABLES, raw_scan_records, rejected_records
+from crm_assets.warehouse.schema import CANDIDATE_TABLES, CLEAN_TABLES, RAW_TABLES, raw_scan_records, rejected_records
 
 
 def account(crm_id: Any, account_id: int = 10, **extra: Any) -> dict[str, Any]:
@@ -121,6 +121,28 @@ def test_the_clean_run_counts_raw_rejections_and_a_fixed_record_leaves_quarantin
     assert changes.rejected == 0
     with warehouse_engine.connect() as conn:
         assert sorted(conn.execute(sa.select(CLEAN_TABLES["accounts"].c.crm_id)).scalars()) == [1, 105]
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_a_re_decided_record_stays_quarantined_until_a_later_copy_is_stored(
+    warehouse_engine: Engine, fresh: bool
+) -> None:
+    """A rebuild re-decides a record from the copy raw kept; the CRM's later copy, which could not be stored,
+    stays in quarantine (with or without candidates to replace) until a copy after it is stored."""
+    write(warehouse_engine, [account(1, 100), account(105, 5)])
+    with warehouse_engine.begin() as conn:
+        clean_changes(conn, ACCOUNTS, "run")
+    write(warehouse_engine, [account(105, 5, notes=nested(300), updated_at="2024-02-01T00:00:00Z")])
+    with warehouse_engine.begin() as conn:
+        if fresh:
+            conn.execute(sa.delete(CANDIDATE_TABLES["accounts"]))
+        changes = clean_changes(conn, ACCOUNTS, "run", rebuild=True)
+    assert changes.rejected == 1 and changes.rejected_by_reason == {"payload: uncastable": 1}
+    assert [(row.crm_id, row.problem) for row in rejected_rows(warehouse_engine)] == [(105, "payload: uncastable")]
+    write(warehouse_engine, [account(105, 6, updated_at="2024-03-01T00:00:00Z")])  # the CRM fixed it
+    with warehouse_engine.begin() as conn:
+        changes = clean_changes(conn, ACCOUNTS, "run")
+    assert changes.rejected == 0 and rejected_rows(warehouse_engine) == []
 
 
 def test_a_huge_payload_is_cut_when_quarantined(warehouse_engine: Engine) -> None:
