@@ -81,8 +81,8 @@ BULK_LOAD_GROWTH = 2
 # A run that changes at most 1/SMALL_CHANGE_SHARE of the clean table's rows joins its stages with the
 # tables by index probes (PostgreSQL): cheaper than reading the tables whole, up to a few percent of them.
 SMALL_CHANGE_SHARE = 50
-# Rejections at most 1/PAYLOAD_PROBE_SHARE of the raw table's rows take their payloads by index probes
-# (PostgreSQL): a probe costs about what reading four rows of a range in sequence does.
+# Rejections at most 1/PAYLOAD_PROBE_SHARE of the raw rows in their id range take their payloads by index
+# probes (PostgreSQL): a probe costs about what reading four rows of a range in sequence does.
 PAYLOAD_PROBE_SHARE = 5
 # How long the read-ahead connection waits for a lock on the raw table before the run fails (PostgreSQL;
 # only DDL such as a migration conflicts with its reads): a retry beats a wait nothing would end.
@@ -724,10 +724,11 @@ def add_rejections(conn: sa.Connection, domain: Domain, rejected: pl.DataFrame, 
         sa.literal(datetime.now(UTC), rejected_records.c.rejected_at.type),
     ).select_from(stage.outerjoin(raw, matched))
     columns = ["domain", "crm_id", "reason", "problem", "payload", "run_id", "rejected_at"]
-    # Few against raw (a first load's duplicates and orphans, a batch's uncastable records), each payload is
-    # cheaper to look up by id than the range is to read whole: one in nine deals of the demo CRM is
-    # rejected, yet a merge join reads every payload of the range (0.9 s for 1M deals; 0.4 s by probes).
-    few = is_postgres(conn) and rejected.height * PAYLOAD_PROBE_SHARE <= _row_count(conn, raw)
+    # Few against the raw rows of their id range (a first load's duplicates and orphans, a batch's uncastable
+    # records), each payload is cheaper to look up by id than the range is to read whole: one in nine deals
+    # of the demo CRM is rejected, yet a merge join reads every payload of the range.
+    id_span = rejected.select(pl.col("crm_id").max() - pl.col("crm_id").min() + 1).item()
+    few = is_postgres(conn) and rejected.height * PAYLOAD_PROBE_SHARE <= min(_row_count(conn, raw), id_span)
     with probing_joins(conn, few):
         conn.execute(rejected_records.insert().from_select(columns, source))
 
