@@ -748,12 +748,13 @@ def _drop_changed_rejections(conn: sa.Connection, domain: Domain, after: int, th
 def _drop_rejections(conn: sa.Connection, domain: Domain, crm_ids: sa.Select[Any], *, probing: bool) -> None:
     """Delete the domain's rejections of `crm_ids`; `probing`: inside `probing_joins` (see `probed_in`).
 
-    The raw step's quarantine of a copy it could not store goes only once a later copy is stored: a record
-    re-decided from the copy raw kept before (a rebuild, a referenced key that changed) is still unstored.
+    The raw step's quarantine of a copy it could not store goes only once a copy is stored with it or after
+    it (a scan that listed both copies stores the newest storable one, as it did before): a record re-decided
+    from a copy raw kept from before (a rebuild, a referenced key that changed) still has that one unstored.
     """
     r, raw = rejected_records.c, RAW_TABLES[domain.name].c
     among = probed_in(conn, r.crm_id, crm_ids) if probing else r.crm_id.in_(crm_ids)
-    stored_since = sa.exists().where(raw.crm_id == r.crm_id, raw.synced_at > r.rejected_at)
+    stored_since = sa.exists().where(raw.crm_id == r.crm_id, raw.synced_at >= r.rejected_at)
     settled = sa.or_(~r.reason.startswith(UNSTORABLE_PAYLOAD), stored_since)
     conn.execute(sa.delete(rejected_records).where(r.domain == domain.name, among, settled))
 

@@ -38,7 +38,7 @@ COPIES = (LISTED, DELETED, CONFIRMED)
 
 BIGINT_RANGE = (-(2**63), 2**63 - 1)
 # How the reason of a copy the warehouse cannot store (its payload is no JSON) begins. The raw row keeps the
-# last copy it could store: only a copy stored after the quarantine releases the record from it.
+# last copy it could store: only a copy stored by the quarantining merge or a later one releases the record.
 UNSTORABLE_PAYLOAD = "payload: cannot be stored as JSON"
 # A quarantined payload is kept for a person to read, not to load: past this many characters it is cut.
 MAX_REJECTED_PAYLOAD_CHARS = 100_000
@@ -489,7 +489,8 @@ class RawWriter:
             ranked.c.problem,
             ranked.c.payload,
             sa.literal(self.run_id, rejected.c.run_id.type),
-            sa.literal(datetime.now(UTC), rejected.c.rejected_at.type),
+            # The time this merge stores its copies at: a copy stored with it or after releases the record.
+            sa.literal(self.synced_at, rejected.c.rejected_at.type),
         ).where(ranked.c.rank == 1)
         columns = ["domain", "crm_id", "reason", "problem", "payload", "run_id", "rejected_at"]
         self.conn.execute(rejected.insert().from_select(columns, source))

@@ -145,6 +145,16 @@ def test_a_re_decided_record_stays_quarantined_until_a_later_copy_is_stored(
     assert changes.rejected == 0 and rejected_rows(warehouse_engine) == []
 
 
+def test_a_scan_that_stores_a_fixed_copy_beside_an_unstorable_one_leaves_nothing_quarantined(
+    warehouse_engine: Engine,
+) -> None:
+    """Edited while a scan ran, a record is listed twice: first a copy that cannot be stored, then the fixed one."""
+    write(warehouse_engine, [account(2, 20, name="caf\ud800"), account(2, 20, updated_at="2024-01-01T10:05:00Z")])
+    with warehouse_engine.begin() as conn:
+        changes = clean_changes(conn, ACCOUNTS, "run")
+    assert (changes.rows, changes.rejected) == (1, 0) and rejected_rows(warehouse_engine) == []
+
+
 def test_a_huge_payload_is_cut_when_quarantined(warehouse_engine: Engine) -> None:
     huge = account(None, 8, notes="x" * (MAX_REJECTED_PAYLOAD_CHARS * 2))
     write(warehouse_engine, [huge])
