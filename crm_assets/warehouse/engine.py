@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +29,8 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 900
 # Each SQLite connection's page cache, in KiB (SQLite's default is 2 MiB): a clean run's statements walk
 # indexes of 1M-row tables, and a cache that small rereads their pages from the OS again and again.
 SQLITE_CACHE_KIB = 32 * 1024
+# The `->` JSON operator (numbers read as their JSON text, see raw.json_field_as_text).
+MIN_SQLITE_VERSION = (3, 38, 0)
 
 
 class WarehouseConnectionError(RuntimeError):
@@ -117,6 +120,7 @@ def _query_value(value: str | tuple[str, ...]) -> str | tuple[str, ...]:
 def create_warehouse_engine(url: str | URL | None = None, **kwargs: Any) -> Engine:
     parsed = normalize_url(url or default_database_url())
     if parsed.get_backend_name() == "sqlite":
+        require_sqlite_json_arrow()
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "isolation_level": "IMMEDIATE"}
@@ -124,6 +128,17 @@ def create_warehouse_engine(url: str | URL | None = None, **kwargs: Any) -> Engi
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return sa.create_engine(parsed, **{"pool_pre_ping": True, **kwargs})
+
+
+def require_sqlite_json_arrow() -> None:
+    """The warehouse reads JSON numbers as their text with `->`, which SQLite has from 3.38 (2022) on."""
+    version = sqlite3.sqlite_version_info
+    if version < MIN_SQLITE_VERSION:
+        have, need = ".".join(map(str, version)), ".".join(map(str, MIN_SQLITE_VERSION))
+        raise WarehouseConnectionError(
+            f"this Python's SQLite is {have}; the embedded warehouse needs {need} or newer. "
+            "Use a Python build with a newer SQLite, or PostgreSQL (DATABASE_URL)."
+        )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

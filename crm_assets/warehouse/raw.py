@@ -525,11 +525,13 @@ def json_field_as_text(conn: sa.Connection, payload: sa.Column[Any], path: tuple
     """A JSON field of the payload as text, the same on both dialects (paths are validated identifiers)."""
     if is_postgres(conn):
         return sa.literal_column(f"{payload.name} #>> '{{{','.join(path)}}}'")
-    # json_extract gives JSON true/false as 1/0: spell them as PostgreSQL does.
-    where = f"{payload.name}, '$.{'.'.join(path)}'"
+    # Strings by json_extract (unquoted); the rest as their JSON text (`->`, SQLite 3.38+), as PostgreSQL
+    # gives them: json_extract makes true/false 1/0, and an integer beyond 64 bits a REAL of 15 digits.
+    json_path = f"'$.{'.'.join(path)}'"
+    where = f"{payload.name}, {json_path}"
     return sa.literal_column(
-        f"CASE json_type({where}) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
-        f"ELSE CAST(json_extract({where}) AS TEXT) END"
+        f"CASE json_type({where}) WHEN 'text' THEN json_extract({where}) WHEN 'null' THEN NULL "
+        f"ELSE {payload.name} -> {json_path} END"
     )
 
 

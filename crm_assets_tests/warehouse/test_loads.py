@@ -242,6 +242,15 @@ def test_a_password_inside_a_libpq_connection_string_is_hidden(url: str) -> None
     assert "db" in shown  # the rest stays, to tell which database
 
 
+def test_an_sqlite_too_old_for_the_warehouse_is_named_before_anything_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from crm_assets.warehouse import engine as warehouse_engine
+    from crm_assets.warehouse.engine import WarehouseConnectionError
+
+    monkeypatch.setattr(warehouse_engine.sqlite3, "sqlite_version_info", (3, 37, 2))
+    with pytest.raises(WarehouseConnectionError, match=r"SQLite is 3\.37\.2; the embedded warehouse needs 3\.38\.0"):
+        create_warehouse_engine("sqlite://")
+
+
 @pytest.mark.postgres
 def test_the_servers_refusal_does_not_repeat_a_password_inside_the_database_name(pg_url: str) -> None:
     """PostgreSQL names the database it did not find: `database "dbname=crm password=..." does not exist`."""
@@ -327,6 +336,20 @@ def test_keys_with_percent_signs_and_quotes_are_decided_like_any_other(warehouse
         changes = clean_changes(conn, CONTACTS, "run", chunk_size=2)
         assert read_clean_rows(conn, CONTACTS)["contact_id"].to_list() == keys
     assert changes.keys_decided == len(keys)
+
+
+def test_numbers_beyond_64_bits_are_read_digit_for_digit(warehouse_engine: Engine) -> None:
+    """Text keys the CRM sends as JSON numbers past 2**63 (storable up to 2**64): SQLite's json_extract would
+    read both as one 15-digit REAL, a false duplicate; they load as PostgreSQL reads them, whole."""
+    from crm_assets.domains import CONTACTS
+
+    keys = [2**63 + 1, 2**63 + 3, 2**64 - 1]
+    records = [contact(i, "") | {"external_id": key} for i, key in enumerate(keys, start=1)]  # numbers, not text
+    write_raw(warehouse_engine, records, domain=CONTACTS)
+    with warehouse_engine.begin() as conn:
+        changes = clean_changes(conn, CONTACTS, "run")
+        assert read_clean_rows(conn, CONTACTS)["contact_id"].to_list() == sorted(str(key) for key in keys)
+    assert changes.rejected == 0
 
 
 def test_keys_at_the_ends_of_64_bits_are_decided_like_any_other(warehouse_engine: Engine) -> None:
