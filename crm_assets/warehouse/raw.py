@@ -240,7 +240,9 @@ class RawWriter:
         if isinstance(checked, Unstorable):
             payload = checked.payload if not self._is_postgres else orjson.dumps(checked.payload).decode()
             problem = "; ".join(reason_kinds(checked.reason))
-            return (self.scan_id, checked.crm_id, REJECTED, payload, None, False, checked.reason, problem)
+            # A copy from the Recycle Bin (or flagged deleted) still says the record is gone, stored or not.
+            gone = deleted or (isinstance(record, dict) and record.get("is_deleted") is True)
+            return (self.scan_id, checked.crm_id, REJECTED, payload, None, gone, checked.reason, problem)
         updated_at = parse_instant(record.get("updated_at")) or parse_instant(record.get("created_at"))
         payload = checked.text if self._is_postgres else checked.record
         is_deleted = deleted or record.get("is_deleted") is True
@@ -276,6 +278,13 @@ class RawWriter:
             .subquery()
         )
 
+    def _deleted_unstored(self) -> sa.Select[Any]:
+        """Ids of live raw rows whose deleted copy (Recycle Bin) this scan could not store: gone all the same."""
+        stage = raw_scan_records
+        return sa.select(stage.c.crm_id).where(
+            self._mine, stage.c.kind == REJECTED, stage.c.is_deleted, stage.c.crm_id.is_not(None)
+        )
+
     def _unlisted(self) -> sa.ColumnElement[bool]:
         """Live raw rows of which this scan staged nothing (index lookups on (scan_id, crm_id))."""
         stage, table = raw_scan_records, self.table
@@ -291,6 +300,13 @@ class RawWriter:
             sa.select(sa.func.count())
             .select_from(newest.join(table, table.c.crm_id == newest.c.crm_id))
             .where(newest.c.is_deleted, ~table.c.is_deleted)
+        ).scalar_one()
+        by_crm += self.conn.execute(
+            sa.select(sa.func.count()).where(
+                ~table.c.is_deleted,
+                table.c.crm_id.in_(self._deleted_unstored()),
+                ~table.c.crm_id.in_(sa.select(newest.c.crm_id).where(newest.c.is_deleted)),
+            )
         ).scalar_one()
         unlisted = 0
         if reconcile:
@@ -360,7 +376,7 @@ class RawWriter:
             where=self._replaces(excluded.updated_at, excluded.is_deleted, excluded.payload, payload_wins, read_since),
         )
         self.conn.execute(insert)
-        gone = sa.select(stage.c.crm_id).where(self._mine, stage.c.kind == GONE)
+        gone = sa.union(sa.select(stage.c.crm_id).where(self._mine, stage.c.kind == GONE), self._deleted_unstored())
         confirmed_gone = self.conn.execute(
             sa.update(table)
             .where(table.c.crm_id.in_(gone), ~table.c.is_deleted)

@@ -155,6 +155,24 @@ def test_a_scan_that_stores_a_fixed_copy_beside_an_unstorable_one_leaves_nothing
     assert (changes.rows, changes.rejected) == (1, 0) and rejected_rows(warehouse_engine) == []
 
 
+def test_a_deleted_copy_that_cannot_be_stored_still_deletes_the_record(warehouse_engine: Engine) -> None:
+    """The Recycle Bin lists a stored record in a form the warehouse cannot store: it is gone all the same,
+    counted before the merge (the mass-delete guard) and by it, and its copy is quarantined."""
+    write(warehouse_engine, [account(1, 100), account(2, 200)])
+    with warehouse_engine.begin() as conn:
+        clean_changes(conn, ACCOUNTS, "run")
+        writer = RawWriter(conn, ACCOUNTS, "run")
+        writer.add([account(2, 200, notes=nested(300), updated_at="2024-02-01T00:00:00Z")], deleted=True)
+        assert writer.deletion_counts(reconcile=False).deleted_by_crm == 1
+        stats = writer.merge(reconcile=False)
+        changes = clean_changes(conn, ACCOUNTS, "run")
+        raw = RAW_TABLES["accounts"]
+        flags = {row.crm_id: row.is_deleted for row in conn.execute(sa.select(raw.c.crm_id, raw.c.is_deleted))}
+    assert (stats.marked_deleted, stats.rejected) == (1, 1)
+    assert flags == {1: False, 2: True}
+    assert (changes.rows, changes.deleted) == (1, 1)
+
+
 def test_a_huge_payload_is_cut_when_quarantined(warehouse_engine: Engine) -> None:
     huge = account(None, 8, notes="x" * (MAX_REJECTED_PAYLOAD_CHARS * 2))
     write(warehouse_engine, [huge])
