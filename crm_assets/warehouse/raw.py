@@ -279,7 +279,7 @@ class RawWriter:
         )
 
     def _deleted_unstored(self) -> sa.Select[Any]:
-        """Ids of live raw rows whose deleted copy (Recycle Bin) this scan could not store: gone all the same."""
+        """Ids whose deleted copy (Recycle Bin) this scan staged but could not store: gone all the same."""
         stage = raw_scan_records
         return sa.select(stage.c.crm_id).where(
             self._mine, stage.c.kind == REJECTED, stage.c.is_deleted, stage.c.crm_id.is_not(None)
