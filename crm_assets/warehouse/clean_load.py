@@ -728,7 +728,8 @@ def add_rejections(conn: sa.Connection, domain: Domain, rejected: pl.DataFrame, 
     # records), each payload is cheaper to look up by id than the range is to read whole: one in nine deals
     # of the demo CRM is rejected, yet a merge join reads every payload of the range.
     id_span = rejected.select(pl.col("crm_id").max() - pl.col("crm_id").min() + 1).item()
-    few = is_postgres(conn) and rejected.height * PAYLOAD_PROBE_SHARE <= min(_row_count(conn, raw), id_span)
+    share = rejected.height * PAYLOAD_PROBE_SHARE
+    few = is_postgres(conn) and share <= id_span and share <= _row_count(conn, raw)  # the catalog last
     with probing_joins(conn, few):
         conn.execute(rejected_records.insert().from_select(columns, source))
 
